@@ -1,0 +1,1 @@
+//! Go flag parsing (being written)
