@@ -1,0 +1,232 @@
+//! The Nebula IX handshake on top of our Noise implementation: building and reading the two
+//! messages with Go's payload, certificate checks, and the initiator's pending state.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use nebula_cert::cert::Certificate;
+use nebula_cert::{Curve, Version};
+use prost::Message as _;
+use proto::handshake::{NebulaHandshake, NebulaHandshakeDetails};
+use proto::header::{subtype, Header, MessageType, HEADER_LEN};
+use rand_core::CryptoRngCore;
+
+use crate::aead::{CipherKind, Session};
+use crate::noise::{self, DhKind};
+use crate::pki::Pki;
+use crate::EngineError;
+
+/// Most packets queued behind one pending handshake (Go: 100).
+pub const MAX_QUEUED_PACKETS: usize = 100;
+
+/// Something waiting for a tunnel.
+#[derive(Clone, Debug)]
+pub enum QueuedPacket {
+    /// An IP packet from the TUN.
+    Inside(Vec<u8>),
+    /// A control-plane message (type, subtype, plaintext).
+    Control(MessageType, u8, Vec<u8>),
+}
+
+/// A handshake we started and have not finished.
+pub struct PendingHandshake {
+    pub vpn_addr: IpAddr,
+    pub local_index: u32,
+    pub version: Version,
+    /// The whole stage-1 datagram, re-sent unchanged on every attempt.
+    pub stage1: Vec<u8>,
+    pub noise: noise::Initiator,
+    pub attempts: u32,
+    pub started: Instant,
+    pub queued: Vec<QueuedPacket>,
+    /// Addresses the last attempt went to.
+    pub last_addrs: Vec<std::net::SocketAddr>,
+}
+
+/// The responder's result: everything needed to install the tunnel and answer.
+pub struct Response {
+    pub peer_cert: Certificate,
+    pub vpn_addrs: Vec<IpAddr>,
+    pub peer_index: u32,
+    pub peer_time: u64,
+    pub our_version: Version,
+    /// The stage-2 Noise message (without header).
+    pub stage2: Vec<u8>,
+    pub session: Session,
+}
+
+/// The initiator's result.
+pub struct Completed {
+    pub peer_cert: Certificate,
+    pub vpn_addrs: Vec<IpAddr>,
+    pub peer_index: u32,
+    pub peer_time: u64,
+    pub session: Session,
+}
+
+fn dh_kind(curve: Curve) -> DhKind {
+    match curve {
+        Curve::Curve25519 => DhKind::X25519,
+        Curve::P256 => DhKind::P256,
+    }
+}
+
+fn version_number(v: Version) -> u32 {
+    match v {
+        Version::V1 => 1,
+        Version::V2 => 2,
+    }
+}
+
+fn payload(pki: &Pki, version: Version, initiator_index: u32, responder_index: u32, unix_nanos: u64) -> Vec<u8> {
+    NebulaHandshake::from_details(NebulaHandshakeDetails {
+        cert: pki.handshake_cert(version).to_vec(),
+        initiator_index,
+        responder_index,
+        cookie: 0,
+        time: unix_nanos,
+        cert_version: version_number(version),
+    })
+    .encode_to_vec()
+}
+
+/// Build stage 1 for a handshake to `vpn`.
+#[allow(clippy::too_many_arguments)]
+pub fn initiate(
+    pki: &Pki,
+    cipher: CipherKind,
+    version: Version,
+    vpn: IpAddr,
+    local_index: u32,
+    unix_nanos: u64,
+    now: Instant,
+    rng: &mut dyn CryptoRngCore,
+) -> Result<PendingHandshake, EngineError> {
+    let keypair = noise::StaticKeypair::from_private(dh_kind(pki.curve()), pki.private_key())
+        .map_err(|e| EngineError::Crypto(e.to_string()))?;
+    let mut init = noise::Initiator::new(cipher, keypair);
+    let body = init
+        .write_message_1(&payload(pki, version, local_index, 0, unix_nanos), rng)
+        .map_err(|e| EngineError::Crypto(e.to_string()))?;
+    let mut stage1 = vec![0u8; HEADER_LEN];
+    Header::new(MessageType::Handshake, subtype::HANDSHAKE_IX_PSK0, 0, 1)
+        .encode(&mut stage1)
+        .map_err(|e| EngineError::Crypto(e.to_string()))?;
+    stage1.extend_from_slice(&body);
+    Ok(PendingHandshake {
+        vpn_addr: vpn,
+        local_index,
+        version,
+        stage1,
+        noise: init,
+        attempts: 0,
+        started: now,
+        queued: Vec::new(),
+        last_addrs: Vec::new(),
+    })
+}
+
+/// Decode a handshake payload and rebuild + verify the peer's certificate against our pool.
+fn verify_peer(
+    pki: &Pki,
+    payload: &[u8],
+    remote_static: &[u8],
+    unix_secs: i64,
+) -> Result<(NebulaHandshakeDetails, Certificate, Vec<IpAddr>), EngineError> {
+    let details = proto::handshake::decode_strict(payload)
+        .map_err(|e| EngineError::Handshake(format!("bad handshake payload: {e}")))?;
+    if details.cert.is_empty() {
+        return Err(EngineError::Handshake("handshake carries no certificate".into()));
+    }
+    let version = match details.cert_version {
+        0 | 1 => Version::V1,
+        2 => Version::V2,
+        v => return Err(EngineError::Handshake(format!("unknown certificate version {v}"))),
+    };
+    let cert = Certificate::recombine_from_handshake(version, &details.cert, remote_static, pki.curve())
+        .map_err(|e| EngineError::Handshake(format!("peer certificate: {e}")))?;
+    if cert.curve() != pki.curve() {
+        return Err(EngineError::Handshake("peer certificate uses another curve".into()));
+    }
+    if cert.is_ca() {
+        return Err(EngineError::Handshake("peer presented a CA certificate".into()));
+    }
+    pki.ca_pool()
+        .verify(unix_secs, &cert)
+        .map_err(|e| EngineError::Handshake(format!("peer certificate {:?}: {e}", cert.name())))?;
+    let vpn_addrs: Vec<IpAddr> = cert.networks().iter().map(|n| n.addr()).collect();
+    if vpn_addrs.is_empty() {
+        return Err(EngineError::Handshake("peer certificate has no networks".into()));
+    }
+    Ok((details, cert, vpn_addrs))
+}
+
+/// We are the responder: read stage 1 (`body` = the datagram without its header) and build stage 2.
+pub fn respond(
+    pki: &Pki,
+    cipher: CipherKind,
+    body: &[u8],
+    local_index: u32,
+    unix_nanos: u64,
+    unix_secs: i64,
+    rng: &mut dyn CryptoRngCore,
+) -> Result<Response, EngineError> {
+    let keypair = noise::StaticKeypair::from_private(dh_kind(pki.curve()), pki.private_key())
+        .map_err(|e| EngineError::Crypto(e.to_string()))?;
+    let (payload_in, remote_static, responder) = noise::Responder::read_message_1(cipher, keypair, body)
+        .map_err(|e| EngineError::Handshake(format!("noise: {e}")))?;
+    let (details, cert, vpn_addrs) = verify_peer(pki, &payload_in, &remote_static, unix_secs)?;
+    if details.initiator_index == 0 {
+        return Err(EngineError::Handshake("stage 1 without an initiator index".into()));
+    }
+    if details.responder_index != 0 {
+        return Err(EngineError::Handshake("stage 1 carries a responder index".into()));
+    }
+    let our_version = pki.answer_version(cert.version());
+    let reply = payload(pki, our_version, details.initiator_index, local_index, unix_nanos);
+    let (stage2, keys) = responder
+        .write_message_2(&reply, rng)
+        .map_err(|e| EngineError::Crypto(e.to_string()))?;
+    let session = keys
+        .into_session(false)
+        .map_err(|e| EngineError::Crypto(e.to_string()))?;
+    Ok(Response {
+        peer_cert: cert,
+        vpn_addrs,
+        peer_index: details.initiator_index,
+        peer_time: details.time,
+        our_version,
+        stage2,
+        session,
+    })
+}
+
+/// We are the initiator: read stage 2. `Ok(None)` when the Noise read fails (the attempt stays
+/// alive: it may be a stray or forged packet); `Err` when a genuine answer is unacceptable.
+pub fn complete(
+    pending: &mut PendingHandshake,
+    pki: &Pki,
+    body: &[u8],
+    unix_secs: i64,
+) -> Result<Option<Completed>, EngineError> {
+    let Ok((payload_in, remote_static, keys)) = pending.noise.read_message_2(body) else {
+        return Ok(None);
+    };
+    let (details, cert, vpn_addrs) = verify_peer(pki, &payload_in, &remote_static, unix_secs)?;
+    if details.responder_index == 0 {
+        return Err(EngineError::Handshake("stage 2 without a responder index".into()));
+    }
+    if details.initiator_index != pending.local_index {
+        return Err(EngineError::Handshake("stage 2 echoes another initiator index".into()));
+    }
+    let session = keys
+        .into_session(true)
+        .map_err(|e| EngineError::Crypto(e.to_string()))?;
+    Ok(Some(Completed {
+        peer_cert: cert,
+        vpn_addrs,
+        peer_index: details.responder_index,
+        peer_time: details.time,
+        session,
+    }))
+}

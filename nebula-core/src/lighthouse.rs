@@ -1,0 +1,95 @@
+//! The lighthouse client's messages (queries and host updates) and the seam where a lighthouse's
+//! address book (the `nebula-lighthouse` crate) plugs into the engine.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use nebula_cert::Version;
+use proto::lighthouse::{AddrEncoding, NebulaMeta, NebulaMetaDetails, NebulaMetaType};
+
+/// The lighthouse side (`lighthouse.am_lighthouse: true`): given a message from a peer, produce
+/// replies addressed to vpn addresses (the engine sends each over its tunnel to that host).
+pub trait LighthouseServer: Send {
+    /// `from_vpn`: the sender's vpn addresses (first = identity); `learned`: the sender's underlay
+    /// address as we see it (the tunnel's current remote), `None` when relayed.
+    fn handle(
+        &mut self,
+        now: Instant,
+        from_vpn: &[IpAddr],
+        learned: Option<SocketAddr>,
+        msg: &NebulaMeta,
+        replies: &mut Vec<(IpAddr, NebulaMeta)>,
+    );
+
+    /// A tunnel to `vpn` went away: forget what it told us.
+    fn host_gone(&mut self, _vpn: IpAddr) {}
+}
+
+/// The address encoding for a tunnel that uses certificate `version` (v1 fields for v1 tunnels,
+/// which is all a 1.6.1 peer understands; IPv6 needs v2).
+pub fn encoding_for(version: Version, addr: IpAddr) -> AddrEncoding {
+    if version == Version::V1 && addr.is_ipv4() {
+        AddrEncoding::V1
+    } else {
+        AddrEncoding::V2
+    }
+}
+
+/// `HostQuery` for `vpn`.
+pub fn host_query(vpn: IpAddr, version: Version) -> NebulaMeta {
+    let details = NebulaMetaDetails::for_vpn_addr(vpn, encoding_for(version, vpn))
+        .unwrap_or_default();
+    NebulaMeta::new(NebulaMetaType::HostQuery, details)
+}
+
+/// `HostUpdateNotification` announcing our underlay addresses.
+pub fn host_update(me: IpAddr, addrs: &[SocketAddr], version: Version) -> NebulaMeta {
+    let mut details =
+        NebulaMetaDetails::for_vpn_addr(me, encoding_for(version, me)).unwrap_or_default();
+    for a in addrs {
+        details.push_underlay(*a);
+    }
+    NebulaMeta::new(NebulaMetaType::HostUpdateNotification, details)
+}
+
+/// The subject and underlay addresses of a reply or punch notification.
+pub fn parse_addresses(msg: &NebulaMeta) -> Option<(IpAddr, Vec<SocketAddr>)> {
+    let d = msg.details.as_ref()?;
+    let (vpn, _) = d.vpn_addr_and_encoding()?;
+    Some((vpn, d.underlay_addrs().collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message as _;
+
+    #[test]
+    fn v1_query_matches_go_bytes() {
+        // PROTOCOL.md §5.1: v1 HostQuery for 10.42.1.6.
+        let m = host_query("10.42.1.6".parse().expect("ip"), Version::V1);
+        assert_eq!(m.encode_to_vec(), [0x08, 0x01, 0x12, 0x05, 0x08, 0x86, 0x82, 0xa8, 0x51]);
+    }
+
+    #[test]
+    fn v2_query_matches_go_bytes() {
+        let m = host_query("10.42.1.6".parse().expect("ip"), Version::V2);
+        assert_eq!(
+            m.encode_to_vec(),
+            [0x08, 0x01, 0x12, 0x0a, 0x32, 0x08, 0x10, 0x86, 0x82, 0xa8, 0xd1, 0xf0, 0xff, 0x3f]
+        );
+    }
+
+    #[test]
+    fn update_round_trips_addresses() {
+        let addrs: Vec<SocketAddr> = vec![
+            "192.0.2.1:4242".parse().expect("a"),
+            "[2001:db8::1]:4242".parse().expect("b"),
+        ];
+        let m = host_update("10.1.0.2".parse().expect("ip"), &addrs, Version::V1);
+        let back = NebulaMeta::decode(m.encode_to_vec().as_slice()).expect("decode");
+        let (vpn, got) = parse_addresses(&back).expect("parse");
+        assert_eq!(vpn, "10.1.0.2".parse::<IpAddr>().expect("ip"));
+        assert_eq!(got, addrs);
+    }
+}

@@ -1,0 +1,79 @@
+//! The engine's timer queue: deadlines for handshake retries, connection checks, lighthouse updates
+//! and punches. Time is whatever `Instant` the caller passes in; nothing here reads a clock.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+/// What a deadline is for.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Timer {
+    /// Next attempt (or time-out) of the pending handshake with this local index.
+    HandshakeRetry { local_index: u32 },
+    /// Connection check of an established tunnel.
+    ConnectionCheck { local_index: u32 },
+    /// Periodic HostUpdateNotification to the lighthouses.
+    LighthouseUpdate,
+    /// Send a hole-punch byte to this address (answer to a punch notification).
+    Punch { to: SocketAddr },
+    /// `punchy.respond`: send a test request to this vpn address.
+    PunchRespond { vpn: IpAddr },
+}
+
+/// A min-heap of deadlines. Stale entries are allowed: the handler re-checks state when one fires.
+#[derive(Default)]
+pub struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
+    seq: u64,
+}
+
+impl Timers {
+    pub fn add(&mut self, at: Instant, timer: Timer) {
+        self.seq += 1;
+        self.heap.push(Reverse((at, self.seq, timer)));
+    }
+
+    /// The earliest deadline.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// Pop one timer that is due at `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<Timer> {
+        match self.heap.peek() {
+            Some(Reverse((at, _, _))) if *at <= now => self.heap.pop().map(|Reverse((_, _, t))| t),
+            _ => None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn pops_in_deadline_order_and_only_when_due() {
+        let t0 = Instant::now();
+        let mut t = Timers::default();
+        t.add(t0 + Duration::from_secs(2), Timer::LighthouseUpdate);
+        t.add(t0 + Duration::from_secs(1), Timer::HandshakeRetry { local_index: 7 });
+        assert_eq!(t.next_deadline(), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(t.pop_due(t0), None);
+        assert_eq!(
+            t.pop_due(t0 + Duration::from_secs(3)),
+            Some(Timer::HandshakeRetry { local_index: 7 })
+        );
+        assert_eq!(t.pop_due(t0 + Duration::from_secs(3)), Some(Timer::LighthouseUpdate));
+        assert!(t.is_empty());
+    }
+}
