@@ -221,7 +221,10 @@ pub enum InsideOutcome {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutsideOutcome {
     /// `datagram[start..end]` is a decrypted IP packet for the TUN.
-    Tun { start: usize, end: usize },
+    Tun {
+        start: usize,
+        end: usize,
+    },
     /// Consumed by the control plane; see the outputs.
     Handled,
     Dropped(DropReason),
@@ -430,12 +433,7 @@ impl Engine {
         let Some(idx) = self.hostmap.primary(&vpn) else {
             // No tunnel: queue the packet and start (or continue) a handshake.
             let packet = buf[HEADER_LEN..HEADER_LEN + len].to_vec();
-            return self.queue_for_handshake(
-                now,
-                vpn,
-                QueuedPacket::Inside(packet),
-                out,
-            );
+            return self.queue_for_handshake(now, vpn, QueuedPacket::Inside(packet), out);
         };
         let Some(t) = self.hostmap.get_mut(idx) else {
             return InsideOutcome::Dropped(DropReason::NoRoute);
@@ -448,8 +446,7 @@ impl Engine {
             Verdict::Allow => {}
             Verdict::Drop => return InsideOutcome::Dropped(DropReason::Firewall),
             Verdict::Reject => {
-                if let Some(reply) =
-                    crate::filter::reject_reply(&buf[HEADER_LEN..HEADER_LEN + len])
+                if let Some(reply) = crate::filter::reject_reply(&buf[HEADER_LEN..HEADER_LEN + len])
                 {
                     out.tun.push(reply);
                 }
@@ -463,11 +460,20 @@ impl Engine {
             Ok(c) => c,
             Err(_) => return InsideOutcome::Dropped(DropReason::CounterExhausted),
         };
-        let h = Header::new(MessageType::Message, subtype::MESSAGE_NONE, t.remote_index, counter);
+        let h = Header::new(
+            MessageType::Message,
+            subtype::MESSAGE_NONE,
+            t.remote_index,
+            counter,
+        );
         if h.encode(&mut buf[..HEADER_LEN]).is_err() {
             return InsideOutcome::Dropped(DropReason::BufferTooSmall);
         }
-        if t.session.send.seal_frame(counter, &mut buf[..total], HEADER_LEN).is_err() {
+        if t.session
+            .send
+            .seal_frame(counter, &mut buf[..total], HEADER_LEN)
+            .is_err()
+        {
             return InsideOutcome::Dropped(DropReason::CounterExhausted);
         }
         t.traffic_out = true;
@@ -523,8 +529,21 @@ impl Engine {
     }
 
     /// Send a test request with `payload` to `vpn` (starts a handshake if needed).
-    pub fn send_test_request(&mut self, now: Instant, vpn: IpAddr, payload: &[u8], out: &mut Outputs) {
-        self.send_to_vpn(now, vpn, MessageType::Test, subtype::TEST_REQUEST, payload, out);
+    pub fn send_test_request(
+        &mut self,
+        now: Instant,
+        vpn: IpAddr,
+        payload: &[u8],
+        out: &mut Outputs,
+    ) {
+        self.send_to_vpn(
+            now,
+            vpn,
+            MessageType::Test,
+            subtype::TEST_REQUEST,
+            payload,
+            out,
+        );
     }
 
     /// Send an encrypted control-plane message to `vpn`, queueing it behind a handshake if needed.
@@ -550,7 +569,14 @@ impl Engine {
     }
 
     /// Encrypt and send one message on a specific tunnel.
-    fn send_on_tunnel(&mut self, idx: u32, t: MessageType, st: u8, payload: &[u8], out: &mut Outputs) {
+    fn send_on_tunnel(
+        &mut self,
+        idx: u32,
+        t: MessageType,
+        st: u8,
+        payload: &[u8],
+        out: &mut Outputs,
+    ) {
         let Some(tun) = self.hostmap.get_mut(idx) else {
             return;
         };
@@ -637,7 +663,10 @@ impl Engine {
         if datagram.len() < HEADER_LEN + TAG_LEN {
             return OutsideOutcome::Dropped(DropReason::TooShort);
         }
-        let plain_len = match t.session.open_frame(h.message_counter, datagram, HEADER_LEN) {
+        let plain_len = match t
+            .session
+            .open_frame(h.message_counter, datagram, HEADER_LEN)
+        {
             Ok(p) => p.len(),
             Err(crate::aead::AeadError::Replay) => {
                 return OutsideOutcome::Dropped(DropReason::Replay)
@@ -1008,8 +1037,13 @@ impl Engine {
         }
         let mut datagram2 = resp.stage2;
         let mut hdr = [0u8; HEADER_LEN];
-        let _ = Header::new(MessageType::Handshake, subtype::HANDSHAKE_IX_PSK0, resp.peer_index, 2)
-            .encode(&mut hdr);
+        let _ = Header::new(
+            MessageType::Handshake,
+            subtype::HANDSHAKE_IX_PSK0,
+            resp.peer_index,
+            2,
+        )
+        .encode(&mut hdr);
         datagram2.splice(0..0, hdr);
         let tunnel = Tunnel {
             local_index,
@@ -1078,7 +1112,14 @@ impl Engine {
     }
 
     /// We are the initiator: stage 2 for our pending handshake `idx` arrived.
-    fn handshake_stage2(&mut self, now: Instant, via: Via, idx: u32, datagram: &[u8], out: &mut Outputs) {
+    fn handshake_stage2(
+        &mut self,
+        now: Instant,
+        via: Via,
+        idx: u32,
+        datagram: &[u8],
+        out: &mut Outputs,
+    ) {
         let unix_secs = self.unix_secs(now);
         let Some(p) = self.pending.get_mut(&idx) else {
             return;
@@ -1109,7 +1150,11 @@ impl Engine {
         if !done.vpn_addrs.contains(&p.vpn_addr) {
             // The wrong host answered: tell it, block that address and start over.
             let addr = via.addr();
-            self.remotes.entry(p.vpn_addr).or_default().blocked.push(addr);
+            self.remotes
+                .entry(p.vpn_addr)
+                .or_default()
+                .blocked
+                .push(addr);
             let mut tmp = Tunnel {
                 local_index: idx,
                 vpn_addr: done.vpn_addrs[0],
@@ -1134,7 +1179,10 @@ impl Engine {
                 recv_errors: 0,
             };
             if let Some(d) = seal_message(&mut tmp, MessageType::CloseTunnel, 0, &[]) {
-                out.transmits.push(Transmit { to: addr, payload: d });
+                out.transmits.push(Transmit {
+                    to: addr,
+                    payload: d,
+                });
             }
             out.events.push(Event::HandshakeRejected {
                 from: addr,
@@ -1312,7 +1360,10 @@ impl Engine {
             let needs_rehandshake = t.session.send_counter() >= self.cfg.rehandshake_after_messages;
             if !tout && self.cfg.punchy.punch {
                 if let Some(r) = t.remote {
-                    out.transmits.push(Transmit { to: r, payload: vec![1] });
+                    out.transmits.push(Transmit {
+                        to: r,
+                        payload: vec![1],
+                    });
                 }
             }
             if is_primary && needs_rehandshake && !self.pending_by_vpn.contains_key(&vpn) {
@@ -1344,7 +1395,10 @@ impl Engine {
         }
         if self.cfg.punchy.punch && !self.cfg.lighthouses.contains(&vpn) {
             if let Some(r) = t.remote {
-                out.transmits.push(Transmit { to: r, payload: vec![1] });
+                out.transmits.push(Transmit {
+                    to: r,
+                    payload: vec![1],
+                });
             }
         }
         self.timers.add(
@@ -1355,7 +1409,12 @@ impl Engine {
 
     /// Start a new handshake to a host we already have a tunnel with (counter limit, new cert).
     fn start_rehandshake(&mut self, now: Instant, vpn: IpAddr, out: &mut Outputs) {
-        if let Some(r) = self.hostmap.primary(&vpn).and_then(|i| self.hostmap.get(i)).and_then(|t| t.remote) {
+        if let Some(r) = self
+            .hostmap
+            .primary(&vpn)
+            .and_then(|i| self.hostmap.get(i))
+            .and_then(|t| t.remote)
+        {
             self.remotes.entry(vpn).or_default().learn(r);
         }
         if let Some(idx) = self.start_handshake(now, vpn, out) {
@@ -1392,12 +1451,19 @@ impl Engine {
             .unwrap_or_else(|| self.pki.initiating_version())
     }
 
-    fn send_lighthouse_message(&mut self, now: Instant, lh: IpAddr, msg: NebulaMeta, out: &mut Outputs) {
+    fn send_lighthouse_message(
+        &mut self,
+        now: Instant,
+        lh: IpAddr,
+        msg: NebulaMeta,
+        out: &mut Outputs,
+    ) {
         let bytes = msg.encode_to_vec();
         if let Some(idx) = self.hostmap.primary(&lh) {
             self.send_on_tunnel(idx, MessageType::LightHouse, 0, &bytes, out);
         } else {
-            self.deferred.push_back((lh, MessageType::LightHouse, 0, bytes));
+            self.deferred
+                .push_back((lh, MessageType::LightHouse, 0, bytes));
             while self.deferred.len() > 256 {
                 self.deferred.pop_front();
             }
@@ -1440,7 +1506,9 @@ impl Engine {
         let learned = t.remote;
         let sender = t.vpn_addr;
         match msg.known_type() {
-            Some(NebulaMetaType::HostQuery | NebulaMetaType::HostUpdateNotification) if self.cfg.am_lighthouse => {
+            Some(NebulaMetaType::HostQuery | NebulaMetaType::HostUpdateNotification)
+                if self.cfg.am_lighthouse =>
+            {
                 if let Some(server) = self.lighthouse_server.as_mut() {
                     let mut replies = Vec::new();
                     server.handle(now, &from_vpn, learned, &msg, &mut replies);
@@ -1526,7 +1594,10 @@ fn seal_message(t: &mut Tunnel, mt: MessageType, st: u8, payload: &[u8]) -> Opti
         .encode(&mut d[..HEADER_LEN])
         .ok()?;
     d[HEADER_LEN..HEADER_LEN + payload.len()].copy_from_slice(payload);
-    t.session.send.seal_frame(counter, &mut d, HEADER_LEN).ok()?;
+    t.session
+        .send
+        .seal_frame(counter, &mut d, HEADER_LEN)
+        .ok()?;
     Some(d)
 }
 
@@ -1540,8 +1611,9 @@ fn is_private(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_private() || v4.is_loopback() || v4.is_link_local(),
         IpAddr::V6(v6) => {
-            v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80
+            v6.is_loopback()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
         }
     }
 }
-

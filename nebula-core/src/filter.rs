@@ -47,7 +47,13 @@ fn hex_lower(b: [u8; 32]) -> String {
 
 /// The firewall as the engine sees it. `incoming`: from a tunnel towards the TUN.
 pub trait PacketFilter: Send {
-    fn check(&mut self, now: Instant, packet: &[u8], incoming: bool, peer: &PeerIdentity<'_>) -> Verdict;
+    fn check(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        incoming: bool,
+        peer: &PeerIdentity<'_>,
+    ) -> Verdict;
 }
 
 /// Lets everything through. Only for tests of the engine that are not about the firewall.

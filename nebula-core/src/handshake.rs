@@ -78,7 +78,13 @@ fn version_number(v: Version) -> u32 {
     }
 }
 
-fn payload(pki: &Pki, version: Version, initiator_index: u32, responder_index: u32, unix_nanos: u64) -> Vec<u8> {
+fn payload(
+    pki: &Pki,
+    version: Version,
+    initiator_index: u32,
+    responder_index: u32,
+    unix_nanos: u64,
+) -> Vec<u8> {
     NebulaHandshake::from_details(NebulaHandshakeDetails {
         cert: pki.handshake_cert(version).to_vec(),
         initiator_index,
@@ -136,27 +142,40 @@ fn verify_peer(
     let details = proto::handshake::decode_strict(payload)
         .map_err(|e| EngineError::Handshake(format!("bad handshake payload: {e}")))?;
     if details.cert.is_empty() {
-        return Err(EngineError::Handshake("handshake carries no certificate".into()));
+        return Err(EngineError::Handshake(
+            "handshake carries no certificate".into(),
+        ));
     }
     let version = match details.cert_version {
         0 | 1 => Version::V1,
         2 => Version::V2,
-        v => return Err(EngineError::Handshake(format!("unknown certificate version {v}"))),
+        v => {
+            return Err(EngineError::Handshake(format!(
+                "unknown certificate version {v}"
+            )))
+        }
     };
-    let cert = Certificate::recombine_from_handshake(version, &details.cert, remote_static, pki.curve())
-        .map_err(|e| EngineError::Handshake(format!("peer certificate: {e}")))?;
+    let cert =
+        Certificate::recombine_from_handshake(version, &details.cert, remote_static, pki.curve())
+            .map_err(|e| EngineError::Handshake(format!("peer certificate: {e}")))?;
     if cert.curve() != pki.curve() {
-        return Err(EngineError::Handshake("peer certificate uses another curve".into()));
+        return Err(EngineError::Handshake(
+            "peer certificate uses another curve".into(),
+        ));
     }
     if cert.is_ca() {
-        return Err(EngineError::Handshake("peer presented a CA certificate".into()));
+        return Err(EngineError::Handshake(
+            "peer presented a CA certificate".into(),
+        ));
     }
     pki.ca_pool()
         .verify(unix_secs, &cert)
         .map_err(|e| EngineError::Handshake(format!("peer certificate {:?}: {e}", cert.name())))?;
     let vpn_addrs: Vec<IpAddr> = cert.networks().iter().map(|n| n.addr()).collect();
     if vpn_addrs.is_empty() {
-        return Err(EngineError::Handshake("peer certificate has no networks".into()));
+        return Err(EngineError::Handshake(
+            "peer certificate has no networks".into(),
+        ));
     }
     Ok((details, cert, vpn_addrs))
 }
@@ -173,17 +192,28 @@ pub fn respond(
 ) -> Result<Response, EngineError> {
     let keypair = noise::StaticKeypair::from_private(dh_kind(pki.curve()), pki.private_key())
         .map_err(|e| EngineError::Crypto(e.to_string()))?;
-    let (payload_in, remote_static, responder) = noise::Responder::read_message_1(cipher, keypair, body)
-        .map_err(|e| EngineError::Handshake(format!("noise: {e}")))?;
+    let (payload_in, remote_static, responder) =
+        noise::Responder::read_message_1(cipher, keypair, body)
+            .map_err(|e| EngineError::Handshake(format!("noise: {e}")))?;
     let (details, cert, vpn_addrs) = verify_peer(pki, &payload_in, &remote_static, unix_secs)?;
     if details.initiator_index == 0 {
-        return Err(EngineError::Handshake("stage 1 without an initiator index".into()));
+        return Err(EngineError::Handshake(
+            "stage 1 without an initiator index".into(),
+        ));
     }
     if details.responder_index != 0 {
-        return Err(EngineError::Handshake("stage 1 carries a responder index".into()));
+        return Err(EngineError::Handshake(
+            "stage 1 carries a responder index".into(),
+        ));
     }
     let our_version = pki.answer_version(cert.version());
-    let reply = payload(pki, our_version, details.initiator_index, local_index, unix_nanos);
+    let reply = payload(
+        pki,
+        our_version,
+        details.initiator_index,
+        local_index,
+        unix_nanos,
+    );
     let (stage2, keys) = responder
         .write_message_2(&reply, rng)
         .map_err(|e| EngineError::Crypto(e.to_string()))?;
@@ -214,10 +244,14 @@ pub fn complete(
     };
     let (details, cert, vpn_addrs) = verify_peer(pki, &payload_in, &remote_static, unix_secs)?;
     if details.responder_index == 0 {
-        return Err(EngineError::Handshake("stage 2 without a responder index".into()));
+        return Err(EngineError::Handshake(
+            "stage 2 without a responder index".into(),
+        ));
     }
     if details.initiator_index != pending.local_index {
-        return Err(EngineError::Handshake("stage 2 echoes another initiator index".into()));
+        return Err(EngineError::Handshake(
+            "stage 2 echoes another initiator index".into(),
+        ));
     }
     let session = keys
         .into_session(true)

@@ -17,7 +17,7 @@ pub mod sim;
 pub mod timers;
 
 pub use engine::{
-    CloseReason, DropReason, Engine, EngineConfig, Event, InsideOutcome, OutsideOutcome, Outputs,
+    CloseReason, DropReason, Engine, EngineConfig, Event, InsideOutcome, Outputs, OutsideOutcome,
     Transmit,
 };
 

@@ -37,8 +37,8 @@ pub fn encoding_for(version: Version, addr: IpAddr) -> AddrEncoding {
 
 /// `HostQuery` for `vpn`.
 pub fn host_query(vpn: IpAddr, version: Version) -> NebulaMeta {
-    let details = NebulaMetaDetails::for_vpn_addr(vpn, encoding_for(version, vpn))
-        .unwrap_or_default();
+    let details =
+        NebulaMetaDetails::for_vpn_addr(vpn, encoding_for(version, vpn)).unwrap_or_default();
     NebulaMeta::new(NebulaMetaType::HostQuery, details)
 }
 
@@ -68,7 +68,10 @@ mod tests {
     fn v1_query_matches_go_bytes() {
         // PROTOCOL.md §5.1: v1 HostQuery for 10.42.1.6.
         let m = host_query("10.42.1.6".parse().expect("ip"), Version::V1);
-        assert_eq!(m.encode_to_vec(), [0x08, 0x01, 0x12, 0x05, 0x08, 0x86, 0x82, 0xa8, 0x51]);
+        assert_eq!(
+            m.encode_to_vec(),
+            [0x08, 0x01, 0x12, 0x05, 0x08, 0x86, 0x82, 0xa8, 0x51]
+        );
     }
 
     #[test]

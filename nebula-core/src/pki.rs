@@ -40,7 +40,9 @@ impl Pki {
         let mut v2 = None;
         for c in certs {
             if c.is_ca() {
-                return Err(EngineError::Config("pki.cert must not be a CA certificate".into()));
+                return Err(EngineError::Config(
+                    "pki.cert must not be a CA certificate".into(),
+                ));
             }
             let slot = match c.version() {
                 Version::V1 => &mut v1,
@@ -62,7 +64,9 @@ impl Pki {
         let curve = first.curve();
         for c in v1.iter().chain(v2.iter()) {
             if c.curve() != curve {
-                return Err(EngineError::Config("pki.cert: certificates use different curves".into()));
+                return Err(EngineError::Config(
+                    "pki.cert: certificates use different curves".into(),
+                ));
             }
             c.verify_private_key(curve, &private_key).map_err(|e| {
                 EngineError::Config(format!("pki.key does not match pki.cert: {e}"))
@@ -78,7 +82,11 @@ impl Pki {
                 ));
             }
         }
-        let default_version = if v1.is_some() { Version::V1 } else { Version::V2 };
+        let default_version = if v1.is_some() {
+            Version::V1
+        } else {
+            Version::V2
+        };
         let initiating_version = initiating_version.unwrap_or(default_version);
         let held = match initiating_version {
             Version::V1 => v1.is_some(),
@@ -109,8 +117,14 @@ impl Pki {
             networks.insert(0, *first_net);
         }
         Ok(Pki {
-            v1_handshake: v1.as_ref().map(|c| c.marshal_for_handshake()).unwrap_or_default(),
-            v2_handshake: v2.as_ref().map(|c| c.marshal_for_handshake()).unwrap_or_default(),
+            v1_handshake: v1
+                .as_ref()
+                .map(|c| c.marshal_for_handshake())
+                .unwrap_or_default(),
+            v2_handshake: v2
+                .as_ref()
+                .map(|c| c.marshal_for_handshake())
+                .unwrap_or_default(),
             v1,
             v2,
             private_key,

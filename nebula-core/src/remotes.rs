@@ -104,7 +104,11 @@ mod tests {
         };
         r.set_from_lighthouse(
             "10.0.0.1".parse().expect("ip"),
-            vec![sa("192.168.1.5:4242"), sa("203.0.113.1:4242"), sa("198.51.100.7:1")],
+            vec![
+                sa("192.168.1.5:4242"),
+                sa("203.0.113.1:4242"),
+                sa("198.51.100.7:1"),
+            ],
         );
         r.blocked.push(sa("198.51.100.7:1"));
         let pref: Vec<IpNet> = vec!["192.168.0.0/16".parse().expect("net")];

@@ -14,7 +14,7 @@ use nebula_cert::{keys, Curve, Version};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::engine::{Engine, EngineConfig, Event, InsideOutcome, OutsideOutcome, Outputs};
+use crate::engine::{Engine, EngineConfig, Event, InsideOutcome, Outputs, OutsideOutcome};
 use crate::filter::{AllowAll, PacketFilter};
 use crate::pki::Pki;
 
@@ -77,7 +77,9 @@ impl TestCa {
             public_key: public,
             curve: self.curve,
         };
-        let cert = tbs.sign(Some(&self.cert), &self.key).expect("test host cert");
+        let cert = tbs
+            .sign(Some(&self.cert), &self.key)
+            .expect("test host cert");
         (cert, private)
     }
 

@@ -66,14 +66,20 @@ mod tests {
         let t0 = Instant::now();
         let mut t = Timers::default();
         t.add(t0 + Duration::from_secs(2), Timer::LighthouseUpdate);
-        t.add(t0 + Duration::from_secs(1), Timer::HandshakeRetry { local_index: 7 });
+        t.add(
+            t0 + Duration::from_secs(1),
+            Timer::HandshakeRetry { local_index: 7 },
+        );
         assert_eq!(t.next_deadline(), Some(t0 + Duration::from_secs(1)));
         assert_eq!(t.pop_due(t0), None);
         assert_eq!(
             t.pop_due(t0 + Duration::from_secs(3)),
             Some(Timer::HandshakeRetry { local_index: 7 })
         );
-        assert_eq!(t.pop_due(t0 + Duration::from_secs(3)), Some(Timer::LighthouseUpdate));
+        assert_eq!(
+            t.pop_due(t0 + Duration::from_secs(3)),
+            Some(Timer::LighthouseUpdate)
+        );
         assert!(t.is_empty());
     }
 }
