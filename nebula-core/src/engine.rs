@@ -845,6 +845,11 @@ impl Engine {
                 local_index: idx,
                 reason,
             });
+            if self.hostmap.primary(&t.vpn_addr).is_none() {
+                if let Some(server) = self.lighthouse_server.as_mut() {
+                    server.host_gone(t.vpn_addr);
+                }
+            }
             if self.hostmap.primary(&t.vpn_addr).is_none() && reason != CloseReason::Replaced {
                 if let Some(r) = self.remotes.get_mut(&t.vpn_addr) {
                     if !self.cfg.lighthouses.contains(&t.vpn_addr) {

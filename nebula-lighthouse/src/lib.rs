@@ -1,0 +1,248 @@
+//! The lighthouse's address book: which underlay addresses each host reported and where we saw it,
+//! answers to HostQuery and the HostPunchNotification that lets both sides punch at once. Sans-IO.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use nebula_core::lighthouse::LighthouseServer;
+use proto::lighthouse::{AddrEncoding, NebulaMeta, NebulaMetaDetails, NebulaMetaType};
+
+/// Most reported addresses kept per family for one host (Go's `MaxRemotes`).
+pub const MAX_REPORTED_PER_FAMILY: usize = 10;
+
+/// What the lighthouse knows about one host.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostEntry {
+    /// Where the lighthouse sees the host (the tunnel's current remote).
+    pub learned: Option<SocketAddr>,
+    /// What the host reported in its last HostUpdateNotification.
+    pub reported: Vec<SocketAddr>,
+    /// Relays the host can be reached through.
+    pub relays: Vec<IpAddr>,
+    /// The encoding the host used last (we answer it in kind).
+    pub encoding: Option<AddrEncoding>,
+}
+
+impl HostEntry {
+    /// Learned address first, then the reported ones, without duplicates.
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = Vec::new();
+        for a in self.learned.iter().chain(self.reported.iter()) {
+            if !v.contains(a) {
+                v.push(*a);
+            }
+        }
+        v
+    }
+}
+
+/// The address book; plug it into the engine with `Engine::set_lighthouse_server`.
+#[derive(Default)]
+pub struct AddressBook {
+    hosts: HashMap<IpAddr, HostEntry>,
+}
+
+impl AddressBook {
+    pub fn new() -> AddressBook {
+        AddressBook::default()
+    }
+
+    pub fn get(&self, vpn: &IpAddr) -> Option<&HostEntry> {
+        self.hosts.get(vpn)
+    }
+
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+
+    fn details_for(subject: IpAddr, entry: &HostEntry, encoding: AddrEncoding) -> NebulaMetaDetails {
+        let encoding = if subject.is_ipv4() { encoding } else { AddrEncoding::V2 };
+        let mut d = NebulaMetaDetails::for_vpn_addr(subject, encoding).unwrap_or_default();
+        for a in entry.addresses() {
+            d.push_underlay(a);
+        }
+        let relays: Vec<IpAddr> = entry
+            .relays
+            .iter()
+            .copied()
+            .filter(|r| encoding == AddrEncoding::V2 || r.is_ipv4())
+            .collect();
+        let _ = d.set_relays(relays, encoding);
+        d
+    }
+}
+
+fn capped(addrs: impl Iterator<Item = SocketAddr>) -> Vec<SocketAddr> {
+    let (mut v4, mut v6) = (0usize, 0usize);
+    let mut out = Vec::new();
+    for a in addrs {
+        let n = if a.is_ipv4() { &mut v4 } else { &mut v6 };
+        if *n < MAX_REPORTED_PER_FAMILY && !out.contains(&a) {
+            *n += 1;
+            out.push(a);
+        }
+    }
+    out
+}
+
+impl LighthouseServer for AddressBook {
+    fn handle(
+        &mut self,
+        _now: Instant,
+        from_vpn: &[IpAddr],
+        learned: Option<SocketAddr>,
+        msg: &NebulaMeta,
+        replies: &mut Vec<(IpAddr, NebulaMeta)>,
+    ) {
+        let Some(sender) = from_vpn.first().copied() else {
+            return;
+        };
+        let Some(details) = msg.details.as_ref() else {
+            return;
+        };
+        match msg.known_type() {
+            Some(NebulaMetaType::HostQuery) => {
+                let Some((subject, encoding)) = details.vpn_addr_and_encoding() else {
+                    return;
+                };
+                // Keep the querier's learned address fresh: the punch notification uses it.
+                let q = self.hosts.entry(sender).or_default();
+                if learned.is_some() {
+                    q.learned = learned;
+                }
+                let querier = q.clone();
+                let Some(entry) = self.hosts.get(&subject) else {
+                    return; // unknown host: no answer, as Go
+                };
+                replies.push((
+                    sender,
+                    NebulaMeta::new(
+                        NebulaMetaType::HostQueryReply,
+                        Self::details_for(subject, entry, encoding),
+                    ),
+                ));
+                // Tell the queried host to punch towards the querier.
+                let enc = entry.encoding.unwrap_or(encoding);
+                replies.push((
+                    subject,
+                    NebulaMeta::new(
+                        NebulaMetaType::HostPunchNotification,
+                        Self::details_for(sender, &querier, enc),
+                    ),
+                ));
+            }
+            Some(NebulaMetaType::HostUpdateNotification) => {
+                let encoding = match details.vpn_addr_and_encoding() {
+                    // The subject must be the sender itself.
+                    Some((vpn, enc)) if from_vpn.contains(&vpn) => enc,
+                    Some(_) => return,
+                    // v2 may omit it.
+                    None => AddrEncoding::V2,
+                };
+                let entry = self.hosts.entry(sender).or_default();
+                entry.learned = learned;
+                entry.reported = capped(details.underlay_addrs());
+                entry.relays = details.relays();
+                entry.encoding = Some(encoding);
+                let ack = NebulaMetaDetails::for_vpn_addr(sender, if sender.is_ipv4() { encoding } else { AddrEncoding::V2 })
+                    .unwrap_or_default();
+                replies.push((sender, NebulaMeta::new(NebulaMetaType::HostUpdateNotificationAck, ack)));
+            }
+            _ => {}
+        }
+    }
+
+    fn host_gone(&mut self, vpn: IpAddr) {
+        self.hosts.remove(&vpn);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().expect("addr")
+    }
+
+    fn update(me: &str, addrs: &[&str], enc: AddrEncoding) -> NebulaMeta {
+        let mut d = NebulaMetaDetails::for_vpn_addr(ip(me), enc).expect("details");
+        for a in addrs {
+            d.push_underlay(sa(a));
+        }
+        NebulaMeta::new(NebulaMetaType::HostUpdateNotification, d)
+    }
+
+    fn query(subject: &str, enc: AddrEncoding) -> NebulaMeta {
+        NebulaMeta::new(
+            NebulaMetaType::HostQuery,
+            NebulaMetaDetails::for_vpn_addr(ip(subject), enc).expect("details"),
+        )
+    }
+
+    #[test]
+    fn update_then_query_answers_and_punches() {
+        let mut lh = AddressBook::new();
+        let now = Instant::now();
+        let mut r = Vec::new();
+        lh.handle(
+            now,
+            &[ip("10.1.0.2")],
+            Some(sa("203.0.113.2:4242")),
+            &update("10.1.0.2", &["192.168.1.2:4242"], AddrEncoding::V1),
+            &mut r,
+        );
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].1.known_type(), Some(NebulaMetaType::HostUpdateNotificationAck));
+        r.clear();
+        lh.handle(now, &[ip("10.1.0.3")], Some(sa("198.51.100.3:5000")), &query("10.1.0.2", AddrEncoding::V1), &mut r);
+        assert_eq!(r.len(), 2);
+        let (to, reply) = &r[0];
+        assert_eq!(*to, ip("10.1.0.3"));
+        assert_eq!(reply.known_type(), Some(NebulaMetaType::HostQueryReply));
+        let d = reply.details.as_ref().expect("details");
+        assert_eq!(d.old_vpn_addr, 0x0a01_0002);
+        let addrs: Vec<SocketAddr> = d.underlay_addrs().collect();
+        assert_eq!(addrs, vec![sa("203.0.113.2:4242"), sa("192.168.1.2:4242")]);
+        let (to, punch) = &r[1];
+        assert_eq!(*to, ip("10.1.0.2"));
+        assert_eq!(punch.known_type(), Some(NebulaMetaType::HostPunchNotification));
+        let pd = punch.details.as_ref().expect("details");
+        assert_eq!(pd.underlay_addrs().collect::<Vec<_>>(), vec![sa("198.51.100.3:5000")]);
+    }
+
+    #[test]
+    fn unknown_host_gets_no_answer_and_spoofed_updates_are_ignored() {
+        let mut lh = AddressBook::new();
+        let now = Instant::now();
+        let mut r = Vec::new();
+        lh.handle(now, &[ip("10.1.0.3")], None, &query("10.1.0.9", AddrEncoding::V2), &mut r);
+        assert!(r.is_empty());
+        // 10.1.0.3 claims to be 10.1.0.2.
+        lh.handle(now, &[ip("10.1.0.3")], Some(sa("203.0.113.3:1")), &update("10.1.0.2", &["192.0.2.66:1"], AddrEncoding::V1), &mut r);
+        assert!(r.is_empty());
+        assert!(lh.get(&ip("10.1.0.2")).is_none());
+    }
+
+    #[test]
+    fn reported_addresses_are_capped_and_forgotten_when_the_host_goes() {
+        let mut lh = AddressBook::new();
+        let now = Instant::now();
+        let mut r = Vec::new();
+        let many: Vec<String> = (1..=20).map(|p| format!("192.0.2.1:{p}")).collect();
+        let refs: Vec<&str> = many.iter().map(|s| s.as_str()).collect();
+        lh.handle(now, &[ip("10.1.0.2")], None, &update("10.1.0.2", &refs, AddrEncoding::V2), &mut r);
+        assert_eq!(lh.get(&ip("10.1.0.2")).expect("entry").reported.len(), MAX_REPORTED_PER_FAMILY);
+        lh.host_gone(ip("10.1.0.2"));
+        assert!(lh.is_empty());
+    }
+}
