@@ -348,9 +348,22 @@ impl Engine {
         self.hostmap.primary(vpn).and_then(|i| self.hostmap.get(i))
     }
 
-    /// Replace the packet filter (firewall reload).
+    /// Replace the packet filter entirely (drops its connection state).
     pub fn set_filter(&mut self, filter: Box<dyn PacketFilter>) {
         self.filter = filter;
+    }
+
+    /// New firewall rules (SIGHUP): open connections are re-checked against them on next use.
+    pub fn reload_firewall(&mut self, firewall: crate::firewall::Firewall) {
+        self.filter.reload(firewall);
+    }
+
+    fn ca_name_of(&self, cert: &Certificate) -> String {
+        self.pki
+            .ca_pool()
+            .get_ca_for_cert(cert)
+            .map(|ca| ca.name().to_string())
+            .unwrap_or_default()
     }
 
     /// Replace our credentials (SIGHUP). Existing tunnels keep running; tunnels whose peer no longer
@@ -1056,6 +1069,8 @@ impl Engine {
             remote_index: resp.peer_index,
             vpn_addrs: resp.vpn_addrs,
             peer_fingerprint: resp.peer_cert.fingerprint_hex(),
+            peer_ca_name: self.ca_name_of(&resp.peer_cert),
+            peer_issuer_hex: resp.peer_cert.issuer_hex(),
             peer_cert: Arc::new(resp.peer_cert),
             session: resp.session,
             remote: Some(via.addr()),
@@ -1166,6 +1181,8 @@ impl Engine {
                 remote_index: done.peer_index,
                 vpn_addrs: done.vpn_addrs,
                 peer_fingerprint: String::new(),
+                peer_ca_name: String::new(),
+                peer_issuer_hex: String::new(),
                 peer_cert: Arc::new(done.peer_cert),
                 session: done.session,
                 remote: Some(addr),
@@ -1208,6 +1225,8 @@ impl Engine {
             remote_index: done.peer_index,
             vpn_addrs: reorder_first(done.vpn_addrs, vpn),
             peer_fingerprint: done.peer_cert.fingerprint_hex(),
+            peer_ca_name: self.ca_name_of(&done.peer_cert),
+            peer_issuer_hex: done.peer_cert.issuer_hex(),
             peer_cert: Arc::new(done.peer_cert),
             session: done.session,
             remote: Some(via.addr()),

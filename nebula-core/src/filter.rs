@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use nebula_cert::cert::Certificate;
 
+use crate::firewall::{Action, Conntrack, Firewall, Packet, PeerInfo};
 use crate::hostmap::Tunnel;
 
 /// What to do with a packet.
@@ -17,12 +18,14 @@ pub enum Verdict {
     Reject,
 }
 
-/// Who is on the other end of the tunnel a packet uses.
+/// Who is on the other end of the tunnel a packet uses (borrowed from the tunnel: no allocation).
 pub struct PeerIdentity<'a> {
     pub cert: &'a Certificate,
     pub vpn_addrs: &'a [IpAddr],
+    /// Name of the peer's issuing CA (for `ca_name`).
+    pub ca_name: &'a str,
     /// Hex fingerprint of the peer's issuing CA (for `ca_sha`).
-    pub issuer_hex: String,
+    pub issuer_hex: &'a str,
 }
 
 impl<'a> PeerIdentity<'a> {
@@ -30,19 +33,10 @@ impl<'a> PeerIdentity<'a> {
         PeerIdentity {
             cert: &t.peer_cert,
             vpn_addrs: &t.vpn_addrs,
-            issuer_hex: t.peer_cert.issuer().map(hex_lower).unwrap_or_default(),
+            ca_name: &t.peer_ca_name,
+            issuer_hex: &t.peer_issuer_hex,
         }
     }
-}
-
-fn hex_lower(b: [u8; 32]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(64);
-    for x in b {
-        s.push(HEX[(x >> 4) as usize] as char);
-        s.push(HEX[(x & 15) as usize] as char);
-    }
-    s
 }
 
 /// The firewall as the engine sees it. `incoming`: from a tunnel towards the TUN.
@@ -54,6 +48,68 @@ pub trait PacketFilter: Send {
         incoming: bool,
         peer: &PeerIdentity<'_>,
     ) -> Verdict;
+
+    /// New rules (SIGHUP). Connections admitted under the old rules are re-checked on next use.
+    fn reload(&mut self, _firewall: Firewall) {}
+}
+
+/// Go Nebula's group firewall with its connection tracking.
+pub struct GroupFirewall {
+    firewall: Firewall,
+    conntrack: Conntrack,
+}
+
+impl GroupFirewall {
+    pub fn new(firewall: Firewall) -> GroupFirewall {
+        GroupFirewall {
+            firewall,
+            conntrack: Conntrack::new(),
+        }
+    }
+
+    pub fn firewall(&self) -> &Firewall {
+        &self.firewall
+    }
+
+    pub fn conntrack(&self) -> &Conntrack {
+        &self.conntrack
+    }
+}
+
+impl PacketFilter for GroupFirewall {
+    fn check(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        incoming: bool,
+        peer: &PeerIdentity<'_>,
+    ) -> Verdict {
+        let Ok(pkt) = Packet::parse(packet, incoming) else {
+            return Verdict::Drop;
+        };
+        let info = PeerInfo {
+            vpn_networks: peer.cert.networks(),
+            unsafe_networks: peer.cert.unsafe_networks(),
+            name: peer.cert.name(),
+            groups: peer.cert.groups(),
+            ca_name: peer.ca_name,
+            ca_sha: peer.issuer_hex,
+        };
+        match self
+            .firewall
+            .drop(&pkt, incoming, &info, &mut self.conntrack, now)
+        {
+            Ok(()) => Verdict::Allow,
+            Err(_) => match self.firewall.action(incoming) {
+                Action::Reject => Verdict::Reject,
+                Action::Drop => Verdict::Drop,
+            },
+        }
+    }
+
+    fn reload(&mut self, firewall: Firewall) {
+        self.firewall = firewall;
+    }
 }
 
 /// Lets everything through. Only for tests of the engine that are not about the firewall.

@@ -22,8 +22,12 @@ pub struct Tunnel {
     /// The peer's vpn addresses, from its certificate (primary first).
     pub vpn_addrs: Vec<IpAddr>,
     pub peer_cert: Arc<Certificate>,
-    /// Hex fingerprint of the peer's certificate (firewall `ca_sha` needs the CA's; cached here).
+    /// Hex fingerprint of the peer's certificate.
     pub peer_fingerprint: String,
+    /// Name of the CA that issued the peer's certificate (firewall `ca_name`).
+    pub peer_ca_name: String,
+    /// Hex fingerprint of that CA (firewall `ca_sha`).
+    pub peer_issuer_hex: String,
     /// Keys, send counter and replay window.
     pub session: Session,
     /// Current underlay address of the peer; `None` while only reachable through a relay.

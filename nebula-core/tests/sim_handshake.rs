@@ -22,10 +22,7 @@ fn ip(s: &str) -> Ipv4Addr {
 fn cfg_to(peers: &[(&str, &str)]) -> EngineConfig {
     let mut m: HashMap<IpAddr, Vec<SocketAddr>> = HashMap::new();
     for (vpn, addr) in peers {
-        m.insert(
-            vpn.parse().expect("vpn"),
-            vec![addr.parse().expect("addr")],
-        );
+        m.insert(vpn.parse().expect("vpn"), vec![addr.parse().expect("addr")]);
     }
     EngineConfig {
         static_host_map: m,
@@ -35,8 +32,18 @@ fn cfg_to(peers: &[(&str, &str)]) -> EngineConfig {
 
 fn pair(seed: u64, ca: &TestCa) -> Sim {
     let mut sim = Sim::new(seed);
-    sim.add_node("a", A_ADDR, cfg_to(&[(B_VPN, B_ADDR)]), ca.pki("a", "10.42.0.1/16"));
-    sim.add_node("b", B_ADDR, cfg_to(&[(A_VPN, A_ADDR)]), ca.pki("b", "10.42.0.2/16"));
+    sim.add_node(
+        "a",
+        A_ADDR,
+        cfg_to(&[(B_VPN, B_ADDR)]),
+        ca.pki("a", "10.42.0.1/16"),
+    );
+    sim.add_node(
+        "b",
+        B_ADDR,
+        cfg_to(&[(A_VPN, A_ADDR)]),
+        ca.pki("b", "10.42.0.2/16"),
+    );
     sim
 }
 
@@ -75,8 +82,14 @@ fn handshake_and_data_both_ciphers_and_curves() {
             assert!(sim.has_tunnel(1, A_VPN));
             assert_eq!(delivered(&sim, 1, 1), 1, "queued packet delivered once");
             for n in 2..50 {
-                assert!(matches!(sim.inside(0, &pkt(A_VPN, B_VPN, n)), InsideOutcome::Send { .. }));
-                assert!(matches!(sim.inside(1, &pkt(B_VPN, A_VPN, n)), InsideOutcome::Send { .. }));
+                assert!(matches!(
+                    sim.inside(0, &pkt(A_VPN, B_VPN, n)),
+                    InsideOutcome::Send { .. }
+                ));
+                assert!(matches!(
+                    sim.inside(1, &pkt(B_VPN, A_VPN, n)),
+                    InsideOutcome::Send { .. }
+                ));
             }
             sim.run_for(Duration::from_millis(100));
             for n in 2..50 {
@@ -137,7 +150,10 @@ fn duplicated_and_reordered_network() {
     sim.run_for(Duration::from_secs(2));
     assert!(sim.has_tunnel(0, B_VPN));
     let (a_tunnels, _) = sim.nodes[0].engine.counts();
-    assert_eq!(a_tunnels, 1, "duplicated stage 1/2 did not make extra tunnels");
+    assert_eq!(
+        a_tunnels, 1,
+        "duplicated stage 1/2 did not make extra tunnels"
+    );
     for n in 2..300 {
         sim.inside(0, &pkt(A_VPN, B_VPN, n));
     }
@@ -168,7 +184,11 @@ fn replayed_data_packets_are_dropped() {
     // Replay them all, in reverse order, from the right and from a wrong address.
     for d in data.iter().rev() {
         sim.inject(d.from, d.to, d.payload.clone());
-        sim.inject("198.51.100.9:9999".parse().expect("addr"), d.to, d.payload.clone());
+        sim.inject(
+            "198.51.100.9:9999".parse().expect("addr"),
+            d.to,
+            d.payload.clone(),
+        );
     }
     sim.run_for(Duration::from_millis(50));
     for n in 2..10 {
@@ -189,13 +209,17 @@ fn reordered_data_inside_the_window_is_accepted_once() {
     sim.inside(0, &pkt(A_VPN, B_VPN, 1));
     sim.run_for(Duration::from_secs(1));
     // Capture 1100 data packets instead of delivering them, then deliver out of order.
-    sim.blocked.push((ip("192.0.2.1").into(), ip("192.0.2.2").into()));
+    sim.blocked
+        .push((ip("192.0.2.1").into(), ip("192.0.2.2").into()));
     let before = sim.wire_log.len();
     for n in 0..1100 {
         sim.inside(0, &pkt(A_VPN, B_VPN, 10_000 + n));
     }
     sim.blocked.clear();
-    let caught: Vec<_> = sim.wire_log[before..].iter().map(|(_, d)| d.clone()).collect();
+    let caught: Vec<_> = sim.wire_log[before..]
+        .iter()
+        .map(|(_, d)| d.clone())
+        .collect();
     // Deliver the newest first, then the oldest: packets more than 1024 behind are refused (Go).
     for d in caught.iter().rev() {
         sim.inject(d.from, d.to, d.payload.clone());
@@ -226,8 +250,14 @@ fn both_sides_initiate_at_once() {
             assert_eq!(delivered(&sim, 0, n), 1, "b->a {n}");
         }
         // Both ends settled on the same tunnel, and the loser was cleaned up.
-        let ta = sim.nodes[0].engine.tunnel_to(&B_VPN.parse().expect("ip")).expect("a");
-        let tb = sim.nodes[1].engine.tunnel_to(&A_VPN.parse().expect("ip")).expect("b");
+        let ta = sim.nodes[0]
+            .engine
+            .tunnel_to(&B_VPN.parse().expect("ip"))
+            .expect("a");
+        let tb = sim.nodes[1]
+            .engine
+            .tunnel_to(&A_VPN.parse().expect("ip"))
+            .expect("b");
         assert_eq!(ta.remote_index, tb.local_index);
         assert_eq!(tb.remote_index, ta.local_index);
         // The higher vpn address (b) initiated the survivor.
@@ -243,7 +273,11 @@ fn restarted_peer_recovers() {
     let mut sim = pair(20, &ca);
     sim.inside(0, &pkt(A_VPN, B_VPN, 1));
     sim.run_for(Duration::from_secs(1));
-    let old = sim.nodes[0].engine.tunnel_to(&B_VPN.parse().expect("ip")).expect("t").local_index;
+    let old = sim.nodes[0]
+        .engine
+        .tunnel_to(&B_VPN.parse().expect("ip"))
+        .expect("t")
+        .local_index;
     // B restarts: new engine, new keys, new indexes; A still holds the old tunnel.
     sim.restart_node(1, cfg_to(&[(A_VPN, A_ADDR)]), ca.pki("b", "10.42.0.2/16"));
     // A keeps sending on the old tunnel: B answers recvError, A re-handshakes.
@@ -252,11 +286,17 @@ fn restarted_peer_recovers() {
         sim.run_for(Duration::from_millis(200));
     }
     sim.run_for(Duration::from_secs(1));
-    let t = sim.nodes[0].engine.tunnel_to(&B_VPN.parse().expect("ip")).expect("new tunnel");
+    let t = sim.nodes[0]
+        .engine
+        .tunnel_to(&B_VPN.parse().expect("ip"))
+        .expect("new tunnel");
     assert_ne!(t.local_index, old);
     assert!(sim.nodes[0].events.iter().any(|e| matches!(
         e,
-        Event::TunnelDown { reason: CloseReason::RecvError, .. }
+        Event::TunnelDown {
+            reason: CloseReason::RecvError,
+            ..
+        }
     )));
     sim.inside(0, &pkt(A_VPN, B_VPN, 99));
     sim.inside(1, &pkt(B_VPN, A_VPN, 98));
@@ -289,10 +329,22 @@ fn bad_certificates_are_refused() {
     let (cert, key) = other.host("b", "10.42.0.2/16", &[]);
     let wrong_ca = Pki::new(vec![cert], key, other.pool(), None).expect("pki");
     // Expired.
-    let (cert, key) = ca.host_with_validity("b", "10.42.0.2/16", &[], SIM_EPOCH_UNIX - 1000, SIM_EPOCH_UNIX - 10);
+    let (cert, key) = ca.host_with_validity(
+        "b",
+        "10.42.0.2/16",
+        &[],
+        SIM_EPOCH_UNIX - 1000,
+        SIM_EPOCH_UNIX - 10,
+    );
     let expired = Pki::new(vec![cert], key, ca.pool(), None).expect("pki");
     // Not yet valid.
-    let (cert, key) = ca.host_with_validity("b", "10.42.0.2/16", &[], SIM_EPOCH_UNIX + 1000, SIM_EPOCH_UNIX + 9000);
+    let (cert, key) = ca.host_with_validity(
+        "b",
+        "10.42.0.2/16",
+        &[],
+        SIM_EPOCH_UNIX + 1000,
+        SIM_EPOCH_UNIX + 9000,
+    );
     let future = Pki::new(vec![cert], key, ca.pool(), None).expect("pki");
     // Blocklisted (A blocks B's fingerprint).
     let (cert, key) = ca.host("b", "10.42.0.2/16", &[]);
@@ -320,7 +372,10 @@ fn bad_certificates_are_refused() {
         assert!(!sim.has_tunnel(0, B_VPN), "{what}: a accepted b");
         assert_eq!(delivered(&sim, 0, 1), 0, "{what}");
         assert!(
-            sim.nodes[0].events.iter().any(|e| matches!(e, Event::HandshakeRejected { .. })),
+            sim.nodes[0]
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::HandshakeRejected { .. })),
             "{what}: no rejection event"
         );
         // A initiates to B: A refuses B's stage 2 (B may or may not accept A).
@@ -337,10 +392,19 @@ fn counter_limit_forces_a_rehandshake() {
     let mut ca_cfg = cfg_to(&[(B_VPN, B_ADDR)]);
     ca_cfg.rehandshake_after_messages = 100;
     sim.add_node("a", A_ADDR, ca_cfg, ca.pki("a", "10.42.0.1/16"));
-    sim.add_node("b", B_ADDR, cfg_to(&[(A_VPN, A_ADDR)]), ca.pki("b", "10.42.0.2/16"));
+    sim.add_node(
+        "b",
+        B_ADDR,
+        cfg_to(&[(A_VPN, A_ADDR)]),
+        ca.pki("b", "10.42.0.2/16"),
+    );
     sim.inside(0, &pkt(A_VPN, B_VPN, 0));
     sim.run_for(Duration::from_secs(1));
-    let first = sim.nodes[0].engine.tunnel_to(&B_VPN.parse().expect("ip")).expect("t").local_index;
+    let first = sim.nodes[0]
+        .engine
+        .tunnel_to(&B_VPN.parse().expect("ip"))
+        .expect("t")
+        .local_index;
     let mut n = 1;
     // Send steadily for 30 s; the tunnel passes 100 messages and is replaced.
     for _ in 0..300 {
@@ -349,8 +413,14 @@ fn counter_limit_forces_a_rehandshake() {
         n += 1;
         sim.run_for(Duration::from_millis(100));
     }
-    let now = sim.nodes[0].engine.tunnel_to(&B_VPN.parse().expect("ip")).expect("t");
-    assert_ne!(now.local_index, first, "a new tunnel replaced the spent one");
+    let now = sim.nodes[0]
+        .engine
+        .tunnel_to(&B_VPN.parse().expect("ip"))
+        .expect("t");
+    assert_ne!(
+        now.local_index, first,
+        "a new tunnel replaced the spent one"
+    );
     assert!(now.session.send_counter() < 200);
     // Nothing was lost across the switch.
     for k in 1..n {
@@ -362,13 +432,33 @@ fn counter_limit_forces_a_rehandshake() {
 fn nat_rewrites_addresses_and_the_tunnel_follows() {
     let ca = TestCa::new("ca", Curve::Curve25519, Version::V1);
     let mut sim = Sim::new(50);
-    sim.nats.push(Nat::new("192.168.1.0/24", "203.0.113.1", NatKind::RestrictedCone));
-    sim.add_node("a", "192.168.1.10:4242", cfg_to(&[(B_VPN, B_ADDR)]), ca.pki("a", "10.42.0.1/16"));
-    sim.add_node("b", B_ADDR, EngineConfig::default(), ca.pki("b", "10.42.0.2/16"));
+    sim.nats.push(Nat::new(
+        "192.168.1.0/24",
+        "203.0.113.1",
+        NatKind::RestrictedCone,
+    ));
+    sim.add_node(
+        "a",
+        "192.168.1.10:4242",
+        cfg_to(&[(B_VPN, B_ADDR)]),
+        ca.pki("a", "10.42.0.1/16"),
+    );
+    sim.add_node(
+        "b",
+        B_ADDR,
+        EngineConfig::default(),
+        ca.pki("b", "10.42.0.2/16"),
+    );
     sim.inside(0, &pkt(A_VPN, B_VPN, 1));
     sim.run_for(Duration::from_secs(1));
-    let t = sim.nodes[1].engine.tunnel_to(&A_VPN.parse().expect("ip")).expect("t");
-    assert_eq!(t.remote.expect("remote").ip(), "203.0.113.1".parse::<IpAddr>().expect("ip"));
+    let t = sim.nodes[1]
+        .engine
+        .tunnel_to(&A_VPN.parse().expect("ip"))
+        .expect("t");
+    assert_eq!(
+        t.remote.expect("remote").ip(),
+        "203.0.113.1".parse::<IpAddr>().expect("ip")
+    );
     // B answers through the NAT mapping.
     sim.inside(1, &pkt(B_VPN, A_VPN, 2));
     sim.run_for(Duration::from_millis(100));
@@ -381,7 +471,10 @@ fn nat_rewrites_addresses_and_the_tunnel_follows() {
     sim.run_for(Duration::from_millis(100));
     assert_eq!(delivered(&sim, 1, 3), 1);
     assert_eq!(delivered(&sim, 0, 4), 1);
-    assert!(sim.nodes[1].events.iter().any(|e| matches!(e, Event::Roamed { .. })));
+    assert!(sim.nodes[1]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Roamed { .. })));
 }
 
 /// Stage 1 is in the clear: someone who recorded it can replay it, or change its time field,
@@ -419,7 +512,10 @@ fn replayed_or_altered_stage1_does_not_hijack_a_working_tunnel() {
         // B still sends to A's real address, on the tunnel A can read.
         sim.inside(1, &pkt(B_VPN, A_VPN, 77));
         sim.run_for(Duration::from_millis(50));
-        let t = sim.nodes[1].engine.tunnel_to(&A_VPN.parse().expect("ip")).expect("tunnel");
+        let t = sim.nodes[1]
+            .engine
+            .tunnel_to(&A_VPN.parse().expect("ip"))
+            .expect("tunnel");
         assert_eq!(t.remote, Some(A_ADDR.parse().expect("addr")));
         assert!(t.confirmed);
     }
@@ -473,7 +569,11 @@ fn odd_ip_words_in_stage1_are_dropped() {
         .expect("msg1");
     let mut d = vec![0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
     d.extend_from_slice(&msg);
-    sim.inject("198.51.100.1:1".parse().expect("addr"), B_ADDR.parse().expect("addr"), d);
+    sim.inject(
+        "198.51.100.1:1".parse().expect("addr"),
+        B_ADDR.parse().expect("addr"),
+        d,
+    );
     sim.run_for(Duration::from_millis(50));
     assert!(sim.nodes[1].events.iter().any(
         |e| matches!(e, Event::HandshakeRejected { reason, .. } if reason.contains("odd") || reason.contains("pairs") || reason.contains("IP"))
@@ -498,7 +598,10 @@ fn close_tunnel_is_honoured() {
     assert!(!sim.has_tunnel(1, A_VPN));
     assert!(sim.nodes[1].events.iter().any(|e| matches!(
         e,
-        Event::TunnelDown { reason: CloseReason::PeerClosed, .. }
+        Event::TunnelDown {
+            reason: CloseReason::PeerClosed,
+            ..
+        }
     )));
 }
 
@@ -509,15 +612,20 @@ fn dead_tunnel_is_detected_and_removed() {
     sim.inside(0, &pkt(A_VPN, B_VPN, 1));
     sim.run_for(Duration::from_secs(1));
     // Cut the link both ways; A keeps sending.
-    sim.blocked.push((ip("192.0.2.1").into(), ip("192.0.2.2").into()));
-    sim.blocked.push((ip("192.0.2.2").into(), ip("192.0.2.1").into()));
+    sim.blocked
+        .push((ip("192.0.2.1").into(), ip("192.0.2.2").into()));
+    sim.blocked
+        .push((ip("192.0.2.2").into(), ip("192.0.2.1").into()));
     for n in 0..40 {
         sim.inside(0, &pkt(A_VPN, B_VPN, 100 + n));
         sim.run_for(Duration::from_millis(500));
     }
     assert!(sim.nodes[0].events.iter().any(|e| matches!(
         e,
-        Event::TunnelDown { reason: CloseReason::Dead, .. }
+        Event::TunnelDown {
+            reason: CloseReason::Dead,
+            ..
+        }
     )));
 }
 

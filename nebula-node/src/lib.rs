@@ -1,5 +1,11 @@
-//! The nebula daemon's pieces that touch the OS: config loading, the Linux TUN device, netlink.
-//! The protocol itself lives in nebula-core; this crate feeds it packets and time.
+//! The nebula daemon's pieces that touch the OS: config loading, the Linux TUN device, netlink,
+//! the UDP socket, signals and the event loop. The protocol itself lives in nebula-core.
 
 pub mod config;
+pub mod daemon;
+pub mod localaddrs;
+pub mod netlink;
+pub mod notify;
+pub mod setup;
 pub mod tun;
+pub mod udp;

@@ -1,0 +1,152 @@
+//! The `pki` section: where the CA bundle, host certificate(s) and key come from (a path or
+//! inline PEM), the fingerprint blocklist, `disconnect_invalid` and `initiating_version`.
+
+use std::path::{Path, PathBuf};
+
+use super::error::ConfigError;
+use super::read::Reader;
+
+/// Where a PEM blob comes from. Like Go, a value containing `-----BEGIN` is inline PEM and
+/// anything else is a file path (relative paths are relative to the working directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PemSource {
+    /// The PEM text itself.
+    Inline(String),
+    /// A file holding it.
+    Path(PathBuf),
+}
+
+impl PemSource {
+    fn from_config(text: String) -> PemSource {
+        if text.contains("-----BEGIN") {
+            PemSource::Inline(text)
+        } else {
+            PemSource::Path(PathBuf::from(text))
+        }
+    }
+
+    /// The PEM bytes: the inline text, or the file's content. `key` names the config key in
+    /// the error ("pki.ca", ...). Called at start-up and again on every reload.
+    pub fn load(&self, key: &'static str) -> Result<Vec<u8>, ConfigError> {
+        match self {
+            PemSource::Inline(text) => Ok(text.as_bytes().to_vec()),
+            PemSource::Path(path) => read_file(key, path),
+        }
+    }
+
+    /// "<inline>" or the path, for log lines.
+    pub fn describe(&self) -> String {
+        match self {
+            PemSource::Inline(_) => "<inline>".to_string(),
+            PemSource::Path(p) => p.display().to_string(),
+        }
+    }
+}
+
+fn read_file(key: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|source| ConfigError::PkiFile {
+        key,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Where the private key comes from: like [`PemSource`], plus a `pkcs11:` URI (1.10+).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// Inline PEM or a file.
+    Pem(PemSource),
+    /// A PKCS#11 URI; not supported by this implementation (loading it is an error).
+    Pkcs11(String),
+}
+
+impl KeySource {
+    /// The PEM bytes of the key.
+    pub fn load(&self) -> Result<Vec<u8>, ConfigError> {
+        match self {
+            KeySource::Pem(p) => p.load("pki.key"),
+            KeySource::Pkcs11(uri) => Err(ConfigError::invalid(
+                "pki.key",
+                format!("PKCS#11 keys ({uri}) are not supported by this implementation"),
+            )),
+        }
+    }
+}
+
+/// The `pki` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PkiConfig {
+    /// `pki.ca`: the trusted CA bundle (required).
+    pub ca: PemSource,
+    /// `pki.cert`: the host certificate(s), v1 and/or v2 (required).
+    pub cert: PemSource,
+    /// `pki.key`: the host private key (required).
+    pub key: KeySource,
+    /// `pki.blocklist`: certificate fingerprints (hex) refused as peers.
+    pub blocklist: Vec<String>,
+    /// `pki.disconnect_invalid` (1.8+ default **true**): close tunnels whose peer cert
+    /// expired or became invalid.
+    pub disconnect_invalid: bool,
+    /// `pki.initiating_version` (1.10+): 1 or 2; `None` = Go's default (1 when a v1 cert is
+    /// loaded, else 2), which needs the certificates to decide.
+    pub initiating_version: Option<u8>,
+}
+
+/// Bytes of everything `pki.*` points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PkiBytes {
+    /// The CA bundle PEM.
+    pub ca: Vec<u8>,
+    /// The host certificate PEM (one or two blocks).
+    pub cert: Vec<u8>,
+    /// The private key PEM.
+    pub key: Vec<u8>,
+}
+
+impl PkiConfig {
+    pub(crate) fn parse(r: &mut Reader<'_>) -> Result<PkiConfig, ConfigError> {
+        let required = |r: &Reader<'_>, key: &str| -> Result<String, ConfigError> {
+            let s = r.string(key, "")?;
+            if s.is_empty() {
+                return Err(ConfigError::Missing {
+                    key: key.to_string(),
+                    hint: "a file path or inline PEM",
+                });
+            }
+            Ok(s)
+        };
+        let ca = PemSource::from_config(required(r, "pki.ca")?);
+        let cert = PemSource::from_config(required(r, "pki.cert")?);
+        let key_text = required(r, "pki.key")?;
+        let key = if !key_text.contains("-----BEGIN") && key_text.starts_with("pkcs11:") {
+            KeySource::Pkcs11(key_text)
+        } else {
+            KeySource::Pem(PemSource::from_config(key_text))
+        };
+        let blocklist = r.string_list("pki.blocklist")?;
+        let disconnect_invalid = r.bool("pki.disconnect_invalid", true)?;
+        let initiating_version = if r.is_set("pki.initiating_version") {
+            let v: u8 = r.int_in("pki.initiating_version", 1, 1, 2)?;
+            Some(v)
+        } else {
+            None
+        };
+        Ok(PkiConfig {
+            ca,
+            cert,
+            key,
+            blocklist,
+            disconnect_invalid,
+            initiating_version,
+        })
+    }
+
+    /// Reads `pki.ca`, `pki.cert` and `pki.key` (files or inline).
+    pub fn load(&self) -> Result<PkiBytes, ConfigError> {
+        Ok(PkiBytes {
+            ca: self.ca.load("pki.ca")?,
+            cert: self.cert.load("pki.cert")?,
+            key: self.key.load()?,
+        })
+    }
+}

@@ -1,0 +1,193 @@
+//! Turning a loaded config into the engine's inputs: credentials (`Pki`), the engine settings and
+//! the compiled firewall. Used at start-up, by `-test`, and again on every SIGHUP.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+use nebula_cert::cert::Certificate;
+use nebula_cert::pool::CaPool;
+use nebula_cert::{keys, Version};
+use nebula_core::aead::CipherKind;
+use nebula_core::engine::{EngineConfig, PunchyConfig, RecvErrorPolicy};
+use nebula_core::firewall::{Action, Firewall, FirewallConfig as CoreFirewallConfig, RuleConfig};
+use nebula_core::pki::Pki;
+use thiserror::Error;
+
+use crate::config::{self, Cipher, Config, ConfigError, FirewallAction, RawFirewallRule};
+
+/// Why the node cannot start (or a reload was refused). Each names the config key at fault.
+#[derive(Debug, Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("pki.ca: {0}")]
+    Ca(String),
+    #[error("pki.cert: {0}")]
+    Cert(String),
+    #[error("pki.key: {0}")]
+    Key(String),
+    #[error("{0}")]
+    Pki(String),
+    #[error("firewall: {0}")]
+    Firewall(String),
+    #[error("static_host_map: {0}")]
+    StaticHost(String),
+}
+
+/// Load `pki.*`: the CA pool (with blocklist), our certificate(s) and key.
+pub fn load_pki(cfg: &Config, now_unix: i64) -> Result<(Pki, Vec<String>), SetupError> {
+    let bytes = cfg.pki.load()?;
+    let (mut pool, mut warnings) =
+        CaPool::from_pem_at(&bytes.ca, now_unix).map_err(|e| SetupError::Ca(e.to_string()))?;
+    if pool.is_empty() {
+        return Err(SetupError::Ca("no CA certificates found".into()));
+    }
+    for fp in &cfg.pki.blocklist {
+        pool.blocklist_fingerprint(fp);
+    }
+    let certs = Certificate::from_pem_many(&bytes.cert).map_err(|e| SetupError::Cert(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(SetupError::Cert("no certificate found".into()));
+    }
+    for c in &certs {
+        if c.expired(now_unix) {
+            return Err(SetupError::Cert(format!(
+                "certificate {:?} is expired or not yet valid",
+                c.name()
+            )));
+        }
+        if let Err(e) = pool.verify(now_unix, c) {
+            warnings.push(format!(
+                "pki.cert: certificate {:?} does not verify against pki.ca: {e}",
+                c.name()
+            ));
+        }
+    }
+    let (key, _curve, _) =
+        keys::unmarshal_private_key(&bytes.key).map_err(|e| SetupError::Key(e.to_string()))?;
+    let initiating = match cfg.pki.initiating_version {
+        Some(1) => Some(Version::V1),
+        Some(2) => Some(Version::V2),
+        _ => None,
+    };
+    let pki = Pki::new(certs, key, pool, initiating).map_err(|e| SetupError::Pki(e.to_string()))?;
+    Ok((pki, warnings))
+}
+
+/// Resolve `static_host_map` entries (names are looked up once, here).
+pub fn resolve_static_hosts(cfg: &Config) -> Result<HashMap<IpAddr, Vec<SocketAddr>>, SetupError> {
+    let mut out: HashMap<IpAddr, Vec<SocketAddr>> = HashMap::new();
+    for h in &cfg.static_host_map {
+        let list = out.entry(h.vpn_addr).or_default();
+        for r in &h.remotes {
+            if let Some(ip) = r.ip() {
+                list.push(SocketAddr::new(ip, r.port));
+                continue;
+            }
+            match (r.host.as_str(), r.port).to_socket_addrs() {
+                Ok(addrs) => {
+                    for a in addrs {
+                        let wanted = match cfg.static_map.network {
+                            config::LookupNetwork::Ip4 => a.is_ipv4(),
+                            config::LookupNetwork::Ip6 => a.is_ipv6(),
+                            config::LookupNetwork::Ip => true,
+                        };
+                        if wanted {
+                            list.push(a);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(host = %r.host, error = %e, "static_host_map: failed to resolve host name");
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn rule(r: &RawFirewallRule) -> RuleConfig {
+    RuleConfig {
+        port: r.port.clone(),
+        code: r.code.clone(),
+        proto: r.proto.clone(),
+        host: r.host.clone(),
+        group: r.group.clone(),
+        groups: r.groups.clone(),
+        cidr: r.cidr.clone(),
+        local_cidr: r.local_cidr.clone(),
+        ca_name: r.ca_name.clone(),
+        ca_sha: r.ca_sha.clone(),
+    }
+}
+
+fn action(a: FirewallAction) -> Action {
+    match a {
+        FirewallAction::Drop => Action::Drop,
+        FirewallAction::Reject => Action::Reject,
+    }
+}
+
+/// Compile the firewall for our certificate's networks.
+pub fn build_firewall(cfg: &Config, pki: &Pki) -> Result<Firewall, SetupError> {
+    let f = &cfg.firewall;
+    let core = CoreFirewallConfig {
+        outbound: f.outbound.iter().map(rule).collect(),
+        inbound: f.inbound.iter().map(rule).collect(),
+        inbound_action: action(f.inbound_action),
+        outbound_action: action(f.outbound_action),
+        tcp_timeout: f.conntrack.tcp_timeout,
+        udp_timeout: f.conntrack.udp_timeout,
+        default_timeout: f.conntrack.default_timeout,
+        default_local_cidr_any: f.default_local_cidr_any,
+    };
+    Firewall::new(&core, pki.networks(), pki.unsafe_networks())
+        .map_err(|e| SetupError::Firewall(e.to_string()))
+}
+
+/// The engine's settings from the config.
+pub fn engine_config(
+    cfg: &Config,
+    static_hosts: HashMap<IpAddr, Vec<SocketAddr>>,
+    advertise: Vec<SocketAddr>,
+) -> EngineConfig {
+    let recv_error = |p: config::RecvErrorPolicy| match p {
+        config::RecvErrorPolicy::Always => RecvErrorPolicy::Always,
+        config::RecvErrorPolicy::Never => RecvErrorPolicy::Never,
+        config::RecvErrorPolicy::Private => RecvErrorPolicy::Private,
+    };
+    let accept = !matches!(cfg.listen.accept_recv_error, config::RecvErrorPolicy::Never);
+    let mut unsafe_routes = Vec::new();
+    for r in &cfg.tun.unsafe_routes {
+        if let Some(g) = r.via.first() {
+            unsafe_routes.push((r.route, g.addr));
+        }
+    }
+    EngineConfig {
+        cipher: match cfg.cipher {
+            Cipher::Aes => CipherKind::AesGcm,
+            Cipher::ChaChaPoly => CipherKind::ChaChaPoly,
+        },
+        handshake_try_interval: cfg.handshakes.try_interval,
+        handshake_retries: cfg.handshakes.retries,
+        connection_alive_interval: cfg.timers.connection_alive_interval,
+        pending_deletion_interval: cfg.timers.pending_deletion_interval,
+        static_host_map: static_hosts,
+        lighthouses: cfg.lighthouse.hosts.clone(),
+        am_lighthouse: cfg.lighthouse.am_lighthouse,
+        lighthouse_interval: cfg.lighthouse.interval,
+        advertise_addrs: advertise,
+        preferred_ranges: cfg.preferred_ranges.clone(),
+        punchy: PunchyConfig {
+            punch: cfg.punchy.punch,
+            respond: cfg.punchy.respond,
+            delay: cfg.punchy.delay,
+            respond_delay: cfg.punchy.respond_delay,
+        },
+        send_recv_error: recv_error(cfg.listen.send_recv_error),
+        accept_recv_error: accept,
+        disconnect_invalid: cfg.pki.disconnect_invalid,
+        unsafe_routes,
+        ..EngineConfig::default()
+    }
+}

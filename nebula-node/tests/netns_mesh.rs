@@ -1,0 +1,161 @@
+//! End-to-end tests in network namespaces (root): our `nebula` with real TUN devices and UDP, with
+//! itself and mixed with Debian's Go Nebula 1.6.1 and 1.11.0, lighthouses of both kinds, NAT.
+
+mod support;
+
+use std::time::Duration;
+
+use nebula_cert::{Curve, Version};
+use support::*;
+
+const LH_VPN: &str = "10.66.0.1";
+const A_VPN: &str = "10.66.0.2";
+const B_VPN: &str = "10.66.0.3";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Impl {
+    Ours,
+    Go161,
+    Go1110,
+}
+
+impl Impl {
+    fn cmd(self, cfg: &std::path::Path) -> String {
+        let bin = match self {
+            Impl::Ours => our_nebula(),
+            Impl::Go161 => go_binary(GO_161),
+            Impl::Go1110 => go_binary(GO_1110),
+        };
+        format!("{} -config {}", bin.display(), cfg.display())
+    }
+}
+
+struct Mesh {
+    lab: Lab,
+    lh: String,
+    a: String,
+    b: String,
+    procs: Vec<(String, usize)>,
+}
+
+/// Lighthouse on the wan, A on the wan, B behind a NAT. Everyone knows only the lighthouse.
+fn mesh(tag: &str, lh_impl: Impl, a_impl: Impl, b_impl: Impl, cipher: &str) -> Mesh {
+    let mut lab = Lab::new(tag);
+    let lh = lab.public_host("lh", "192.0.2.1");
+    let a = lab.public_host("a", "192.0.2.2");
+    let (b, _router) = lab.natted_host("b", "192.0.2.3", "192.168.33", false);
+    let pki = Pki::new(Version::V1, Curve::Curve25519);
+    let dir = lab.dir.path().to_path_buf();
+    let mut procs = Vec::new();
+    for (name, vpn, ns, imp, am_lh) in [
+        ("lh", LH_VPN, &lh, lh_impl, true),
+        ("a", A_VPN, &a, a_impl, false),
+        ("b", B_VPN, &b, b_impl, false),
+    ] {
+        pki.host(&dir, name, &format!("{vpn}/16"), &[name]);
+        let cfg = node_config(&NodeOpts {
+            name,
+            dir: &dir,
+            listen_port: if am_lh { 4242 } else { 0 },
+            am_lighthouse: am_lh,
+            lighthouse: if am_lh { None } else { Some((LH_VPN, "192.0.2.1:4242")) },
+            statics: vec![],
+            cipher,
+            dev: "nebula1",
+            inbound: ALLOW_ALL_IN,
+            punchy: true,
+        });
+        let path = lab.write(&format!("{name}.yml"), &cfg);
+        let idx = lab.spawn(ns, &imp.cmd(&path), &format!("{name}.log"));
+        procs.push((name.to_string(), idx));
+    }
+    Mesh { lab, lh, a, b, procs }
+}
+
+impl Mesh {
+    fn logs(&self) -> String {
+        let mut s = String::new();
+        for (name, _) in &self.procs {
+            s.push_str(&format!("----- {name}.log -----\n{}\n", self.lab.log(&format!("{name}.log"))));
+        }
+        s
+    }
+}
+
+fn ping_and_transfer(m: &mut Mesh, label: &str) {
+    let (a, b) = (m.a.clone(), m.b.clone());
+    assert!(
+        m.lab.wait_ping(&a, LH_VPN, Duration::from_secs(15)),
+        "{label}: a -> lighthouse\n{}",
+        m.logs()
+    );
+    assert!(
+        m.lab.wait_ping(&b, LH_VPN, Duration::from_secs(15)),
+        "{label}: b -> lighthouse\n{}",
+        m.logs()
+    );
+    assert!(m.lab.wait_ping(&a, B_VPN, Duration::from_secs(20)), "{label}: a -> b\n{}", m.logs());
+    assert!(m.lab.wait_ping(&b, A_VPN, Duration::from_secs(10)), "{label}: b -> a\n{}", m.logs());
+    assert!(m.lab.tcp_transfer(&a, &b, B_VPN, 5001, 4), "{label}: tcp a -> b\n{}", m.logs());
+    assert!(m.lab.tcp_transfer(&b, &a, A_VPN, 5002, 4), "{label}: tcp b -> a\n{}", m.logs());
+}
+
+#[test]
+fn ours_with_ours_both_ciphers() {
+    for cipher in ["aes", "chachapoly"] {
+        let mut m = mesh("oo", Impl::Ours, Impl::Ours, Impl::Ours, cipher);
+        ping_and_transfer(&mut m, &format!("ours/{cipher}"));
+    }
+}
+
+#[test]
+fn ours_with_go_1_6_1_both_directions() {
+    // Go lighthouse serving ours, Go node talking to ours; then our lighthouse serving Go.
+    let mut m = mesh("g6a", Impl::Go161, Impl::Ours, Impl::Go161, "aes");
+    ping_and_transfer(&mut m, "go161 lh, ours a, go b");
+    let mut m = mesh("g6b", Impl::Ours, Impl::Go161, Impl::Ours, "chachapoly");
+    ping_and_transfer(&mut m, "ours lh, go a, ours b");
+}
+
+#[test]
+fn ours_with_go_1_11_0_both_directions() {
+    let mut m = mesh("gba", Impl::Go1110, Impl::Ours, Impl::Go1110, "chachapoly");
+    ping_and_transfer(&mut m, "go1110 lh, ours a, go b");
+    let mut m = mesh("gbb", Impl::Ours, Impl::Go1110, Impl::Ours, "aes");
+    ping_and_transfer(&mut m, "ours lh, go a, ours b");
+}
+
+#[test]
+fn kill_9_and_restart_resumes_traffic() {
+    let mut m = mesh("k9", Impl::Ours, Impl::Ours, Impl::Ours, "aes");
+    let (a, b) = (m.a.clone(), m.b.clone());
+    assert!(m.lab.wait_ping(&a, B_VPN, Duration::from_secs(20)), "before\n{}", m.logs());
+    let bidx = m.procs[2].1;
+    m.lab.kill(bidx, "9");
+    let _ = m.lab.wait_exit(bidx, Duration::from_secs(5));
+    let cfg = m.lab.path("b.yml");
+    let idx = m.lab.spawn(&b, &Impl::Ours.cmd(&cfg), "b2.log");
+    m.procs.push(("b2".into(), idx));
+    // Go's defaults: a dead tunnel is noticed within ~15 s (5 s check + 10 s pending deletion),
+    // a recvError makes it immediate.
+    assert!(m.lab.wait_ping(&a, B_VPN, Duration::from_secs(30)), "after restart\n{}", m.logs());
+    assert!(m.lab.wait_ping(&b, A_VPN, Duration::from_secs(10)), "after restart b->a\n{}", m.logs());
+}
+
+#[test]
+fn sigterm_closes_tunnels_and_removes_the_device() {
+    let mut m = mesh("st", Impl::Ours, Impl::Ours, Impl::Ours, "aes");
+    let (a, b) = (m.a.clone(), m.b.clone());
+    assert!(m.lab.wait_ping(&a, B_VPN, Duration::from_secs(20)), "{}", m.logs());
+    let aidx = m.procs[1].1;
+    m.lab.kill(aidx, "TERM");
+    let st = m.lab.wait_exit(aidx, Duration::from_secs(5));
+    assert!(st.is_some_and(|s| s.success()), "clean exit: {st:?}\n{}", m.logs());
+    // The device is gone, and B heard the closeTunnel.
+    let o = m.lab.exec(&a, "ip link show nebula1");
+    assert!(!o.status.success(), "device still there");
+    std::thread::sleep(Duration::from_millis(500));
+    let blog = m.lab.log("b.log");
+    assert!(blog.contains("PeerClosed"), "b saw no closeTunnel:\n{blog}");
+    let _ = b;
+}
