@@ -133,10 +133,10 @@ ip netns exec "$P-vyom-a" ping -c 3 10.99.0.3 | sed 's/^/    /'
 
 echo "==> 20 MiB TCP vyom-a -> vyom-b:5201 (allowed by the firewall for group public-ingress)"
 head -c 20M /dev/urandom > payload.bin
-ip netns exec "$P-vyom-b" bash -c "timeout 60 nc -l -p 5201 -q 1 > received.bin" &
+ip netns exec "$P-vyom-b" bash -c "timeout 60 nc -l 5201 > received.bin" &
 sleep 0.5
 start=$(date +%s.%N)
-ip netns exec "$P-vyom-a" timeout 60 nc -q 1 -w 10 10.99.0.3 5201 < payload.bin
+ip netns exec "$P-vyom-a" timeout 60 nc -N -w 10 10.99.0.3 5201 < payload.bin
 end=$(date +%s.%N)
 wait $! || true
 if cmp -s payload.bin received.bin; then

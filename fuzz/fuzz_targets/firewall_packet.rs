@@ -36,14 +36,35 @@ fn state() -> &'static State {
     STATE.get_or_init(|| {
         let cfg = FirewallConfig {
             inbound: vec![
-                RuleConfig { host: s("any"), ..rule("icmp", "any") },
-                RuleConfig { groups: Some(vec!["web".into(), "prod".into()]), ..rule("tcp", "443") },
-                RuleConfig { cidr: s("10.0.0.0/8"), ..rule("udp", "53") },
-                RuleConfig { host: s("fuzz-peer"), ..rule("any", "1000-2000") },
-                RuleConfig { ca_name: s("fuzz-ca"), ..rule("udp", "fragment") },
-                RuleConfig { local_cidr: s("fd00::/8"), ..rule("tcp", "22") },
+                RuleConfig {
+                    host: s("any"),
+                    ..rule("icmp", "any")
+                },
+                RuleConfig {
+                    groups: Some(vec!["web".into(), "prod".into()]),
+                    ..rule("tcp", "443")
+                },
+                RuleConfig {
+                    cidr: s("10.0.0.0/8"),
+                    ..rule("udp", "53")
+                },
+                RuleConfig {
+                    host: s("fuzz-peer"),
+                    ..rule("any", "1000-2000")
+                },
+                RuleConfig {
+                    ca_name: s("fuzz-ca"),
+                    ..rule("udp", "fragment")
+                },
+                RuleConfig {
+                    local_cidr: s("fd00::/8"),
+                    ..rule("tcp", "22")
+                },
             ],
-            outbound: vec![RuleConfig { host: s("any"), ..rule("any", "any") }],
+            outbound: vec![RuleConfig {
+                host: s("any"),
+                ..rule("any", "any")
+            }],
             inbound_action: Action::Reject,
             udp_timeout: Duration::from_secs(30),
             ..FirewallConfig::default()

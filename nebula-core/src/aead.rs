@@ -88,6 +88,7 @@ pub enum AeadError {
 
 /// One direction of a tunnel: an AEAD key plus Nebula's nonce rule. Stateless (the counter is passed in),
 /// so one value may be shared by several threads.
+#[derive(Clone)]
 pub struct SessionCipher {
     key: LessSafeKey,
     kind: CipherKind,

@@ -314,7 +314,7 @@ struct SymmetricState {
     cipher: CipherKind,
     ck: [u8; HASH_LEN],
     h: [u8; HASH_LEN],
-    k: Option<std::sync::Arc<SessionCipher>>,
+    k: Option<SessionCipher>,
     n: u64,
 }
 
@@ -348,7 +348,7 @@ impl SymmetricState {
     fn mix_key(&mut self, ikm: &[u8]) -> Result<(), NoiseError> {
         let (ck, k) = hkdf2(&self.ck, ikm)?;
         self.ck = ck;
-        self.k = Some(std::sync::Arc::new(SessionCipher::new(self.cipher, &k)?));
+        self.k = Some(SessionCipher::new(self.cipher, &k)?);
         self.n = 0;
         Ok(())
     }

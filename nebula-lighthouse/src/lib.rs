@@ -61,8 +61,16 @@ impl AddressBook {
         self.hosts.is_empty()
     }
 
-    fn details_for(subject: IpAddr, entry: &HostEntry, encoding: AddrEncoding) -> NebulaMetaDetails {
-        let encoding = if subject.is_ipv4() { encoding } else { AddrEncoding::V2 };
+    fn details_for(
+        subject: IpAddr,
+        entry: &HostEntry,
+        encoding: AddrEncoding,
+    ) -> NebulaMetaDetails {
+        let encoding = if subject.is_ipv4() {
+            encoding
+        } else {
+            AddrEncoding::V2
+        };
         let mut d = NebulaMetaDetails::for_vpn_addr(subject, encoding).unwrap_or_default();
         for a in entry.addresses() {
             d.push_underlay(a);
@@ -150,9 +158,19 @@ impl LighthouseServer for AddressBook {
                 entry.reported = capped(details.underlay_addrs());
                 entry.relays = details.relays();
                 entry.encoding = Some(encoding);
-                let ack = NebulaMetaDetails::for_vpn_addr(sender, if sender.is_ipv4() { encoding } else { AddrEncoding::V2 })
-                    .unwrap_or_default();
-                replies.push((sender, NebulaMeta::new(NebulaMetaType::HostUpdateNotificationAck, ack)));
+                let ack = NebulaMetaDetails::for_vpn_addr(
+                    sender,
+                    if sender.is_ipv4() {
+                        encoding
+                    } else {
+                        AddrEncoding::V2
+                    },
+                )
+                .unwrap_or_default();
+                replies.push((
+                    sender,
+                    NebulaMeta::new(NebulaMetaType::HostUpdateNotificationAck, ack),
+                ));
             }
             _ => {}
         }
@@ -202,9 +220,18 @@ mod tests {
             &mut r,
         );
         assert_eq!(r.len(), 1);
-        assert_eq!(r[0].1.known_type(), Some(NebulaMetaType::HostUpdateNotificationAck));
+        assert_eq!(
+            r[0].1.known_type(),
+            Some(NebulaMetaType::HostUpdateNotificationAck)
+        );
         r.clear();
-        lh.handle(now, &[ip("10.1.0.3")], Some(sa("198.51.100.3:5000")), &query("10.1.0.2", AddrEncoding::V1), &mut r);
+        lh.handle(
+            now,
+            &[ip("10.1.0.3")],
+            Some(sa("198.51.100.3:5000")),
+            &query("10.1.0.2", AddrEncoding::V1),
+            &mut r,
+        );
         assert_eq!(r.len(), 2);
         let (to, reply) = &r[0];
         assert_eq!(*to, ip("10.1.0.3"));
@@ -215,9 +242,15 @@ mod tests {
         assert_eq!(addrs, vec![sa("203.0.113.2:4242"), sa("192.168.1.2:4242")]);
         let (to, punch) = &r[1];
         assert_eq!(*to, ip("10.1.0.2"));
-        assert_eq!(punch.known_type(), Some(NebulaMetaType::HostPunchNotification));
+        assert_eq!(
+            punch.known_type(),
+            Some(NebulaMetaType::HostPunchNotification)
+        );
         let pd = punch.details.as_ref().expect("details");
-        assert_eq!(pd.underlay_addrs().collect::<Vec<_>>(), vec![sa("198.51.100.3:5000")]);
+        assert_eq!(
+            pd.underlay_addrs().collect::<Vec<_>>(),
+            vec![sa("198.51.100.3:5000")]
+        );
     }
 
     #[test]
@@ -225,10 +258,22 @@ mod tests {
         let mut lh = AddressBook::new();
         let now = Instant::now();
         let mut r = Vec::new();
-        lh.handle(now, &[ip("10.1.0.3")], None, &query("10.1.0.9", AddrEncoding::V2), &mut r);
+        lh.handle(
+            now,
+            &[ip("10.1.0.3")],
+            None,
+            &query("10.1.0.9", AddrEncoding::V2),
+            &mut r,
+        );
         assert!(r.is_empty());
         // 10.1.0.3 claims to be 10.1.0.2.
-        lh.handle(now, &[ip("10.1.0.3")], Some(sa("203.0.113.3:1")), &update("10.1.0.2", &["192.0.2.66:1"], AddrEncoding::V1), &mut r);
+        lh.handle(
+            now,
+            &[ip("10.1.0.3")],
+            Some(sa("203.0.113.3:1")),
+            &update("10.1.0.2", &["192.0.2.66:1"], AddrEncoding::V1),
+            &mut r,
+        );
         assert!(r.is_empty());
         assert!(lh.get(&ip("10.1.0.2")).is_none());
     }
@@ -240,8 +285,17 @@ mod tests {
         let mut r = Vec::new();
         let many: Vec<String> = (1..=20).map(|p| format!("192.0.2.1:{p}")).collect();
         let refs: Vec<&str> = many.iter().map(|s| s.as_str()).collect();
-        lh.handle(now, &[ip("10.1.0.2")], None, &update("10.1.0.2", &refs, AddrEncoding::V2), &mut r);
-        assert_eq!(lh.get(&ip("10.1.0.2")).expect("entry").reported.len(), MAX_REPORTED_PER_FAMILY);
+        lh.handle(
+            now,
+            &[ip("10.1.0.2")],
+            None,
+            &update("10.1.0.2", &refs, AddrEncoding::V2),
+            &mut r,
+        );
+        assert_eq!(
+            lh.get(&ip("10.1.0.2")).expect("entry").reported.len(),
+            MAX_REPORTED_PER_FAMILY
+        );
         lh.host_gone(ip("10.1.0.2"));
         assert!(lh.is_empty());
     }

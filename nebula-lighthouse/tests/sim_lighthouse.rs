@@ -37,8 +37,16 @@ fn delivered(sim: &Sim, node: usize, marker: &[u8]) -> usize {
 fn nodes_behind_nats_meet_through_the_lighthouse_and_go_direct() {
     let ca = TestCa::new("ca", Curve::Curve25519, Version::V1);
     let mut sim = Sim::new(7);
-    sim.nats.push(Nat::new("192.168.1.0/24", "198.51.100.1", NatKind::RestrictedCone));
-    sim.nats.push(Nat::new("192.168.2.0/24", "198.51.100.2", NatKind::RestrictedCone));
+    sim.nats.push(Nat::new(
+        "192.168.1.0/24",
+        "198.51.100.1",
+        NatKind::RestrictedCone,
+    ));
+    sim.nats.push(Nat::new(
+        "192.168.2.0/24",
+        "198.51.100.2",
+        NatKind::RestrictedCone,
+    ));
     let lh_cfg = EngineConfig {
         am_lighthouse: true,
         ..EngineConfig::default()
@@ -47,24 +55,55 @@ fn nodes_behind_nats_meet_through_the_lighthouse_and_go_direct() {
     sim.nodes[lh]
         .engine
         .set_lighthouse_server(Box::new(AddressBook::new()));
-    let a = sim.add_node("a", "192.168.1.10:4242", node_cfg("192.168.1.10:4242"), ca.pki("a", "10.50.0.2/16"));
-    let b = sim.add_node("b", "192.168.2.10:4242", node_cfg("192.168.2.10:4242"), ca.pki("b", "10.50.0.3/16"));
+    let a = sim.add_node(
+        "a",
+        "192.168.1.10:4242",
+        node_cfg("192.168.1.10:4242"),
+        ca.pki("a", "10.50.0.2/16"),
+    );
+    let b = sim.add_node(
+        "b",
+        "192.168.2.10:4242",
+        node_cfg("192.168.2.10:4242"),
+        ca.pki("b", "10.50.0.3/16"),
+    );
     // Both register with the lighthouse.
     sim.run_for(Duration::from_secs(2));
     assert!(sim.has_tunnel(a, LH_VPN) && sim.has_tunnel(b, LH_VPN));
     // A talks to B: query, reply, punch, handshake, data.
-    let p = udp_packet("10.50.0.2".parse().expect("ip"), "10.50.0.3".parse().expect("ip"), 1, 2, b"via-lighthouse");
+    let p = udp_packet(
+        "10.50.0.2".parse().expect("ip"),
+        "10.50.0.3".parse().expect("ip"),
+        1,
+        2,
+        b"via-lighthouse",
+    );
     sim.inside(a, &p);
     sim.run_for(Duration::from_secs(3));
     assert!(sim.has_tunnel(a, "10.50.0.3"), "a reached b");
     assert_eq!(delivered(&sim, b, b"via-lighthouse"), 1);
     // The tunnel is direct: B's remote for A is A's NAT address, not the lighthouse.
-    let t = sim.nodes[b].engine.tunnel_to(&"10.50.0.2".parse().expect("ip")).expect("t");
-    assert_eq!(t.remote.expect("remote").ip(), "198.51.100.1".parse::<IpAddr>().expect("ip"));
+    let t = sim.nodes[b]
+        .engine
+        .tunnel_to(&"10.50.0.2".parse().expect("ip"))
+        .expect("t");
+    assert_eq!(
+        t.remote.expect("remote").ip(),
+        "198.51.100.1".parse::<IpAddr>().expect("ip")
+    );
     // And data between A and B never touches the lighthouse's address.
     let before = sim.wire_log.len();
     for _ in 0..10 {
-        sim.inside(b, &udp_packet("10.50.0.3".parse().expect("ip"), "10.50.0.2".parse().expect("ip"), 2, 1, b"back"));
+        sim.inside(
+            b,
+            &udp_packet(
+                "10.50.0.3".parse().expect("ip"),
+                "10.50.0.2".parse().expect("ip"),
+                2,
+                1,
+                b"back",
+            ),
+        );
     }
     sim.run_for(Duration::from_millis(200));
     assert_eq!(delivered(&sim, a, b"back"), 10);

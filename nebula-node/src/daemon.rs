@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use nebula_core::engine::{Engine, Event, InsideOutcome, OutsideOutcome, Outputs};
+use nebula_core::engine::{Engine, Event, InsideOutcome, Outputs, OutsideOutcome};
 use nebula_core::filter::GroupFirewall;
 use nebula_lighthouse::AddressBook;
 use proto::header::HEADER_LEN;
@@ -102,13 +102,20 @@ fn drain(s: &mut UnixStream) -> bool {
 
 impl<D: Device> Node<D> {
     /// Build the node from a loaded config. `tun` is `None` when `tun.disabled`.
-    pub fn new(loaded: &LoadedConfig, config_path: &Path, tun: Option<D>) -> Result<Node<D>, DaemonError> {
+    pub fn new(
+        loaded: &LoadedConfig,
+        config_path: &Path,
+        tun: Option<D>,
+    ) -> Result<Node<D>, DaemonError> {
         let cfg = &loaded.config;
         let (pki, warnings) = setup::load_pki(cfg, unix_secs())?;
         for w in warnings {
             tracing::warn!("{w}");
         }
-        for w in cfg.check_networks(pki.networks()).map_err(SetupError::from)? {
+        for w in cfg
+            .check_networks(pki.networks())
+            .map_err(SetupError::from)?
+        {
             tracing::warn!("{w}");
         }
         let firewall = setup::build_firewall(cfg, &pki)?;
@@ -119,8 +126,13 @@ impl<D: Device> Node<D> {
             .listen
             .host_ip()
             .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        let udp = Udp::bind(host, cfg.listen.port, cfg.listen.read_buffer, cfg.listen.write_buffer)
-            .map_err(DaemonError::Listen)?;
+        let udp = Udp::bind(
+            host,
+            cfg.listen.port,
+            cfg.listen.read_buffer,
+            cfg.listen.write_buffer,
+        )
+        .map_err(DaemonError::Listen)?;
         let bound = udp.local_addr().map_err(DaemonError::Listen)?;
         let static_hosts = setup::resolve_static_hosts(cfg)?;
         let advertise = advertise_addrs(cfg, pki.networks(), bound.port());
@@ -197,14 +209,32 @@ impl<D: Device> Node<D> {
                 .unwrap_or(Duration::from_secs(1))
                 .min(Duration::from_secs(1));
             let mut fds = vec![
-                libc::pollfd { fd: self.udp.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-                libc::pollfd { fd: self.sighup.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-                libc::pollfd { fd: self.sigterm.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd {
+                    fd: self.udp.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.sighup.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.sigterm.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
             ];
             if let Some(t) = &self.tun {
-                fds.push(libc::pollfd { fd: t.fd(), events: libc::POLLIN, revents: 0 });
+                fds.push(libc::pollfd {
+                    fd: t.fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
             }
-            let ms = i32::try_from(timeout.as_millis()).unwrap_or(1000).max(if timeout.is_zero() { 0 } else { 1 });
+            let ms = i32::try_from(timeout.as_millis())
+                .unwrap_or(1000)
+                .max(if timeout.is_zero() { 0 } else { 1 });
             // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
             let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
             if r < 0 {
@@ -251,7 +281,10 @@ impl<D: Device> Node<D> {
                         let _ = tun.write_packet(&buf[start..end]);
                     }
                 }
-                OutsideOutcome::Handled | OutsideOutcome::Dropped(_) => {}
+                OutsideOutcome::Handled => {}
+                OutsideOutcome::Dropped(reason) => {
+                    tracing::debug!(from = %from, ?reason, len = n, "dropped outside packet");
+                }
             }
             if !out.transmits.is_empty() || !out.events.is_empty() || !out.tun.is_empty() {
                 self.flush(out);
@@ -267,9 +300,15 @@ impl<D: Device> Node<D> {
                 Ok(n) => n,
             };
             let now = Instant::now();
-            if let InsideOutcome::Send { to, len } = self.engine.handle_inside(now, buf, n, out) {
-                if let Err(e) = self.udp.send_to(&buf[..len], to) {
-                    tracing::debug!(to = %to, error = %e, "udp send failed");
+            match self.engine.handle_inside(now, buf, n, out) {
+                InsideOutcome::Send { to, len } => {
+                    if let Err(e) = self.udp.send_to(&buf[..len], to) {
+                        tracing::debug!(to = %to, error = %e, "udp send failed");
+                    }
+                }
+                InsideOutcome::Queued => {}
+                InsideOutcome::Dropped(reason) => {
+                    tracing::debug!(?reason, len = n, "dropped inside packet");
                 }
             }
             if !out.transmits.is_empty() || !out.events.is_empty() || !out.tun.is_empty() {
@@ -314,8 +353,12 @@ impl<D: Device> Node<D> {
         tracing::info!(rules = %firewall.rules_hash(), "Firewall reloaded");
         self.engine.reload_firewall(firewall);
         self.engine.reload_pki(pki);
-        self.engine
-            .reload_lighthouses(cfg.lighthouse.hosts.clone(), static_hosts, Instant::now(), out);
+        self.engine.reload_lighthouses(
+            cfg.lighthouse.hosts.clone(),
+            static_hosts,
+            Instant::now(),
+            out,
+        );
         self.flush(out);
     }
 }
@@ -342,7 +385,13 @@ fn advertise_addrs(cfg: &Config, vpn: &[ipnet::IpNet], port: u16) -> Vec<SocketA
 
 fn log_event(e: &Event) {
     match e {
-        Event::TunnelUp { vpn_addr, remote, local_index, initiator, cert_name } => tracing::info!(
+        Event::TunnelUp {
+            vpn_addr,
+            remote,
+            local_index,
+            initiator,
+            cert_name,
+        } => tracing::info!(
             vpn_addr = %vpn_addr,
             remote = ?remote,
             local_index,
@@ -350,7 +399,11 @@ fn log_event(e: &Event) {
             cert_name = %cert_name,
             "Handshake completed, tunnel up"
         ),
-        Event::TunnelDown { vpn_addr, local_index, reason } => {
+        Event::TunnelDown {
+            vpn_addr,
+            local_index,
+            reason,
+        } => {
             tracing::info!(vpn_addr = %vpn_addr, local_index, reason = ?reason, "Tunnel down")
         }
         Event::HandshakeTimedOut { vpn_addr } => {

@@ -1,5 +1,5 @@
 //! The glue between the config and the TUN device: open it as `tun.*` says, give it our vpn
-//! addresses and routes, and let the event loop read and write packets.
+//! addresses and routes (netlink), and let the event loop read and write packets.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -8,11 +8,11 @@ use nebula_core::pki::Pki;
 
 use crate::config::Config;
 use crate::daemon::Device;
-use crate::tun::{Tun, TunOptions};
+use crate::tun::{Tun, TunError, TunOptions, TunSetup};
 
 impl Device for Tun {
     fn fd(&self) -> RawFd {
-        self.as_raw_fd()
+        self.queues().first().map(|q| q.as_raw_fd()).unwrap_or(-1)
     }
 
     fn read_packet(&self, buf: &mut [u8]) -> io::Result<usize> {
@@ -25,28 +25,23 @@ impl Device for Tun {
 }
 
 /// Open the TUN device unless `tun.disabled`.
-pub fn open(cfg: &Config) -> io::Result<Option<Tun>> {
+pub fn open(cfg: &Config) -> Result<Option<Tun>, TunError> {
     if cfg.tun.disabled {
         return Ok(None);
     }
     let opts = TunOptions {
         name: cfg.tun.dev.clone(),
-        multi_queue: false,
-        vnet_hdr: false,
+        ..TunOptions::default()
     };
     Tun::open(&opts).map(Some)
 }
 
 /// Addresses, MTU, queue length, link up and routes, as Go sets them.
-pub fn configure(tun: &Tun, cfg: &Config, pki: &Pki) -> io::Result<()> {
-    tun.set_mtu(cfg.tun.mtu)?;
-    tun.set_tx_queue_len(cfg.tun.tx_queue)?;
-    for net in pki.networks() {
-        tun.add_address(*net)?;
+pub fn configure(tun: &Tun, cfg: &Config, pki: &Pki) -> Result<(), TunError> {
+    let setup = TunSetup::from_config(&cfg.tun, pki.networks());
+    for soft in tun.activate(&setup)? {
+        tracing::warn!(error = %soft, device = tun.name(), "tun setup");
     }
-    tun.set_up()?;
-    for r in cfg.tun.system_routes() {
-        tun.add_route(r.dst, Some(r.mtu), r.metric)?;
-    }
+    tracing::info!(device = tun.name(), mtu = setup.max_mtu(), "tun device up");
     Ok(())
 }

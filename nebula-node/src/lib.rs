@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod device;
 pub mod localaddrs;
 pub mod netlink;
 pub mod notify;

@@ -26,7 +26,9 @@ pub fn interface_addrs() -> Vec<(String, IpAddr)> {
             continue;
         }
         // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-        let name = unsafe { CStr::from_ptr(ifa.ifa_name) }.to_string_lossy().to_string();
+        let name = unsafe { CStr::from_ptr(ifa.ifa_name) }
+            .to_string_lossy()
+            .to_string();
         // SAFETY: ifa_addr points at a sockaddr whose family tells its real type.
         let family = unsafe { (*ifa.ifa_addr).sa_family } as i32;
         let ip = match family {

@@ -174,9 +174,7 @@ impl Msg {
 }
 
 fn pad(buf: &mut Vec<u8>) {
-    while buf.len() % 4 != 0 {
-        buf.push(0);
-    }
+    buf.resize(buf.len().next_multiple_of(4), 0);
 }
 
 fn push_attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
@@ -292,15 +290,25 @@ impl Netlink {
     /// Sets or clears `IFF_UP` on an interface.
     pub fn set_link_up(&mut self, ifindex: u32, up: bool) -> Result<(), NetlinkError> {
         let flags = if up { libc::IFF_UP as u32 } else { 0 };
-        let m = Msg::new(RTM_NEWLINK, 0, &ifinfomsg(ifindex, flags, libc::IFF_UP as u32));
-        self.request(m, || format!("set link {ifindex} {}", if up { "up" } else { "down" }))
+        let m = Msg::new(
+            RTM_NEWLINK,
+            0,
+            &ifinfomsg(ifindex, flags, libc::IFF_UP as u32),
+        );
+        self.request(m, || {
+            format!("set link {ifindex} {}", if up { "up" } else { "down" })
+        })
     }
 
     /// Turns off IPv6 link-local address generation on an interface (`addrgenmode none`),
     /// as Go Nebula does for its TUN device.
     pub fn set_addr_gen_mode_none(&mut self, ifindex: u32) -> Result<(), NetlinkError> {
         let mut inet6 = Vec::new();
-        push_attr(&mut inet6, IFLA_INET6_ADDR_GEN_MODE, &[IN6_ADDR_GEN_MODE_NONE]);
+        push_attr(
+            &mut inet6,
+            IFLA_INET6_ADDR_GEN_MODE,
+            &[IN6_ADDR_GEN_MODE_NONE],
+        );
         let mut spec = Vec::new();
         push_attr(&mut spec, libc::AF_INET6 as u16, &inet6);
         let mut m = Msg::new(RTM_NEWLINK, 0, &ifinfomsg(ifindex, 0, 0));
@@ -335,9 +343,8 @@ impl Netlink {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             // SAFETY: `buf` is a live, writable buffer of the given length.
-            let n = unsafe {
-                libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
-            };
+            let n =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -468,17 +475,17 @@ mod tests {
         assert_eq!(b.len(), 16 + 8 + 8);
         assert_eq!(u32::from_ne_bytes(b[0..4].try_into().unwrap()), 32);
         assert_eq!(u16::from_ne_bytes(b[4..6].try_into().unwrap()), RTM_NEWADDR);
-        assert_eq!(u16::from_ne_bytes(b[6..8].try_into().unwrap()), 0x405 | 0x100);
+        assert_eq!(
+            u16::from_ne_bytes(b[6..8].try_into().unwrap()),
+            0x405 | 0x100
+        );
         assert_eq!(u32::from_ne_bytes(b[8..12].try_into().unwrap()), 9);
         assert_eq!(&b[16..20], &[libc::AF_INET as u8, 16, 0, 0]);
         assert_eq!(u32::from_ne_bytes(b[20..24].try_into().unwrap()), 7);
         assert_eq!(u16::from_ne_bytes(b[24..26].try_into().unwrap()), 8);
         assert_eq!(u16::from_ne_bytes(b[26..28].try_into().unwrap()), IFA_LOCAL);
         assert_eq!(&b[28..32], &[10, 1, 0, 1]);
-        assert_eq!(
-            v4_broadcast(&net),
-            Some("10.1.255.255".parse().unwrap())
-        );
+        assert_eq!(v4_broadcast(&net), Some("10.1.255.255".parse().unwrap()));
         assert_eq!(v4_broadcast(&"10.1.0.1/31".parse().unwrap()), None);
     }
 
@@ -490,7 +497,10 @@ mod tests {
         r.metric = 100;
         let b = route_msg(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, &r).finish(1);
         // rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type.
-        assert_eq!(&b[16..24], &[libc::AF_INET as u8, 24, 0, 0, 254, RTPROT_BOOT, 253, 1]);
+        assert_eq!(
+            &b[16..24],
+            &[libc::AF_INET as u8, 24, 0, 0, 254, RTPROT_BOOT, 253, 1]
+        );
         // RTA_DST carries the masked destination.
         assert_eq!(&b[30..32], &RTA_DST.to_ne_bytes());
         assert_eq!(&b[32..36], &[10, 1, 2, 0]);
@@ -501,7 +511,10 @@ mod tests {
             .position(|w| w == attr_head(20, RTA_METRICS).as_slice())
             .expect("metrics attribute");
         assert_eq!(&b[pos + 4..pos + 8], attr_head(8, RTAX_MTU).as_slice());
-        assert_eq!(u32::from_ne_bytes(b[pos + 8..pos + 12].try_into().unwrap()), 1300);
+        assert_eq!(
+            u32::from_ne_bytes(b[pos + 8..pos + 12].try_into().unwrap()),
+            1300
+        );
         assert_eq!(&b[pos + 12..pos + 16], attr_head(8, RTAX_ADVMSS).as_slice());
         assert_eq!(b.len(), pos + 20);
     }

@@ -45,7 +45,8 @@ pub fn load_pki(cfg: &Config, now_unix: i64) -> Result<(Pki, Vec<String>), Setup
     for fp in &cfg.pki.blocklist {
         pool.blocklist_fingerprint(fp);
     }
-    let certs = Certificate::from_pem_many(&bytes.cert).map_err(|e| SetupError::Cert(e.to_string()))?;
+    let certs =
+        Certificate::from_pem_many(&bytes.cert).map_err(|e| SetupError::Cert(e.to_string()))?;
     if certs.is_empty() {
         return Err(SetupError::Cert("no certificate found".into()));
     }

@@ -9,7 +9,6 @@
 //! kernel removes the (non-persistent) device.
 
 use std::io;
-use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::Duration;
@@ -532,7 +531,12 @@ impl Tun {
         Ok(unsafe { OwnedFd::from_raw_fd(raw) })
     }
 
-    fn if_ioctl(&self, op: &'static str, req: libc::Ioctl, ifr: &mut IfReq) -> Result<(), TunError> {
+    fn if_ioctl(
+        &self,
+        op: &'static str,
+        req: libc::Ioctl,
+        ifr: &mut IfReq,
+    ) -> Result<(), TunError> {
         let sock = Tun::ioctl_socket().map_err(|source| TunError::Ioctl {
             op,
             name: self.name.clone(),
@@ -564,7 +568,11 @@ impl Tun {
     pub fn set_tx_queue_len(&self, len: u32) -> Result<(), TunError> {
         let mut ifr = IfReq::new(&self.name)?;
         ifr.set_int(len as libc::c_int);
-        self.if_ioctl("SIOCSIFTXQLEN", libc::SIOCSIFTXQLEN as libc::Ioctl, &mut ifr)
+        self.if_ioctl(
+            "SIOCSIFTXQLEN",
+            libc::SIOCSIFTXQLEN as libc::Ioctl,
+            &mut ifr,
+        )
     }
 
     fn nl_err(&self) -> impl Fn(NetlinkError) -> TunError + '_ {
@@ -723,11 +731,6 @@ impl VirtioNetHdr {
     }
 }
 
-/// The first address of each network, as given (convenience for logs and tests).
-pub fn network_addrs(networks: &[IpNet]) -> Vec<IpAddr> {
-    networks.iter().map(|n| n.addr()).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -765,7 +768,10 @@ mod tests {
         let big = s.route(4, &s.routes[0]);
         assert_eq!((big.mtu, big.advmss, big.metric), (8800, 0, 0));
         let unsafe_ = s.route(4, &s.routes[1]);
-        assert_eq!((unsafe_.mtu, unsafe_.advmss, unsafe_.metric), (1300, 1260, 100));
+        assert_eq!(
+            (unsafe_.mtu, unsafe_.advmss, unsafe_.metric),
+            (1300, 1260, 100)
+        );
     }
 
     #[test]

@@ -15,7 +15,11 @@ pub struct Udp {
 impl Udp {
     /// Bind `host:port` (port 0 = random). `::` makes a dual-stack socket.
     pub fn bind(host: IpAddr, port: u16, read_buffer: u32, write_buffer: u32) -> io::Result<Udp> {
-        let domain = if host.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+        let domain = if host.is_ipv6() {
+            Domain::IPV6
+        } else {
+            Domain::IPV4
+        };
         let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
         let dual_stack = host.is_ipv6() && host.is_unspecified();
         if host.is_ipv6() {
@@ -74,7 +78,10 @@ pub fn is_unadvertisable(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.is_unspecified(),
         IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80 || *v6 == Ipv6Addr::LOCALHOST
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || *v6 == Ipv6Addr::LOCALHOST
         }
     }
 }
@@ -88,7 +95,11 @@ mod tests {
         let a = Udp::bind("127.0.0.1".parse().expect("ip"), 0, 0, 0).expect("bind a");
         let b = Udp::bind("::".parse().expect("ip"), 0, 1 << 20, 1 << 20).expect("bind b");
         let bport = b.local_addr().expect("addr").port();
-        a.send_to(b"hi", SocketAddr::new("127.0.0.1".parse().expect("ip"), bport)).expect("send");
+        a.send_to(
+            b"hi",
+            SocketAddr::new("127.0.0.1".parse().expect("ip"), bport),
+        )
+        .expect("send");
         let mut buf = [0u8; 16];
         let mut got = None;
         for _ in 0..100 {

@@ -100,7 +100,12 @@ fn missing_pki_is_refused() {
 
 #[test]
 fn bad_yaml_is_refused() {
-    for text in ["pki: [unclosed\n", "- just\n- a list\n", "a: 1\na: 2\n", "\t- tab\n"] {
+    for text in [
+        "pki: [unclosed\n",
+        "- just\n- a list\n",
+        "a: 1\na: 2\n",
+        "\t- tab\n",
+    ] {
         let e = Config::from_str(text).unwrap_err();
         assert!(matches!(e, ConfigError::Yaml { .. }), "{text:?}: {e}");
     }
@@ -118,7 +123,10 @@ fn pki_files_are_read_on_demand() {
         dir.path().join("missing.crt").display()
     );
     let c = Config::from_str(&text).unwrap().config;
-    assert_eq!(c.pki.ca.load("pki.ca").unwrap(), b"-----BEGIN NEBULA CERTIFICATE-----\n");
+    assert_eq!(
+        c.pki.ca.load("pki.ca").unwrap(),
+        b"-----BEGIN NEBULA CERTIFICATE-----\n"
+    );
     let e = c.pki.load().unwrap_err();
     assert_eq!(e.key(), Some("pki.cert"));
     assert!(e.to_string().contains("missing.crt"), "{e}");

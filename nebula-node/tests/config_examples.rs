@@ -45,7 +45,10 @@ fn check_common(l: &LoadedConfig) {
     assert_eq!(c.static_host_map.len(), 1);
     assert_eq!(c.static_host_map[0].vpn_addr, ip("192.168.100.1"));
     assert_eq!(c.static_host_map[0].remotes.len(), 1);
-    assert_eq!(c.static_host_map[0].remotes[0].to_string(), "100.64.22.11:4242");
+    assert_eq!(
+        c.static_host_map[0].remotes[0].to_string(),
+        "100.64.22.11:4242"
+    );
     assert_eq!(c.static_map.cadence, Duration::from_secs(30));
     assert_eq!(c.static_map.network, LookupNetwork::Ip4);
     assert_eq!(c.static_map.lookup_timeout, Duration::from_millis(250));
@@ -54,7 +57,11 @@ fn check_common(l: &LoadedConfig) {
     assert!(!c.lighthouse.serve_dns);
     assert_eq!(c.lighthouse.dns_host, "");
     assert_eq!(c.lighthouse.dns_port, 53);
-    assert_eq!(c.lighthouse.interval, Duration::from_secs(60), "set to 60 in the example");
+    assert_eq!(
+        c.lighthouse.interval,
+        Duration::from_secs(60),
+        "set to 60 in the example"
+    );
     assert_eq!(c.lighthouse.hosts, [ip("192.168.100.1")]);
     assert!(c.lighthouse.remote_allow_list.base.is_none());
     assert!(c.lighthouse.remote_allow_list.ranges.is_empty());
@@ -105,7 +112,10 @@ fn check_common(l: &LoadedConfig) {
     assert!(!c.stats.lighthouse_metrics);
 
     assert_eq!(c.handshakes.try_interval, Duration::from_millis(100));
-    assert_eq!(c.handshakes.retries, 10, "code default; the example's comment says 20");
+    assert_eq!(
+        c.handshakes.retries, 10,
+        "code default; the example's comment says 20"
+    );
     assert_eq!(c.handshakes.trigger_buffer, 64);
     assert_eq!(c.handshakes.query_buffer, 64);
 
@@ -120,9 +130,18 @@ fn check_common(l: &LoadedConfig) {
     assert!(!c.sshd.enabled);
     assert!(c.sshd.authorized_users.is_empty());
 
-    assert_eq!(c.firewall.conntrack.tcp_timeout, Duration::from_secs(12 * 60));
-    assert_eq!(c.firewall.conntrack.udp_timeout, Duration::from_secs(3 * 60));
-    assert_eq!(c.firewall.conntrack.default_timeout, Duration::from_secs(10 * 60));
+    assert_eq!(
+        c.firewall.conntrack.tcp_timeout,
+        Duration::from_secs(12 * 60)
+    );
+    assert_eq!(
+        c.firewall.conntrack.udp_timeout,
+        Duration::from_secs(3 * 60)
+    );
+    assert_eq!(
+        c.firewall.conntrack.default_timeout,
+        Duration::from_secs(10 * 60)
+    );
     assert_eq!(c.firewall.conntrack.routine_cache_timeout, None);
     assert_eq!(c.routine_cache_timeout(), Duration::ZERO);
     assert!(!c.firewall.default_local_cidr_any);
@@ -282,6 +301,9 @@ tun:
 logging: {level: info, format: text, disable_timestamp: true}
 stats:
   type: prometheus
+  prefix: nebula
+  protocol: tcp
+  host: 127.0.0.1:9999
   listen: 127.0.0.1:8080
   path: /metrics
   namespace: prometheusns
@@ -316,7 +338,12 @@ firewall:
         .filter(|w| w.kind == WarningKind::UnknownKey)
         .collect();
     assert!(unknown.is_empty(), "{unknown:?}");
-    for key in ["sshd.enabled", "stats.type", "lighthouse.serve_dns", "lighthouse.dns.host"] {
+    for key in [
+        "sshd.enabled",
+        "stats.type",
+        "lighthouse.serve_dns",
+        "lighthouse.dns.host",
+    ] {
         assert!(
             l.warnings
                 .iter()
@@ -340,19 +367,33 @@ firewall:
     assert_eq!(c.tun.unsafe_routes[1].via[0].weight, 10);
     assert_eq!(c.tun.unsafe_routes[1].via[1].weight, 1);
     assert_eq!(c.tun.max_mtu(), 8800);
-    assert_eq!(c.static_host_map[0].remotes[1].ip(), None, "DNS names kept for the caller");
+    assert_eq!(
+        c.static_host_map[0].remotes[1].ip(),
+        None,
+        "DNS names kept for the caller"
+    );
     assert_eq!(c.lighthouse.calculated_remotes[0].port, 4242);
     let lal = c.lighthouse.local_allow_list.as_ref().unwrap();
     assert!(!lal.allows_interface("docker0"));
     assert!(!lal.allows_interface("tun0"));
     assert!(lal.allows_interface("eth0"));
-    assert!(!lal.allows_interface("xtun0"), "patterns are anchored");
+    assert!(
+        lal.allows_interface("xtun0"),
+        "patterns are anchored: xtun0 is not tun0"
+    );
+    assert!(
+        lal.allows_interface("tun01"),
+        "patterns are anchored: tun01 is not tun0"
+    );
     assert!(lal.allows(ip("10.1.2.3")));
     assert!(!lal.allows(ip("192.168.1.1")));
     let ral = &c.lighthouse.remote_allow_list;
     assert!(!ral.allows(ip("10.1.1.1"), ip("172.16.5.5")));
     assert!(ral.allows(ip("10.1.1.1"), ip("8.8.8.8")));
-    assert!(!ral.allows(ip("10.42.42.9"), ip("8.8.8.8")), "range list allows only 192.168/16");
+    assert!(
+        !ral.allows(ip("10.42.42.9"), ip("8.8.8.8")),
+        "range list allows only 192.168/16"
+    );
     assert!(ral.allows(ip("10.42.42.9"), ip("192.168.3.3")));
     assert_eq!(c.firewall.inbound[2].code.as_deref(), Some("any"));
     assert_eq!(c.routine_cache_timeout(), Duration::from_secs(1));

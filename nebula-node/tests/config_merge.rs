@@ -36,15 +36,31 @@ fn directory_merge_matches_go() {
 
     let c = &l.config;
     assert_eq!(c.tun.mtu, 1350, "later file wins");
-    assert_eq!(c.lighthouse.interval, Duration::from_secs(30), "later 0 does not override");
+    assert_eq!(
+        c.lighthouse.interval,
+        Duration::from_secs(30),
+        "later 0 does not override"
+    );
     assert!(c.punchy.punch, "later false does not override");
     assert_eq!(c.punchy.delay, Duration::from_secs(2));
     assert!(c.relay.am_relay);
-    let hosts: Vec<String> = c.firewall.inbound.iter().map(|r| {
-        r.host.clone().or_else(|| r.group.clone()).unwrap_or_default()
-    }).collect();
+    let hosts: Vec<String> = c
+        .firewall
+        .inbound
+        .iter()
+        .map(|r| {
+            r.host
+                .clone()
+                .or_else(|| r.group.clone())
+                .unwrap_or_default()
+        })
+        .collect();
     assert_eq!(hosts, ["c", "b1", "a1", "a2"], "later files' rules first");
-    let shm: Vec<String> = c.static_host_map[0].remotes.iter().map(|h| h.to_string()).collect();
+    let shm: Vec<String> = c.static_host_map[0]
+        .remotes
+        .iter()
+        .map(|h| h.to_string())
+        .collect();
     assert_eq!(shm, ["2.2.2.2:4242", "1.1.1.1:4242"]);
     assert_eq!(c.static_host_map.len(), 2);
 
@@ -69,16 +85,26 @@ fn write(dir: &Path, name: &str, text: &str) {
 fn file_and_directory_resolution() {
     let dir = tempfile::tempdir().unwrap();
     // No file at all.
-    assert!(matches!(Config::load(dir.path()), Err(ConfigError::NoFiles(_))));
+    assert!(matches!(
+        Config::load(dir.path()),
+        Err(ConfigError::NoFiles(_))
+    ));
     assert!(matches!(
         Config::load(dir.path().join("nope.yml")),
         Err(ConfigError::NoFiles(_))
     ));
     // A file named directly is read whatever its extension; in a directory only *.yml/*.yaml.
-    write(dir.path(), "node.conf", "pki: {ca: a, cert: b, key: c}\ntun: {mtu: 1400}\n");
+    write(
+        dir.path(),
+        "node.conf",
+        "pki: {ca: a, cert: b, key: c}\ntun: {mtu: 1400}\n",
+    );
     let l = Config::load(dir.path().join("node.conf")).unwrap();
     assert_eq!(l.config.tun.mtu, 1400);
-    assert!(matches!(Config::load(dir.path()), Err(ConfigError::NoFiles(_))));
+    assert!(matches!(
+        Config::load(dir.path()),
+        Err(ConfigError::NoFiles(_))
+    ));
     write(dir.path(), "a.yaml", "pki: {ca: a, cert: b, key: c}\n");
     write(dir.path(), "b.yml", "tun: {mtu: 1500}\n");
     write(dir.path(), "empty.yml", "");
@@ -90,7 +116,11 @@ fn file_and_directory_resolution() {
 #[test]
 fn list_in_earlier_file_and_scalar_in_later_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "1.yml", "pki: {ca: a, cert: b, key: c}\npreferred_ranges: [\"10.0.0.0/8\"]\n");
+    write(
+        dir.path(),
+        "1.yml",
+        "pki: {ca: a, cert: b, key: c}\npreferred_ranges: [\"10.0.0.0/8\"]\n",
+    );
     write(dir.path(), "2.yml", "preferred_ranges: \"10.0.0.0/8\"\n");
     let e = Config::load(dir.path()).unwrap_err();
     assert!(matches!(e, ConfigError::MergeConflict { .. }), "{e}");

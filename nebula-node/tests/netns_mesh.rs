@@ -32,7 +32,6 @@ impl Impl {
 
 struct Mesh {
     lab: Lab,
-    lh: String,
     a: String,
     b: String,
     procs: Vec<(String, usize)>,
@@ -47,18 +46,25 @@ fn mesh(tag: &str, lh_impl: Impl, a_impl: Impl, b_impl: Impl, cipher: &str) -> M
     let pki = Pki::new(Version::V1, Curve::Curve25519);
     let dir = lab.dir.path().to_path_buf();
     let mut procs = Vec::new();
-    for (name, vpn, ns, imp, am_lh) in [
+    let hosts = [
         ("lh", LH_VPN, &lh, lh_impl, true),
         ("a", A_VPN, &a, a_impl, false),
         ("b", B_VPN, &b, b_impl, false),
-    ] {
+    ];
+    for (name, vpn, _, _, _) in &hosts {
         pki.host(&dir, name, &format!("{vpn}/16"), &[name]);
+    }
+    for (name, _, ns, imp, am_lh) in hosts {
         let cfg = node_config(&NodeOpts {
             name,
             dir: &dir,
             listen_port: if am_lh { 4242 } else { 0 },
             am_lighthouse: am_lh,
-            lighthouse: if am_lh { None } else { Some((LH_VPN, "192.0.2.1:4242")) },
+            lighthouse: if am_lh {
+                None
+            } else {
+                Some((LH_VPN, "192.0.2.1:4242"))
+            },
             statics: vec![],
             cipher,
             dev: "nebula1",
@@ -69,14 +75,17 @@ fn mesh(tag: &str, lh_impl: Impl, a_impl: Impl, b_impl: Impl, cipher: &str) -> M
         let idx = lab.spawn(ns, &imp.cmd(&path), &format!("{name}.log"));
         procs.push((name.to_string(), idx));
     }
-    Mesh { lab, lh, a, b, procs }
+    Mesh { lab, a, b, procs }
 }
 
 impl Mesh {
     fn logs(&self) -> String {
         let mut s = String::new();
         for (name, _) in &self.procs {
-            s.push_str(&format!("----- {name}.log -----\n{}\n", self.lab.log(&format!("{name}.log"))));
+            s.push_str(&format!(
+                "----- {name}.log -----\n{}\n",
+                self.lab.log(&format!("{name}.log"))
+            ));
         }
         s
     }
@@ -94,10 +103,26 @@ fn ping_and_transfer(m: &mut Mesh, label: &str) {
         "{label}: b -> lighthouse\n{}",
         m.logs()
     );
-    assert!(m.lab.wait_ping(&a, B_VPN, Duration::from_secs(20)), "{label}: a -> b\n{}", m.logs());
-    assert!(m.lab.wait_ping(&b, A_VPN, Duration::from_secs(10)), "{label}: b -> a\n{}", m.logs());
-    assert!(m.lab.tcp_transfer(&a, &b, B_VPN, 5001, 4), "{label}: tcp a -> b\n{}", m.logs());
-    assert!(m.lab.tcp_transfer(&b, &a, A_VPN, 5002, 4), "{label}: tcp b -> a\n{}", m.logs());
+    assert!(
+        m.lab.wait_ping(&a, B_VPN, Duration::from_secs(20)),
+        "{label}: a -> b\n{}",
+        m.logs()
+    );
+    assert!(
+        m.lab.wait_ping(&b, A_VPN, Duration::from_secs(10)),
+        "{label}: b -> a\n{}",
+        m.logs()
+    );
+    assert!(
+        m.lab.tcp_transfer(&a, &b, B_VPN, 5001, 4),
+        "{label}: tcp a -> b\n{}",
+        m.logs()
+    );
+    assert!(
+        m.lab.tcp_transfer(&b, &a, A_VPN, 5002, 4),
+        "{label}: tcp b -> a\n{}",
+        m.logs()
+    );
 }
 
 #[test]
@@ -129,7 +154,11 @@ fn ours_with_go_1_11_0_both_directions() {
 fn kill_9_and_restart_resumes_traffic() {
     let mut m = mesh("k9", Impl::Ours, Impl::Ours, Impl::Ours, "aes");
     let (a, b) = (m.a.clone(), m.b.clone());
-    assert!(m.lab.wait_ping(&a, B_VPN, Duration::from_secs(20)), "before\n{}", m.logs());
+    assert!(
+        m.lab.wait_ping(&a, B_VPN, Duration::from_secs(20)),
+        "before\n{}",
+        m.logs()
+    );
     let bidx = m.procs[2].1;
     m.lab.kill(bidx, "9");
     let _ = m.lab.wait_exit(bidx, Duration::from_secs(5));
@@ -138,19 +167,35 @@ fn kill_9_and_restart_resumes_traffic() {
     m.procs.push(("b2".into(), idx));
     // Go's defaults: a dead tunnel is noticed within ~15 s (5 s check + 10 s pending deletion),
     // a recvError makes it immediate.
-    assert!(m.lab.wait_ping(&a, B_VPN, Duration::from_secs(30)), "after restart\n{}", m.logs());
-    assert!(m.lab.wait_ping(&b, A_VPN, Duration::from_secs(10)), "after restart b->a\n{}", m.logs());
+    assert!(
+        m.lab.wait_ping(&a, B_VPN, Duration::from_secs(30)),
+        "after restart\n{}",
+        m.logs()
+    );
+    assert!(
+        m.lab.wait_ping(&b, A_VPN, Duration::from_secs(10)),
+        "after restart b->a\n{}",
+        m.logs()
+    );
 }
 
 #[test]
 fn sigterm_closes_tunnels_and_removes_the_device() {
     let mut m = mesh("st", Impl::Ours, Impl::Ours, Impl::Ours, "aes");
     let (a, b) = (m.a.clone(), m.b.clone());
-    assert!(m.lab.wait_ping(&a, B_VPN, Duration::from_secs(20)), "{}", m.logs());
+    assert!(
+        m.lab.wait_ping(&a, B_VPN, Duration::from_secs(20)),
+        "{}",
+        m.logs()
+    );
     let aidx = m.procs[1].1;
     m.lab.kill(aidx, "TERM");
     let st = m.lab.wait_exit(aidx, Duration::from_secs(5));
-    assert!(st.is_some_and(|s| s.success()), "clean exit: {st:?}\n{}", m.logs());
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "clean exit: {st:?}\n{}",
+        m.logs()
+    );
     // The device is gone, and B heard the closeTunnel.
     let o = m.lab.exec(&a, "ip link show nebula1");
     assert!(!o.status.success(), "device still there");

@@ -159,33 +159,33 @@ pub fn ipv6_find_upper_protocol(packet: &[u8]) -> Result<Ipv6Upper, PacketError>
     loop {
         match next {
             IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DESTINATION => {
-                let hdr = packet
-                    .get(offset..offset + 2)
-                    .ok_or(PacketError::Ipv6ChainTruncated)?;
-                next = hdr[0];
-                offset += (usize::from(hdr[1]) + 1) * 8;
+                let Some(&[nh, len, ..]) = packet.get(offset..) else {
+                    return Err(PacketError::Ipv6ChainTruncated);
+                };
+                next = nh;
+                offset += (usize::from(len) + 1) * 8;
             }
             IPV6_FRAGMENT => {
-                let hdr = packet
-                    .get(offset..offset + 8)
-                    .ok_or(PacketError::Ipv6ChainTruncated)?;
+                let Some(&[nh, _, off_hi, off_lo, _, _, _, _, ..]) = packet.get(offset..) else {
+                    return Err(PacketError::Ipv6ChainTruncated);
+                };
                 // Offset bits (13) are the top of bytes 2-3; anything non-zero is a later fragment.
-                if hdr[2] != 0 || hdr[3] & 0xf8 != 0 {
+                if off_hi != 0 || off_lo & 0xf8 != 0 {
                     return Ok(Ipv6Upper {
-                        protocol: hdr[0],
+                        protocol: nh,
                         offset,
                         fragment: true,
                     });
                 }
-                next = hdr[0];
+                next = nh;
                 offset += 8;
             }
             IPV6_AH => {
-                let hdr = packet
-                    .get(offset..offset + 2)
-                    .ok_or(PacketError::Ipv6ChainTruncated)?;
-                next = hdr[0];
-                offset += (usize::from(hdr[1]) + 2) * 4;
+                let Some(&[nh, len, ..]) = packet.get(offset..) else {
+                    return Err(PacketError::Ipv6ChainTruncated);
+                };
+                next = nh;
+                offset += (usize::from(len) + 2) * 4;
             }
             _ => {
                 if offset > packet.len() {

@@ -23,8 +23,10 @@ const TCP_ACK: u8 = 0x10;
 pub(crate) fn checksum_add(mut sum: u32, data: &[u8]) -> u32 {
     let mut chunks = data.chunks_exact(2);
     for c in &mut chunks {
-        sum = sum.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
-        sum = (sum & 0xffff) + (sum >> 16);
+        if let &[hi, lo] = c {
+            sum = sum.wrapping_add(u32::from(u16::from_be_bytes([hi, lo])));
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
     }
     if let [last] = chunks.remainder() {
         sum = sum.wrapping_add(u32::from(*last) << 8);
@@ -110,16 +112,16 @@ pub fn build_reject(packet: &[u8], out: &mut [u8]) -> Option<usize> {
 
 /// Writes a 20 byte IPv4 header (no options, TTL 64) with swapped addresses and its checksum.
 fn ipv4_header(packet: &[u8], out: &mut [u8], total_len: usize, proto: u8) -> Option<()> {
-    let hdr = out.get_mut(..IPV4_HEADER_LEN)?;
-    hdr.fill(0);
-    hdr[0] = 0x45;
-    put16(hdr, 2, u16::try_from(total_len).ok()?)?;
+    let mut hdr = [0u8; IPV4_HEADER_LEN];
+    hdr[0] = 0x45; // version 4, 5 words
+    put16(&mut hdr, 2, u16::try_from(total_len).ok()?)?;
     hdr[8] = TTL;
     hdr[9] = proto;
-    copy(hdr, 12, packet.get(16..20)?)?;
-    copy(hdr, 16, packet.get(12..16)?)?;
-    let sum = checksum_finish(checksum_add(0, hdr));
-    put16(hdr, 10, sum)
+    copy(&mut hdr, 12, packet.get(16..20)?)?;
+    copy(&mut hdr, 16, packet.get(12..16)?)?;
+    let sum = checksum_finish(checksum_add(0, &hdr));
+    put16(&mut hdr, 10, sum)?;
+    copy(out, 0, &hdr)
 }
 
 /// RST (and ACK) the way Linux's nf_reject does: if the segment carried an ACK, seq = its ack and
@@ -142,15 +144,14 @@ fn tcp_rst_numbers(tcp_in: &[u8]) -> Option<(u32, u32, u8)> {
 /// Writes a bare 20 byte TCP RST with swapped ports at `out[at..]` (checksum left zero).
 fn tcp_rst(tcp_in: &[u8], out: &mut [u8], at: usize) -> Option<()> {
     let (seq, ack, flags) = tcp_rst_numbers(tcp_in)?;
-    let tcp = out.get_mut(at..at + TCP_HEADER_LEN)?;
-    tcp.fill(0);
-    copy(tcp, 0, tcp_in.get(2..4)?)?;
-    copy(tcp, 2, tcp_in.get(0..2)?)?;
-    put32(tcp, 4, seq)?;
-    put32(tcp, 8, ack)?;
-    tcp[12] = ((TCP_HEADER_LEN / 4) as u8) << 4;
+    let mut tcp = [0u8; TCP_HEADER_LEN];
+    copy(&mut tcp, 0, tcp_in.get(2..4)?)?;
+    copy(&mut tcp, 2, tcp_in.get(0..2)?)?;
+    put32(&mut tcp, 4, seq)?;
+    put32(&mut tcp, 8, ack)?;
+    tcp[12] = ((TCP_HEADER_LEN / 4) as u8) << 4; // data offset
     tcp[13] = flags;
-    Some(())
+    copy(out, at, &tcp)
 }
 
 fn ipv4_tcp_rst(packet: &[u8], ihl: usize, out: &mut [u8]) -> Option<usize> {
@@ -192,11 +193,10 @@ fn ipv4_icmp_unreachable(packet: &[u8], ihl: usize, out: &mut [u8]) -> Option<us
         return None;
     }
     ipv4_header(packet, out, out_len, PROTO_ICMP)?;
+    // Type 3 destination unreachable, code 13 communication administratively prohibited.
+    copy(out, IPV4_HEADER_LEN, &[3, 13, 0, 0, 0, 0, 0, 0])?;
+    copy(out, IPV4_HEADER_LEN + 8, body)?;
     let icmp = out.get_mut(IPV4_HEADER_LEN..out_len)?;
-    icmp.fill(0);
-    icmp[0] = 3; // destination unreachable
-    icmp[1] = 13; // communication administratively prohibited
-    copy(icmp, 8, body)?;
     let sum = checksum_finish(checksum_add(0, icmp));
     put16(icmp, 2, sum)?;
     Some(out_len)
@@ -204,14 +204,14 @@ fn ipv4_icmp_unreachable(packet: &[u8], ihl: usize, out: &mut [u8]) -> Option<us
 
 /// Writes a 40 byte IPv6 header (hop limit 64) with swapped addresses.
 fn ipv6_header(packet: &[u8], out: &mut [u8], payload_len: usize, next: u8) -> Option<()> {
-    let hdr = out.get_mut(..IPV6_HEADER_LEN)?;
-    hdr.fill(0);
-    hdr[0] = 0x60;
-    put16(hdr, 4, u16::try_from(payload_len).ok()?)?;
+    let mut hdr = [0u8; IPV6_HEADER_LEN];
+    hdr[0] = 0x60; // version 6
+    put16(&mut hdr, 4, u16::try_from(payload_len).ok()?)?;
     hdr[6] = next;
     hdr[7] = TTL;
-    copy(hdr, 8, packet.get(24..40)?)?;
-    copy(hdr, 24, packet.get(8..24)?)
+    copy(&mut hdr, 8, packet.get(24..40)?)?;
+    copy(&mut hdr, 24, packet.get(8..24)?)?;
+    copy(out, 0, &hdr)
 }
 
 fn ipv6_tcp_rst(packet: &[u8], offset: usize, out: &mut [u8]) -> Option<usize> {
@@ -251,11 +251,10 @@ fn ipv6_icmp_unreachable(packet: &[u8], proto: u8, offset: usize, out: &mut [u8]
     }
     ipv6_header(packet, out, payload_len, PROTO_ICMPV6)?;
     let (hdr, rest) = out.split_at_mut(IPV6_HEADER_LEN);
+    // Type 1 destination unreachable, code 1 communication administratively prohibited.
+    copy(rest, 0, &[1, 1, 0, 0, 0, 0, 0, 0])?;
+    copy(rest, 8, body)?;
     let icmp = rest.get_mut(..payload_len)?;
-    icmp.fill(0);
-    icmp[0] = 1; // destination unreachable
-    icmp[1] = 1; // communication with destination administratively prohibited
-    copy(icmp, 8, body)?;
     let sum = pseudo_header_sum(
         hdr.get(8..24)?,
         hdr.get(24..40)?,

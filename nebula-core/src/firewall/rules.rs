@@ -55,7 +55,8 @@ impl<T> Default for PrefixMap<T> {
 
 impl<T> PrefixMap<T> {
     /// The value for exactly this (masked) prefix, created with `init` if absent.
-    pub(crate) fn entry(&mut self, net: IpNet, init: impl FnOnce() -> T) -> &mut T {
+    /// (Always `Some`; an `Option` only to avoid indexing.)
+    pub(crate) fn entry(&mut self, net: IpNet, init: impl FnOnce() -> T) -> Option<&mut T> {
         let (v6, key) = addr_key(net.addr());
         let (width, buckets) = if v6 {
             (128, &mut self.v6)
@@ -77,7 +78,7 @@ impl<T> PrefixMap<T> {
                 i
             }
         };
-        let bucket = &mut buckets[bi];
+        let bucket = buckets.get_mut(bi)?;
         let ei = match bucket.entries.binary_search_by(|(k, _)| k.cmp(&key)) {
             Ok(i) => i,
             Err(i) => {
@@ -85,7 +86,7 @@ impl<T> PrefixMap<T> {
                 i
             }
         };
-        &mut bucket.entries[ei].1
+        bucket.entries.get_mut(ei).map(|(_, v)| v)
     }
 
     /// True if some stored prefix containing `addr` has a value for which `f` is true (longest
@@ -110,7 +111,7 @@ impl<T> PrefixMap<T> {
 impl PrefixMap<()> {
     /// Adds a prefix to a plain set.
     pub(crate) fn insert(&mut self, net: IpNet) {
-        self.entry(net, || ());
+        let _ = self.entry(net, || ());
     }
 
     /// True if any stored prefix contains `addr`.
@@ -138,7 +139,8 @@ impl<T> Default for NameMap<T> {
 }
 
 impl<T> NameMap<T> {
-    fn entry(&mut self, name: &str, init: impl FnOnce() -> T) -> &mut T {
+    /// The value for `name`, created with `init` if absent (always `Some`).
+    fn entry(&mut self, name: &str, init: impl FnOnce() -> T) -> Option<&mut T> {
         let i = match self.entries.binary_search_by(|(k, _)| (**k).cmp(name)) {
             Ok(i) => i,
             Err(i) => {
@@ -146,7 +148,7 @@ impl<T> NameMap<T> {
                 i
             }
         };
-        &mut self.entries[i].1
+        self.entries.get_mut(i).map(|(_, v)| v)
     }
 
     fn get(&self, name: &str) -> Option<&T> {
@@ -238,14 +240,14 @@ impl RuleSet {
             });
         }
         if !r.host.is_empty() {
-            self.hosts
-                .entry(&r.host, LocalCidr::default)
-                .add(r.local_cidr, default);
+            if let Some(t) = self.hosts.entry(&r.host, LocalCidr::default) {
+                t.add(r.local_cidr, default);
+            }
         }
         if let CidrSpec::Net(n) = r.cidr {
-            self.cidr
-                .entry(n, LocalCidr::default)
-                .add(r.local_cidr, default);
+            if let Some(t) = self.cidr.entry(n, LocalCidr::default) {
+                t.add(r.local_cidr, default);
+            }
         }
     }
 
@@ -291,14 +293,14 @@ impl CaTable {
             return;
         }
         if !r.ca_sha.is_empty() {
-            self.by_sha
-                .entry(&r.ca_sha, RuleSet::default)
-                .add(r, default);
+            if let Some(t) = self.by_sha.entry(&r.ca_sha, RuleSet::default) {
+                t.add(r, default);
+            }
         }
         if !r.ca_name.is_empty() {
-            self.by_name
-                .entry(&r.ca_name, RuleSet::default)
-                .add(r, default);
+            if let Some(t) = self.by_name.entry(&r.ca_name, RuleSet::default) {
+                t.add(r, default);
+            }
         }
     }
 
@@ -468,10 +470,10 @@ mod tests {
     #[test]
     fn prefix_map_lookup() {
         let mut m: PrefixMap<u32> = PrefixMap::default();
-        *m.entry(net("1.2.3.4/24"), || 0) += 1;
-        *m.entry(net("1.2.3.0/24"), || 0) += 10;
-        *m.entry(net("0.0.0.0/0"), || 0) += 100;
-        *m.entry(net("fd00::/8"), || 0) += 1000;
+        *m.entry(net("1.2.3.4/24"), || 0).unwrap() += 1;
+        *m.entry(net("1.2.3.0/24"), || 0).unwrap() += 10;
+        *m.entry(net("0.0.0.0/0"), || 0).unwrap() += 100;
+        *m.entry(net("fd00::/8"), || 0).unwrap() += 1000;
         let mut seen = Vec::new();
         m.any_containing(ip("1.2.3.99"), |v| {
             seen.push(*v);

@@ -1444,3 +1444,29 @@ fn classify_then_decide_end_to_end() {
     assert_eq!(f.drop(&po, false, &peer.info(), &mut ct, now), Ok(()));
     assert_eq!(f.drop(&pr, true, &peer.info(), &mut ct, now), Ok(()));
 }
+
+/// Golden value: Go Nebula 1.11.0 (`/opt/go-nebula/1.11.0/usr/bin/nebula`, firewall.go is identical
+/// in 1.11.1) run with `tun.disabled: true` and this firewall section logged
+/// `Firewall started firewallHashes=SHA:e3b7...e37e,FNV:3782017600`.
+#[test]
+fn rule_hashes_match_go_1_11() {
+    let c = cfg(
+        vec![
+            rule("tcp", "443").groups(&["laptop", "home"]),
+            rule("icmp", "80").host("any"),
+            rule("any", "fragment")
+                .cidr("10.0.0.0/8")
+                .local_cidr("any")
+                .ca_name("n")
+                .ca_sha("s"),
+            rule("udp", "0-90").group("g1"),
+            rule("tcp", "20-30").host("h").cidr("any"),
+        ],
+        vec![rule("any", "any").host("any")],
+    );
+    let f = Firewall::new(&c, &[net("10.9.0.1/24")], &[]).unwrap();
+    assert_eq!(
+        f.rules_hashes(),
+        "SHA:e3b790710562a764059d3f02ec364010ffd1060393601fe75d520c2fed4ee37e,FNV:3782017600"
+    );
+}

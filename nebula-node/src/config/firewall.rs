@@ -91,8 +91,10 @@ impl FirewallConfig {
         let conntrack = ConntrackConfig {
             tcp_timeout: r.duration("firewall.conntrack.tcp_timeout", Duration::from_secs(720))?,
             udp_timeout: r.duration("firewall.conntrack.udp_timeout", Duration::from_secs(180))?,
-            default_timeout: r
-                .duration("firewall.conntrack.default_timeout", Duration::from_secs(600))?,
+            default_timeout: r.duration(
+                "firewall.conntrack.default_timeout",
+                Duration::from_secs(600),
+            )?,
             routine_cache_timeout: if r.is_set("firewall.conntrack.routine_cache_timeout") {
                 Some(r.duration("firewall.conntrack.routine_cache_timeout", Duration::ZERO)?)
             } else {
@@ -144,7 +146,10 @@ fn rules(r: &mut Reader<'_>, table: &str) -> Result<Vec<RawFirewallRule>, Config
     for (i, item) in items.iter().enumerate() {
         let key = format!("{table}[{i}]");
         let Value::Map(m) = item else {
-            return Err(ConfigError::invalid(key, "could not parse rule (expected a map)"));
+            return Err(ConfigError::invalid(
+                key,
+                "could not parse rule (expected a map)",
+            ));
         };
         for k in m.keys() {
             if !RULE_KEYS.contains(&k.as_str()) {

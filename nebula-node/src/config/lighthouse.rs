@@ -60,7 +60,9 @@ impl HostPort {
 
     /// The host as an IP address, when it is a literal (IPv4-mapped IPv6 unmapped).
     pub fn ip(&self) -> Option<IpAddr> {
-        IpAddr::from_str(&self.host).ok().map(|ip| ip.to_canonical())
+        IpAddr::from_str(&self.host)
+            .ok()
+            .map(|ip| ip.to_canonical())
     }
 }
 
@@ -173,10 +175,7 @@ impl AllowList {
             }
             rules.push((net, allow));
         }
-        for (fam, any, name) in [
-            (&v4, "0.0.0.0/0", "0.0.0.0/0"),
-            (&v6, "::/0", "::/0"),
-        ] {
+        for (fam, any, name) in [(&v4, "0.0.0.0/0", "0.0.0.0/0"), (&v6, "::/0", "::/0")] {
             if fam.default_set {
                 continue;
             }
@@ -326,9 +325,8 @@ pub(crate) fn parse_static_host_map(r: &Reader<'_>) -> Result<Vec<StaticHost>, C
     let mut out = Vec::with_capacity(map.len());
     for (k, v) in map {
         let key = format!("static_host_map.{k:?}");
-        let vpn_addr = IpAddr::from_str(k).map_err(|_| {
-            ConfigError::invalid(&key, format!("{k:?} is not a VPN IP address"))
-        })?;
+        let vpn_addr = IpAddr::from_str(k)
+            .map_err(|_| ConfigError::invalid(&key, format!("{k:?} is not a VPN IP address")))?;
         let values: Vec<&Value> = match v {
             Value::List(items) => items.iter().collect(),
             Value::Null => Vec::new(),
@@ -424,9 +422,11 @@ impl LighthouseConfig {
 
         let base = match r.map("lighthouse.remote_allow_list")? {
             None => None,
-            Some(m) => Some(AllowList::parse("lighthouse.remote_allow_list", m, |_, _| {
-                Ok(false)
-            })?),
+            Some(m) => Some(AllowList::parse(
+                "lighthouse.remote_allow_list",
+                m,
+                |_, _| Ok(false),
+            )?),
         };
         let mut ranges = Vec::new();
         if let Some(m) = r.map("lighthouse.remote_allow_ranges")? {
@@ -435,7 +435,10 @@ impl LighthouseConfig {
                 let Value::Map(inner) = inner else {
                     return Err(ConfigError::invalid(
                         key,
-                        format!("expected a map of CIDR: true/false, got {}", inner.kind_name()),
+                        format!(
+                            "expected a map of CIDR: true/false, got {}",
+                            inner.kind_name()
+                        ),
                     ));
                 };
                 let list = AllowList::parse(&key, inner, |_, _| Ok(false))?;
@@ -461,7 +464,11 @@ impl LighthouseConfig {
         };
 
         let mut advertise_addrs = Vec::new();
-        for (i, a) in r.string_list("lighthouse.advertise_addrs")?.iter().enumerate() {
+        for (i, a) in r
+            .string_list("lighthouse.advertise_addrs")?
+            .iter()
+            .enumerate()
+        {
             advertise_addrs.push(HostPort::parse(a).map_err(|e| {
                 ConfigError::invalid(format!("lighthouse.advertise_addrs[{i}]"), e)
             })?);
@@ -489,7 +496,10 @@ fn parse_interfaces(v: &Value) -> Result<Vec<InterfaceRule>, ConfigError> {
     let Value::Map(m) = v else {
         return Err(ConfigError::invalid(
             KEY,
-            format!("expected a map of name regex: true/false, got {}", v.kind_name()),
+            format!(
+                "expected a map of name regex: true/false, got {}",
+                v.kind_name()
+            ),
         ));
     };
     let mut out: Vec<InterfaceRule> = Vec::new();
@@ -539,7 +549,10 @@ fn parse_calculated_remotes(r: &Reader<'_>) -> Result<Vec<CalculatedRemote>, Con
         for (i, e) in entries.iter().enumerate() {
             let ekey = format!("{key}[{i}]");
             let Value::Map(em) = e else {
-                return Err(ConfigError::invalid(ekey, "expected a map with mask and port"));
+                return Err(ConfigError::invalid(
+                    ekey,
+                    "expected a map with mask and port",
+                ));
             };
             let mask = match em.get("mask") {
                 Some(Value::String(s)) => IpNet::from_str(s).map_err(|_| {
@@ -617,18 +630,28 @@ mod tests {
         let l = list("\"10.0.0.0/8\": false\n").unwrap();
         assert!(!l.allows("10.1.2.3".parse().unwrap()));
         assert!(l.allows("192.168.0.1".parse().unwrap()));
-        assert!(l.allows("2001:db8::1".parse().unwrap()), "no v6 rules: v6 default is !false");
+        assert!(
+            l.allows("2001:db8::1".parse().unwrap()),
+            "no v6 rules: v6 default is !false"
+        );
         // All allow: default deny.
         let l = list("\"10.0.0.0/8\": true\n").unwrap();
         assert!(!l.allows("192.168.0.1".parse().unwrap()));
-        assert!(l.allows("::ffff:10.0.0.1".parse().unwrap()), "4-in-6 checked as v4");
+        assert!(
+            l.allows("::ffff:10.0.0.1".parse().unwrap()),
+            "4-in-6 checked as v4"
+        );
         // Mixed without default: error; with default: most specific wins.
         assert!(list("\"10.0.0.0/8\": true\n\"10.1.0.0/16\": false\n").is_err());
-        let l = list("\"0.0.0.0/0\": true\n\"10.0.0.0/8\": false\n\"10.42.42.0/24\": yes\n").unwrap();
+        let l =
+            list("\"0.0.0.0/0\": true\n\"10.0.0.0/8\": false\n\"10.42.42.0/24\": yes\n").unwrap();
         assert!(l.allows("1.1.1.1".parse().unwrap()));
         assert!(!l.allows("10.1.1.1".parse().unwrap()));
         assert!(l.allows("10.42.42.7".parse().unwrap()));
-        assert!(list("\"10.0.0.0/8\": \"true\"\n").is_err(), "AsBool takes no \"true\" text");
+        assert!(
+            list("\"10.0.0.0/8\": \"true\"\n").is_err(),
+            "AsBool takes no \"true\" text"
+        );
         assert!(list("\"10.0.0.0\": true\n").is_err());
     }
 }

@@ -48,7 +48,9 @@ impl ListenConfig {
         if self.host == "[::]" {
             return Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
         }
-        IpAddr::from_str(&self.host).ok().map(|ip| ip.to_canonical())
+        IpAddr::from_str(&self.host)
+            .ok()
+            .map(|ip| ip.to_canonical())
     }
 
     pub(crate) fn parse(r: &Reader<'_>) -> Result<ListenConfig, ConfigError> {
@@ -477,11 +479,19 @@ impl SshdConfig {
             for (i, u) in list.iter().enumerate() {
                 let key = format!("sshd.authorized_users[{i}]");
                 let Value::Map(m) = u else {
-                    return Err(ConfigError::invalid(key, "expected a map with user and keys"));
+                    return Err(ConfigError::invalid(
+                        key,
+                        "expected a map with user and keys",
+                    ));
                 };
                 let user = match m.get("user") {
                     Some(v) if v.is_scalar() => v.go_string(),
-                    _ => return Err(ConfigError::invalid(format!("{key}.user"), "is not present")),
+                    _ => {
+                        return Err(ConfigError::invalid(
+                            format!("{key}.user"),
+                            "is not present",
+                        ))
+                    }
                 };
                 let keys = match m.get("keys") {
                     None | Some(Value::Null) => Vec::new(),

@@ -336,7 +336,10 @@ mod tests {
         assert_eq!(c.routines, 1);
         let l = load("tun: {routines: 3}\nlisten: {routines: 2}\n").unwrap();
         assert_eq!(l.config.routines, 3);
-        assert!(l.warnings.iter().any(|w| w.key == "tun.routines" && w.kind == WarningKind::Deprecated));
+        assert!(l
+            .warnings
+            .iter()
+            .any(|w| w.key == "tun.routines" && w.kind == WarningKind::Deprecated));
         let c = load("routines: 2\nfirewall: {conntrack: {routine_cache_timeout: 0}}\n")
             .unwrap()
             .config;
@@ -349,7 +352,10 @@ mod tests {
             .unwrap();
         assert_eq!(
             l.config.preferred_ranges,
-            ["172.16.0.0/24".parse::<IpNet>().unwrap(), "10.0.0.0/8".parse().unwrap()]
+            [
+                "172.16.0.0/24".parse::<IpNet>().unwrap(),
+                "10.0.0.0/8".parse().unwrap()
+            ]
         );
         assert!(l.warnings.iter().any(|w| w.key == "preferred_ranges[1]"));
         assert!(l.warnings.iter().any(|w| w.key == "local_range"));
@@ -376,9 +382,13 @@ mod tests {
     fn punchy_old_forms() {
         let c = load("punchy: true\npunch_back: true\n").unwrap().config;
         assert!(c.punchy.punch && c.punchy.respond);
-        let c = load("punchy: {punch: false}\npunch_back: true\n").unwrap().config;
+        let c = load("punchy: {punch: false}\npunch_back: true\n")
+            .unwrap()
+            .config;
         assert!(!c.punchy.punch && c.punchy.respond);
-        let c = load("punchy: {respond: false, delay: 2s}\npunch_back: true\n").unwrap().config;
+        let c = load("punchy: {respond: false, delay: 2s}\npunch_back: true\n")
+            .unwrap()
+            .config;
         assert!(!c.punchy.respond);
         assert_eq!(c.punchy.delay, Duration::from_secs(2));
     }
@@ -396,9 +406,13 @@ mod tests {
         let w = c.check_networks(&nets).unwrap();
         assert_eq!(w.len(), 1);
         assert!(w[0].message.contains("192.168.9.9"));
-        let e = c.check_networks(&["10.2.0.0/16".parse().unwrap()]).unwrap_err();
+        let e = c
+            .check_networks(&["10.2.0.0/16".parse().unwrap()])
+            .unwrap_err();
         assert_eq!(e.key(), Some("tun.routes[0].route"));
-        let e = c.check_networks(&["172.16.0.0/12".parse().unwrap(), nets[0]]).unwrap_err();
+        let e = c
+            .check_networks(&["172.16.0.0/12".parse().unwrap(), nets[0]])
+            .unwrap_err();
         assert_eq!(e.key(), Some("tun.unsafe_routes[0].route"));
         assert_eq!(c.tun.max_mtu(), 8800);
     }

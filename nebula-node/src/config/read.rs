@@ -29,7 +29,12 @@ impl<'a> Reader<'a> {
         }
     }
 
-    pub(crate) fn warn(&mut self, key: impl Into<String>, kind: WarningKind, msg: impl Into<String>) {
+    pub(crate) fn warn(
+        &mut self,
+        key: impl Into<String>,
+        kind: WarningKind,
+        msg: impl Into<String>,
+    ) {
         self.warnings.push(ConfigWarning::new(key, kind, msg));
     }
 
@@ -111,7 +116,11 @@ impl<'a> Reader<'a> {
                 .collect(),
             Some(other) => Err(ConfigError::invalid(
                 key,
-                format!("expected a list, got {} {}", other.kind_name(), shown(other)),
+                format!(
+                    "expected a list, got {} {}",
+                    other.kind_name(),
+                    shown(other)
+                ),
             )),
         }
     }
@@ -135,7 +144,11 @@ impl<'a> Reader<'a> {
             Some(Value::List(l)) => Ok(Some(l)),
             Some(other) => Err(ConfigError::invalid(
                 key,
-                format!("expected a list, got {} {}", other.kind_name(), shown(other)),
+                format!(
+                    "expected a list, got {} {}",
+                    other.kind_name(),
+                    shown(other)
+                ),
             )),
         }
     }
@@ -154,12 +167,7 @@ pub(crate) fn scalar_string(key: &str, v: &Value) -> Result<String, ConfigError>
 
 /// Go `strconv.Atoi` on the `%v` text of a scalar.
 pub(crate) fn value_int(key: &str, v: &Value) -> Result<i64, ConfigError> {
-    let bad = || {
-        ConfigError::invalid(
-            key,
-            format!("expected an integer, got {}", shown(v)),
-        )
-    };
+    let bad = || ConfigError::invalid(key, format!("expected an integer, got {}", shown(v)));
     match v {
         Value::Int(i) => Ok(*i),
         Value::Float(_) | Value::String(_) => atoi(&v.go_string()).ok_or_else(bad),
@@ -214,7 +222,11 @@ pub(crate) fn value_duration(key: &str, v: &Value) -> Result<Duration, ConfigErr
     if !v.is_scalar() {
         return Err(ConfigError::invalid(
             key,
-            format!("expected a duration like \"5s\", got {} {}", v.kind_name(), shown(v)),
+            format!(
+                "expected a duration like \"5s\", got {} {}",
+                v.kind_name(),
+                shown(v)
+            ),
         ));
     }
     let text = v.go_string();
@@ -272,12 +284,24 @@ mod tests {
     fn durations_like_go() {
         let v = tree("a: 5s\nb: 100ms\nc: 0\nd: 5\ne: 1h30m\nf: -1s\ng: 5x\n");
         let r = Reader::new(&v);
-        assert_eq!(r.duration("a", Duration::ZERO).unwrap(), Duration::from_secs(5));
-        assert_eq!(r.duration("b", Duration::ZERO).unwrap(), Duration::from_millis(100));
-        assert_eq!(r.duration("c", Duration::from_secs(1)).unwrap(), Duration::ZERO);
+        assert_eq!(
+            r.duration("a", Duration::ZERO).unwrap(),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            r.duration("b", Duration::ZERO).unwrap(),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            r.duration("c", Duration::from_secs(1)).unwrap(),
+            Duration::ZERO
+        );
         let e = r.duration("d", Duration::ZERO).unwrap_err().to_string();
         assert!(e.starts_with("d: time: missing unit"), "{e}");
-        assert_eq!(r.duration("e", Duration::ZERO).unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            r.duration("e", Duration::ZERO).unwrap(),
+            Duration::from_secs(5400)
+        );
         assert!(r.duration("f", Duration::ZERO).is_err());
         assert!(r.duration("g", Duration::ZERO).is_err());
         assert_eq!(r.seconds("d", 1).unwrap(), Duration::from_secs(5));

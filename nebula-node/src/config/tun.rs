@@ -96,7 +96,9 @@ impl TunConfig {
         if dev.len() > 15 || dev.contains(['/', ' ', '\0']) {
             return Err(ConfigError::invalid(
                 "tun.dev",
-                format!("{dev:?} is not a valid interface name (at most 15 bytes, no '/' or spaces)"),
+                format!(
+                    "{dev:?} is not a valid interface name (at most 15 bytes, no '/' or spaces)"
+                ),
             ));
         }
         Ok(TunConfig {
@@ -153,9 +155,9 @@ impl TunConfig {
     /// inside one of them, and no `tun.unsafe_routes` entry may start inside one.
     pub fn check_networks(&self, networks: &[IpNet]) -> Result<(), ConfigError> {
         for (i, r) in self.routes.iter().enumerate() {
-            let inside = networks.iter().any(|n| {
-                n.contains(&r.route.addr()) && r.route.prefix_len() >= n.prefix_len()
-            });
+            let inside = networks
+                .iter()
+                .any(|n| n.contains(&r.route.addr()) && r.route.prefix_len() >= n.prefix_len());
             if !inside {
                 return Err(ConfigError::invalid(
                     format!("tun.routes[{i}].route"),
@@ -171,7 +173,10 @@ impl TunConfig {
             if let Some(n) = networks.iter().find(|n| n.contains(&r.route.addr())) {
                 return Err(ConfigError::invalid(
                     format!("tun.unsafe_routes[{i}].route"),
-                    format!("{} is contained within the configured vpn network {n}", r.route),
+                    format!(
+                        "{} is contained within the configured vpn network {n}",
+                        r.route
+                    ),
                 ));
             }
         }
@@ -216,7 +221,10 @@ fn parse_routes(r: &Reader<'_>) -> Result<Vec<TunRouteConfig>, ConfigError> {
         };
         let route = match m.get("route") {
             None | Some(Value::Null) => {
-                return Err(ConfigError::invalid(format!("{key}.route"), "is not present"))
+                return Err(ConfigError::invalid(
+                    format!("{key}.route"),
+                    "is not present",
+                ))
             }
             Some(v) => parse_cidr(&format!("{key}.route"), v)?,
         };
@@ -231,7 +239,10 @@ fn route_mtu(key: &str, v: &Value, zero_ok: bool) -> Result<u32, ConfigError> {
         return Ok(0);
     }
     if n < i64::from(MIN_ROUTE_MTU) {
-        return Err(ConfigError::invalid(key, format!("{n} is below {MIN_ROUTE_MTU}")));
+        return Err(ConfigError::invalid(
+            key,
+            format!("{n} is below {MIN_ROUTE_MTU}"),
+        ));
     }
     int_in_range(key, v, i64::from(MIN_ROUTE_MTU), 65535)
 }
@@ -290,7 +301,10 @@ fn parse_unsafe_routes(r: &Reader<'_>) -> Result<Vec<UnsafeRouteConfig>, ConfigE
                     v.push(Gateway { addr, weight });
                 }
                 if v.is_empty() {
-                    return Err(ConfigError::invalid(format!("{key}.via"), "is an empty list"));
+                    return Err(ConfigError::invalid(
+                        format!("{key}.via"),
+                        "is an empty list",
+                    ));
                 }
                 v
             }
@@ -306,7 +320,10 @@ fn parse_unsafe_routes(r: &Reader<'_>) -> Result<Vec<UnsafeRouteConfig>, ConfigE
         };
         let route = match m.get("route") {
             None | Some(Value::Null) => {
-                return Err(ConfigError::invalid(format!("{key}.route"), "is not present"))
+                return Err(ConfigError::invalid(
+                    format!("{key}.route"),
+                    "is not present",
+                ))
             }
             Some(v) => parse_cidr(&format!("{key}.route"), v)?,
         };
@@ -332,7 +349,11 @@ fn parse_unsafe_routes(r: &Reader<'_>) -> Result<Vec<UnsafeRouteConfig>, ConfigE
 
 fn parse_gateway(key: &str, s: &str) -> Result<IpAddr, ConfigError> {
     IpAddr::from_str(s).map_err(|_| {
-        let hint = if atoi(s).is_some() { " (a number?)" } else { "" };
+        let hint = if atoi(s).is_some() {
+            " (a number?)"
+        } else {
+            ""
+        };
         ConfigError::invalid(key, format!("{s:?} is not an IP address{hint}"))
     })
 }

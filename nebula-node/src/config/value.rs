@@ -199,7 +199,10 @@ mod tests {
             .iter()
             .map(|k| m[*k].go_string())
             .collect();
-        assert_eq!(got, ["x", "42", "1.5", "1e+06", "true", "[a 1]", "map[a:b z:1]"]);
+        assert_eq!(
+            got,
+            ["x", "42", "1.5", "1e+06", "true", "[a 1]", "map[a:b z:1]"]
+        );
         assert_eq!(Value::Null.go_string(), "<nil>");
     }
 
@@ -223,7 +226,10 @@ mod tests {
         assert!(Value::from_yaml("just text", None).is_err());
         assert_eq!(parse(""), Value::Map(Map::new()));
         assert!(Value::from_yaml("a: [1\n", None).is_err());
-        assert!(Value::from_yaml("a: 1\na: 2\n", None).is_err(), "duplicate keys");
+        assert!(
+            Value::from_yaml("a: 1\na: 2\n", None).is_err(),
+            "duplicate keys"
+        );
     }
 
     #[test]

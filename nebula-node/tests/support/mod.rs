@@ -35,7 +35,10 @@ pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
     assert_eq!(uid, 0, "namespace tests need root (CI runs as root)");
-    assert!(Path::new("/dev/net/tun").exists(), "/dev/net/tun is missing");
+    assert!(
+        Path::new("/dev/net/tun").exists(),
+        "/dev/net/tun is missing"
+    );
 }
 
 pub fn sh(cmd: &str) -> Output {
@@ -91,7 +94,9 @@ impl Lab {
     /// Create (and remember) a namespace named `<prefix>-<name>`.
     pub fn ns(&mut self, name: &str) -> String {
         let full = format!("{}-{}", self.prefix, name);
-        must(&format!("ip netns add {full} && ip -n {full} link set lo up"));
+        must(&format!(
+            "ip netns add {full} && ip -n {full} link set lo up"
+        ));
         self.namespaces.push(full.clone());
         full
     }
@@ -122,7 +127,13 @@ impl Lab {
 
     /// A host behind its own NAT router: router on the wan at `router_ip`, LAN `lan_prefix`.1/24,
     /// host at `lan_prefix`.2. `symmetric` makes the NAT pick a random port per destination.
-    pub fn natted_host(&mut self, name: &str, router_ip: &str, lan_prefix: &str, symmetric: bool) -> (String, String) {
+    pub fn natted_host(
+        &mut self,
+        name: &str,
+        router_ip: &str,
+        lan_prefix: &str,
+        symmetric: bool,
+    ) -> (String, String) {
         let router = self.public_host(&format!("{name}r"), router_ip);
         let host = self.ns(name);
         let (a, b) = self.veth_names();
@@ -200,7 +211,11 @@ impl Lab {
     pub fn wait_ping(&self, ns: &str, dst: &str, limit: Duration) -> bool {
         let end = Instant::now() + limit;
         while Instant::now() < end {
-            if self.exec(ns, &format!("ping -c 1 -W 1 {dst}")).status.success() {
+            if self
+                .exec(ns, &format!("ping -c 1 -W 1 {dst}"))
+                .status
+                .success()
+            {
                 return true;
             }
         }
@@ -208,13 +223,27 @@ impl Lab {
     }
 
     /// Send `mb` MiB over TCP from `from_ns` to `to_ns` at `to_ip`:`port`; compare checksums.
-    pub fn tcp_transfer(&mut self, from_ns: &str, to_ns: &str, to_ip: &str, port: u16, mb: u32) -> bool {
+    pub fn tcp_transfer(
+        &mut self,
+        from_ns: &str,
+        to_ns: &str,
+        to_ip: &str,
+        port: u16,
+        mb: u32,
+    ) -> bool {
         let src = self.path(&format!("src-{port}.bin"));
         let dst = self.path(&format!("dst-{port}.bin"));
         must(&format!("head -c {}M /dev/urandom > {}", mb, src.display()));
-        let server = self.spawn(to_ns, &format!("timeout 60 nc -l -p {port} -q 1 > {}", dst.display()), &format!("nc-server-{port}.log"));
+        let server = self.spawn(
+            to_ns,
+            &format!("timeout 60 nc -l {port} > {}", dst.display()),
+            &format!("nc-server-{port}.log"),
+        );
         std::thread::sleep(Duration::from_millis(300));
-        let o = self.exec(from_ns, &format!("timeout 60 nc -q 1 -w 10 {to_ip} {port} < {}", src.display()));
+        let o = self.exec(
+            from_ns,
+            &format!("timeout 60 nc -N -w 10 {to_ip} {port} < {}", src.display()),
+        );
         let _ = self.wait_exit(server, Duration::from_secs(30));
         if !o.status.success() {
             return false;
@@ -233,7 +262,9 @@ impl Drop for Lab {
         }
         for ns in self.namespaces.iter().rev() {
             // Kill anything left inside, then delete.
-            let _ = sh(&format!("ip netns pids {ns} 2>/dev/null | xargs -r kill -9"));
+            let _ = sh(&format!(
+                "ip netns pids {ns} 2>/dev/null | xargs -r kill -9"
+            ));
             let _ = sh(&format!("ip netns del {ns}"));
         }
     }
@@ -264,11 +295,22 @@ impl Pki {
             curve,
         };
         let ca = tbs.sign(None, &key).expect("ca");
-        Pki { ca, key, curve, version }
+        Pki {
+            ca,
+            key,
+            curve,
+            version,
+        }
     }
 
     /// Write `ca.crt`, `<name>.crt`, `<name>.key` into `dir`; returns (crt, key) paths.
-    pub fn host(&self, dir: &Path, name: &str, network: &str, groups: &[&str]) -> (PathBuf, PathBuf) {
+    pub fn host(
+        &self,
+        dir: &Path,
+        name: &str,
+        network: &str,
+        groups: &[&str],
+    ) -> (PathBuf, PathBuf) {
         let (private, public) = keys::keygen(self.curve);
         let now = now_unix();
         let tbs = TbsCertificate {
@@ -342,7 +384,7 @@ pub fn node_config(o: &NodeOpts<'_>) -> String {
         s.push_str(&format!("  hosts:\n    - \"{vpn}\"\n"));
     }
     s.push_str(&format!(
-        "listen:\n  host: 0.0.0.0\n  port: {}\npunchy:\n  punch: {}\n  respond: {}\ncipher: {}\ntun:\n  dev: {}\n  mtu: 1300\nlogging:\n  level: info\nfirewall:\n  outbound:\n    - port: any\n      proto: any\n      host: any\n  inbound:\n{}",
+        "listen:\n  host: 0.0.0.0\n  port: {}\npunchy:\n  punch: {}\n  respond: {}\ncipher: {}\ntun:\n  dev: {}\n  mtu: 1300\nlogging:\n  level: debug\nfirewall:\n  outbound:\n    - port: any\n      proto: any\n      host: any\n  inbound:\n{}",
         o.listen_port, o.punchy, o.punchy, o.cipher, o.dev, o.inbound
     ));
     s

@@ -1,0 +1,112 @@
+//! Cloud-init `user-data` for hosts cloned from a template (the ADR's Vyom VMs): on first boot it
+//! writes the bundle to `/etc/nebula/`, the unit(s) to `/etc/systemd/system/`, installs the binary
+//! if the inventory says how, and enables nebula.
+//!
+//! The file embeds the host's private key: it is written 0600 and should be handed to the
+//! hypervisor as a private snippet.
+
+use base64::Engine;
+use serde_norway::{Mapping, Value};
+
+use crate::model::{BinarySource, CloudInit, Host, Mesh};
+use crate::render::{config, inventory_name, names, systemd, ETC_DIR, UNIT_DIR};
+use crate::shell;
+
+/// The certificate material (and edge rules) the user-data carries.
+#[derive(Debug, Clone)]
+pub struct Files<'a> {
+    /// CA certificate PEM.
+    pub ca: &'a str,
+    /// Host certificate PEM.
+    pub cert: &'a str,
+    /// Host key PEM.
+    pub key: &'a str,
+    /// Edge nftables rules, when this host forwards.
+    pub edge: Option<String>,
+}
+
+fn s(v: &str) -> Value {
+    Value::String(v.to_string())
+}
+
+fn write_file(path: &str, content: &str, mode: u32) -> Value {
+    let mut m = Mapping::new();
+    m.insert(s("path"), s(path));
+    m.insert(s("owner"), s("root:root"));
+    m.insert(s("permissions"), s(&format!("{mode:04o}")));
+    m.insert(s("encoding"), s("b64"));
+    m.insert(
+        s("content"),
+        s(&base64::engine::general_purpose::STANDARD.encode(content.as_bytes())),
+    );
+    Value::Mapping(m)
+}
+
+fn cmd(words: &[&str]) -> Value {
+    Value::Sequence(words.iter().map(|w| s(w)).collect())
+}
+
+/// The `user-data` text.
+pub fn user_data(mesh: &Mesh, host: &Host, ci: &CloudInit, f: &Files<'_>) -> String {
+    let mut top = Mapping::new();
+    if let Some(hn) = &ci.hostname {
+        top.insert(s("hostname"), s(hn));
+    }
+    if !ci.ssh_authorized_keys.is_empty() {
+        top.insert(
+            s("ssh_authorized_keys"),
+            Value::Sequence(ci.ssh_authorized_keys.iter().map(|k| s(k)).collect()),
+        );
+    }
+    if let BinarySource::Apt(pkg) = &host.binary.source {
+        top.insert(s("packages"), Value::Sequence(vec![s(pkg)]));
+    }
+    let etc = |n: &str| format!("{ETC_DIR}/{n}");
+    let unit = |n: &str| format!("{UNIT_DIR}/{n}");
+    let mut files = vec![
+        write_file(
+            &etc(names::CONFIG),
+            &config::config_yml(mesh, host),
+            0o644,
+        ),
+        write_file(&etc(names::CA_CRT), f.ca, 0o644),
+        write_file(&etc(names::HOST_CRT), f.cert, 0o644),
+        write_file(&etc(names::HOST_KEY), f.key, 0o600),
+        write_file(
+            &unit(names::SERVICE),
+            &systemd::nebula_service(mesh, host),
+            0o644,
+        ),
+    ];
+    if let Some(rules) = &f.edge {
+        files.push(write_file(&etc(names::EDGE_NFT), rules, 0o644));
+        files.push(write_file(
+            &unit(names::EDGE_SERVICE),
+            &systemd::edge_service(mesh, host),
+            0o644,
+        ));
+    }
+    top.insert(s("write_files"), Value::Sequence(files));
+
+    let mut run = Vec::new();
+    run.push(cmd(&["chmod", "0700", ETC_DIR]));
+    if let (BinarySource::Url { .. }, Some(script)) = (
+        &host.binary.source,
+        shell::binary_install_script(&host.binary, "/"),
+    ) {
+        run.push(cmd(&["sh", "-c", &script]));
+    }
+    run.push(cmd(&["systemctl", "daemon-reload"]));
+    run.push(cmd(&["systemctl", "enable", "--now", names::SERVICE]));
+    if f.edge.is_some() {
+        run.push(cmd(&["systemctl", "enable", "--now", names::EDGE_SERVICE]));
+    }
+    top.insert(s("runcmd"), Value::Sequence(run));
+
+    let body = serde_norway::to_string(&Value::Mapping(top)).unwrap_or_default();
+    format!(
+        "#cloud-config\n# First-boot install of the nebula bundle for `{}`, rendered by nebula-provision from {}.\n# Contains the host's private key: keep it private.\n{body}",
+        host.name,
+        inventory_name(mesh)
+    )
+}

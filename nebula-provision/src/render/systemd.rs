@@ -1,0 +1,108 @@
+//! systemd units: `nebula.service` (hardened: CAP_NET_ADMIN only, /dev/net/tun only, read-only
+//! system, no new privileges, restart on failure) and, on the edge host, `nebula-edge.service`.
+//!
+//! Values placed in the units (binary path, device name) were restricted by validation to
+//! characters that need no quoting and contain no `%` specifiers.
+
+use crate::model::{Host, Mesh};
+use crate::render::{inventory_name, names, ETC_DIR};
+
+/// The `nebula.service` unit for `host`.
+pub fn nebula_service(mesh: &Mesh, host: &Host) -> String {
+    let (kind, notify) = if host.binary.notify {
+        ("notify", "NotifyAccess=main\n")
+    } else {
+        ("simple", "")
+    };
+    // Binding below 1024 needs one more capability.
+    let caps = if host.listen_port != 0 && host.listen_port < 1024 {
+        "CAP_NET_ADMIN CAP_NET_BIND_SERVICE"
+    } else {
+        "CAP_NET_ADMIN"
+    };
+    format!(
+        "# nebula for host `{name}`, rendered by nebula-provision from {inv}.\n\
+# Installed as /etc/systemd/system/{unit}; the bundle is {ETC_DIR}/.\n\
+[Unit]\n\
+Description=Nebula overlay network ({name})\n\
+Wants=network-online.target\n\
+After=network-online.target\n\
+\n\
+[Service]\n\
+Type={kind}\n\
+{notify}\
+ExecStart={bin} -config {ETC_DIR}/{config}\n\
+ExecReload=/bin/kill -HUP $MAINPID\n\
+Restart=on-failure\n\
+RestartSec=5s\n\
+SyslogIdentifier=nebula\n\
+\n\
+# Only what a nebula node needs: CAP_NET_ADMIN to create and address the tun device.\n\
+CapabilityBoundingSet={caps}\n\
+NoNewPrivileges=yes\n\
+DevicePolicy=closed\n\
+DeviceAllow=/dev/net/tun rw\n\
+ProtectSystem=strict\n\
+ProtectHome=yes\n\
+PrivateTmp=yes\n\
+ProtectKernelTunables=yes\n\
+ProtectKernelModules=yes\n\
+ProtectKernelLogs=yes\n\
+ProtectControlGroups=yes\n\
+ProtectClock=yes\n\
+ProtectHostname=yes\n\
+ProtectProc=invisible\n\
+RestrictAddressFamilies=AF_INET AF_INET6 AF_NETLINK AF_UNIX\n\
+RestrictNamespaces=yes\n\
+RestrictRealtime=yes\n\
+RestrictSUIDSGID=yes\n\
+LockPersonality=yes\n\
+MemoryDenyWriteExecute=yes\n\
+SystemCallArchitectures=native\n\
+SystemCallFilter=@system-service\n\
+SystemCallErrorNumber=EPERM\n\
+UMask=0077\n\
+\n\
+[Install]\n\
+WantedBy=multi-user.target\n",
+        name = host.name,
+        inv = inventory_name(mesh),
+        unit = names::SERVICE,
+        config = names::CONFIG,
+        bin = host.binary.path,
+    )
+}
+
+/// The `nebula-edge.service` unit: turns on IPv4 forwarding and loads the forwarding rules;
+/// stopping it removes them.
+pub fn edge_service(mesh: &Mesh, host: &Host) -> String {
+    format!(
+        "# Edge forwarding for host `{name}`, rendered by nebula-provision from {inv}.\n\
+# Installed as /etc/systemd/system/{unit}; rules in {ETC_DIR}/{nft}.\n\
+[Unit]\n\
+Description=Nebula edge forwarding: public ports to mesh hosts ({name})\n\
+After=network-pre.target nebula.service\n\
+Wants=nebula.service\n\
+\n\
+[Service]\n\
+Type=oneshot\n\
+RemainAfterExit=yes\n\
+ExecStartPre=/usr/sbin/sysctl -q -w net.ipv4.ip_forward=1\n\
+ExecStart=/usr/sbin/nft -f {ETC_DIR}/{nft}\n\
+ExecReload=/usr/sbin/nft -f {ETC_DIR}/{nft}\n\
+ExecStop=/usr/sbin/nft delete table ip nebula_edge\n\
+CapabilityBoundingSet=CAP_NET_ADMIN\n\
+NoNewPrivileges=yes\n\
+ProtectSystem=strict\n\
+ProtectHome=yes\n\
+PrivateTmp=yes\n\
+RestrictAddressFamilies=AF_NETLINK AF_UNIX\n\
+\n\
+[Install]\n\
+WantedBy=multi-user.target\n",
+        name = host.name,
+        inv = inventory_name(mesh),
+        unit = names::EDGE_SERVICE,
+        nft = names::EDGE_NFT,
+    )
+}
