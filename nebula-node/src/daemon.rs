@@ -75,6 +75,41 @@ pub struct Node<D: Device> {
     sighup: UnixStream,
     sigterm: UnixStream,
     stop: bool,
+    drop_filter: LocalDrop,
+}
+
+/// `tun.drop_local_broadcast` / `tun.drop_multicast`: packets from the TUN we never forward.
+struct LocalDrop {
+    multicast: bool,
+    broadcast: bool,
+    broadcast_addrs: Vec<IpAddr>,
+}
+
+impl LocalDrop {
+    fn new(tun: &crate::config::TunConfig, networks: Vec<ipnet::IpNet>) -> LocalDrop {
+        let mut broadcast_addrs: Vec<IpAddr> = vec![IpAddr::V4(std::net::Ipv4Addr::BROADCAST)];
+        for n in networks {
+            if let ipnet::IpNet::V4(v4) = n {
+                broadcast_addrs.push(IpAddr::V4(v4.broadcast()));
+            }
+        }
+        LocalDrop {
+            multicast: tun.drop_multicast,
+            broadcast: tun.drop_local_broadcast,
+            broadcast_addrs,
+        }
+    }
+
+    fn drops(&self, packet: &[u8]) -> bool {
+        if !self.multicast && !self.broadcast {
+            return false;
+        }
+        let Some(dst) = nebula_core::filter::destination(packet) else {
+            return false;
+        };
+        (self.multicast && dst.is_multicast())
+            || (self.broadcast && self.broadcast_addrs.contains(&dst))
+    }
 }
 
 /// A socket pair whose read end becomes readable each time one of `signals` arrives.
@@ -131,8 +166,10 @@ impl<D: Device> Node<D> {
             cfg.listen.port,
             cfg.listen.read_buffer,
             cfg.listen.write_buffer,
+            cfg.listen.so_mark,
         )
         .map_err(DaemonError::Listen)?;
+        let drop_filter = LocalDrop::new(&cfg.tun, pki.networks().to_vec());
         let bound = udp.local_addr().map_err(DaemonError::Listen)?;
         let static_hosts = setup::resolve_static_hosts(cfg)?;
         let advertise = advertise_addrs(cfg, pki.networks(), bound.port());
@@ -166,6 +203,7 @@ impl<D: Device> Node<D> {
             sighup,
             sigterm,
             stop: false,
+            drop_filter,
         })
     }
 
@@ -299,6 +337,9 @@ impl<D: Device> Node<D> {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            if self.drop_filter.drops(&buf[HEADER_LEN..HEADER_LEN + n]) {
+                continue;
+            }
             let now = Instant::now();
             match self.engine.handle_inside(now, buf, n, out) {
                 InsideOutcome::Send { to, len } => {

@@ -14,7 +14,13 @@ pub struct Udp {
 
 impl Udp {
     /// Bind `host:port` (port 0 = random). `::` makes a dual-stack socket.
-    pub fn bind(host: IpAddr, port: u16, read_buffer: u32, write_buffer: u32) -> io::Result<Udp> {
+    pub fn bind(
+        host: IpAddr,
+        port: u16,
+        read_buffer: u32,
+        write_buffer: u32,
+        so_mark: u32,
+    ) -> io::Result<Udp> {
         let domain = if host.is_ipv6() {
             Domain::IPV6
         } else {
@@ -30,6 +36,9 @@ impl Udp {
         }
         if write_buffer > 0 {
             s.set_send_buffer_size(write_buffer as usize)?;
+        }
+        if so_mark != 0 {
+            s.set_mark(so_mark)?;
         }
         s.bind(&SocketAddr::new(host, port).into())?;
         s.set_nonblocking(true)?;
@@ -92,8 +101,8 @@ mod tests {
 
     #[test]
     fn loopback_round_trip_and_mapped_addresses_fold() {
-        let a = Udp::bind("127.0.0.1".parse().expect("ip"), 0, 0, 0).expect("bind a");
-        let b = Udp::bind("::".parse().expect("ip"), 0, 1 << 20, 1 << 20).expect("bind b");
+        let a = Udp::bind("127.0.0.1".parse().expect("ip"), 0, 0, 0, 0).expect("bind a");
+        let b = Udp::bind("::".parse().expect("ip"), 0, 1 << 20, 1 << 20, 7).expect("bind b");
         let bport = b.local_addr().expect("addr").port();
         a.send_to(
             b"hi",

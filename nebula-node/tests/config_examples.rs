@@ -29,7 +29,14 @@ fn ip(s: &str) -> IpAddr {
 
 /// Values both example files share, and the code defaults of everything they leave commented.
 fn check_common(l: &LoadedConfig) {
-    assert!(l.warnings.is_empty(), "warnings: {:?}", l.warnings);
+    // The only remarks allowed on Go's own examples name keys we do not implement yet.
+    assert!(
+        l.warnings
+            .iter()
+            .all(|w| w.kind == nebula_node::config::WarningKind::NotYetImplemented),
+        "warnings: {:?}",
+        l.warnings
+    );
     let c = &l.config;
 
     assert_eq!(c.pki.ca, PemSource::Path("/etc/nebula/ca.crt".into()));

@@ -1,0 +1,396 @@
+//! The Ansible tree under `ansible/`: an inventory of the mesh hosts (with per-host variables
+//! taken from the same inventory), a `site.yml` playbook (lighthouses first) and a `nebula` role that
+//! installs the binary and the host's rendered bundle, enables the service and checks it is up.
+
+use std::path::PathBuf;
+
+use serde_norway::{Mapping, Value};
+
+use crate::model::{BinarySource, Mesh};
+use crate::render::{inventory_name, is_edge, names, OutFile, ETC_DIR, UNIT_DIR};
+
+fn s(v: &str) -> Value {
+    Value::String(v.to_string())
+}
+
+fn b(v: bool) -> Value {
+    Value::Bool(v)
+}
+
+fn map(entries: Vec<(&str, Value)>) -> Value {
+    let mut m = Mapping::new();
+    for (k, v) in entries {
+        m.insert(s(k), v);
+    }
+    Value::Mapping(m)
+}
+
+fn seq(v: Vec<Value>) -> Value {
+    Value::Sequence(v)
+}
+
+fn yaml(header: &str, v: &Value) -> String {
+    let body = serde_norway::to_string(v).unwrap_or_default();
+    format!("---\n# {header}\n{body}")
+}
+
+/// Ansible group name for a Nebula group (Ansible wants identifiers).
+pub fn group_name(g: &str) -> String {
+    let mut out = String::from("nebula_");
+    out.extend(
+        g.chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }),
+    );
+    out
+}
+
+fn inventory(mesh: &Mesh) -> Value {
+    let mut hosts = Mapping::new();
+    let mut groups: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for h in &mesh.hosts {
+        let mut vars = Vec::new();
+        if let Some(ssh) = &h.ssh {
+            vars.push(("ansible_host", s(&ssh.host)));
+            vars.push(("ansible_port", Value::Number(ssh.port.into())));
+            if let Some(u) = &ssh.user {
+                vars.push(("ansible_user", s(u)));
+            }
+            if let Some(k) = &ssh.identity_file {
+                vars.push(("ansible_ssh_private_key_file", s(&k.to_string_lossy())));
+            }
+            if !ssh.options.is_empty() {
+                let opts = ssh
+                    .options
+                    .iter()
+                    .map(|o| format!("-o {o}"))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                vars.push(("ansible_ssh_extra_args", s(&opts)));
+            }
+        }
+        vars.push(("nebula_binary_path", s(&h.binary.path)));
+        match &h.binary.source {
+            BinarySource::Preinstalled => vars.push(("nebula_binary_source", s("preinstalled"))),
+            BinarySource::Apt(p) => {
+                vars.push(("nebula_binary_source", s("apt")));
+                vars.push(("nebula_binary_apt", s(p)));
+            }
+            BinarySource::Url { url, sha256 } => {
+                vars.push(("nebula_binary_source", s("url")));
+                vars.push(("nebula_binary_url", s(url)));
+                vars.push(("nebula_binary_sha256", s(sha256)));
+                vars.push((
+                    "nebula_binary_tarball",
+                    b(url.ends_with(".tar.gz") || url.ends_with(".tgz")),
+                ));
+            }
+            BinarySource::Local(p) => {
+                vars.push(("nebula_binary_source", s("local")));
+                vars.push(("nebula_binary_local", s(&p.to_string_lossy())));
+            }
+        }
+        vars.push(("nebula_edge", b(is_edge(mesh, h))));
+        vars.push(("nebula_overlay_ip", s(&h.overlay_ip.to_string())));
+        hosts.insert(s(&h.name), map(vars));
+        let mut gs: Vec<String> = h.groups.iter().map(|g| group_name(g)).collect();
+        if h.lighthouse {
+            gs.push("nebula_lighthouses".into());
+        }
+        for g in gs {
+            groups.entry(g).or_default().push(h.name.clone());
+        }
+    }
+    let mut children = Mapping::new();
+    for (g, members) in groups {
+        let mut hm = Mapping::new();
+        for m in members {
+            hm.insert(s(&m), Value::Null);
+        }
+        children.insert(s(&g), map(vec![("hosts", Value::Mapping(hm))]));
+    }
+    if !children.contains_key("nebula_lighthouses") {
+        children.insert(s("nebula_lighthouses"), map(vec![("hosts", Value::Mapping(Mapping::new()))]));
+    }
+    map(vec![(
+        "all",
+        map(vec![(
+            "children",
+            map(vec![(
+                "nebula",
+                map(vec![
+                    ("hosts", Value::Mapping(hosts)),
+                    ("children", Value::Mapping(children)),
+                ]),
+            )]),
+        )]),
+    )])
+}
+
+fn playbook() -> Value {
+    let play = |name: &str, hosts: &str| {
+        map(vec![
+            ("name", s(name)),
+            ("hosts", s(hosts)),
+            ("become", b(true)),
+            ("roles", seq(vec![s("nebula")])),
+        ])
+    };
+    seq(vec![
+        play("Nebula lighthouses", "nebula_lighthouses"),
+        play("Nebula hosts", "nebula:!nebula_lighthouses"),
+    ])
+}
+
+fn task(name: &str, module: &str, args: Value, extra: Vec<(&str, Value)>) -> Value {
+    let mut e = vec![("name", s(name)), (module, args)];
+    e.extend(extra);
+    map(e)
+}
+
+fn copy_file(file: &str, dest: &str, mode: &str, handler: &str, when: Option<&str>) -> Value {
+    let mut extra = vec![("notify", s(handler))];
+    if let Some(w) = when {
+        extra.push(("when", s(w)));
+    }
+    task(
+        &format!("Install {dest}"),
+        "ansible.builtin.copy",
+        map(vec![
+            ("src", s(&format!("{{{{ nebula_bundle_dir }}}}/{file}"))),
+            ("dest", s(dest)),
+            ("owner", s("root")),
+            ("group", s("root")),
+            ("mode", s(mode)),
+        ]),
+        extra,
+    )
+}
+
+fn tasks() -> Value {
+    let cache = "/var/cache/nebula-provision";
+    let etc = |n: &str| format!("{ETC_DIR}/{n}");
+    let unit = |n: &str| format!("{UNIT_DIR}/{n}");
+    seq(vec![
+        task(
+            "Install nebula from apt",
+            "ansible.builtin.apt",
+            map(vec![
+                ("name", s("{{ nebula_binary_apt }}")),
+                ("state", s("present")),
+                ("update_cache", b(true)),
+            ]),
+            vec![
+                ("when", s("nebula_binary_source == 'apt'")),
+                ("notify", s("Restart nebula")),
+            ],
+        ),
+        task(
+            "Cache directory for the nebula download",
+            "ansible.builtin.file",
+            map(vec![
+                ("path", s(cache)),
+                ("state", s("directory")),
+                ("mode", s("0700")),
+            ]),
+            vec![("when", s("nebula_binary_source == 'url'"))],
+        ),
+        task(
+            "Download nebula (checked against its SHA-256)",
+            "ansible.builtin.get_url",
+            map(vec![
+                ("url", s("{{ nebula_binary_url }}")),
+                ("dest", s(&format!("{cache}/download"))),
+                ("checksum", s("sha256:{{ nebula_binary_sha256 }}")),
+                ("mode", s("0600")),
+            ]),
+            vec![("when", s("nebula_binary_source == 'url'"))],
+        ),
+        task(
+            "Unpack nebula from the release archive",
+            "ansible.builtin.unarchive",
+            map(vec![
+                ("src", s(&format!("{cache}/download"))),
+                ("dest", s(cache)),
+                ("remote_src", b(true)),
+                ("include", seq(vec![s("nebula")])),
+            ]),
+            vec![(
+                "when",
+                s("nebula_binary_source == 'url' and nebula_binary_tarball"),
+            )],
+        ),
+        task(
+            "Install the downloaded nebula binary",
+            "ansible.builtin.copy",
+            map(vec![
+                (
+                    "src",
+                    s(&format!(
+                        "{cache}/{{{{ 'nebula' if nebula_binary_tarball else 'download' }}}}"
+                    )),
+                ),
+                ("dest", s("{{ nebula_binary_path }}")),
+                ("remote_src", b(true)),
+                ("mode", s("0755")),
+            ]),
+            vec![
+                ("when", s("nebula_binary_source == 'url'")),
+                ("notify", s("Restart nebula")),
+            ],
+        ),
+        task(
+            "Copy the nebula binary from the control machine",
+            "ansible.builtin.copy",
+            map(vec![
+                ("src", s("{{ nebula_binary_local }}")),
+                ("dest", s("{{ nebula_binary_path }}")),
+                ("mode", s("0755")),
+            ]),
+            vec![
+                ("when", s("nebula_binary_source == 'local'")),
+                ("notify", s("Restart nebula")),
+            ],
+        ),
+        task(
+            &format!("Bundle directory {ETC_DIR}"),
+            "ansible.builtin.file",
+            map(vec![
+                ("path", s(ETC_DIR)),
+                ("state", s("directory")),
+                ("owner", s("root")),
+                ("group", s("root")),
+                ("mode", s("0700")),
+            ]),
+            vec![],
+        ),
+        copy_file(names::CA_CRT, &etc(names::CA_CRT), "0644", "Reload nebula", None),
+        copy_file(names::HOST_CRT, &etc(names::HOST_CRT), "0644", "Reload nebula", None),
+        copy_file(names::HOST_KEY, &etc(names::HOST_KEY), "0600", "Reload nebula", None),
+        copy_file(names::CONFIG, &etc(names::CONFIG), "0644", "Restart nebula", None),
+        copy_file(names::SERVICE, &unit(names::SERVICE), "0644", "Restart nebula", None),
+        copy_file(
+            names::EDGE_NFT,
+            &etc(names::EDGE_NFT),
+            "0644",
+            "Restart nebula-edge",
+            Some("nebula_edge"),
+        ),
+        copy_file(
+            names::EDGE_SERVICE,
+            &unit(names::EDGE_SERVICE),
+            "0644",
+            "Restart nebula-edge",
+            Some("nebula_edge"),
+        ),
+        task(
+            "Enable and start nebula",
+            "ansible.builtin.systemd",
+            map(vec![
+                ("name", s(names::SERVICE)),
+                ("enabled", b(true)),
+                ("state", s("started")),
+                ("daemon_reload", b(true)),
+            ]),
+            vec![],
+        ),
+        task(
+            "Enable and start edge forwarding",
+            "ansible.builtin.systemd",
+            map(vec![
+                ("name", s(names::EDGE_SERVICE)),
+                ("enabled", b(true)),
+                ("state", s("started")),
+            ]),
+            vec![("when", s("nebula_edge"))],
+        ),
+        task(
+            "Apply pending restarts",
+            "ansible.builtin.meta",
+            s("flush_handlers"),
+            vec![],
+        ),
+        task(
+            "Check that nebula is running",
+            "ansible.builtin.command",
+            s(&format!("systemctl is-active {}", names::SERVICE)),
+            vec![
+                ("register", s("nebula_state")),
+                ("retries", Value::Number(10.into())),
+                ("delay", Value::Number(2.into())),
+                ("until", s("nebula_state.rc == 0")),
+                ("changed_when", b(false)),
+            ],
+        ),
+    ])
+}
+
+fn handlers() -> Value {
+    let h = |name: &str, unit: &str, state: &str| {
+        let mut args = vec![("name", s(unit)), ("state", s(state))];
+        if state == "restarted" {
+            args.push(("daemon_reload", b(true)));
+        }
+        task(name, "ansible.builtin.systemd", map(args), vec![])
+    };
+    seq(vec![
+        h("Restart nebula", names::SERVICE, "restarted"),
+        h("Reload nebula", names::SERVICE, "reloaded"),
+        h("Restart nebula-edge", names::EDGE_SERVICE, "restarted"),
+    ])
+}
+
+fn defaults() -> Value {
+    map(vec![
+        (
+            "nebula_bundle_dir",
+            s("{{ playbook_dir }}/../{{ inventory_hostname }}"),
+        ),
+        ("nebula_binary_path", s("/usr/local/bin/nebula")),
+        ("nebula_binary_source", s("preinstalled")),
+        ("nebula_binary_tarball", b(false)),
+        ("nebula_edge", b(false)),
+    ])
+}
+
+/// The files under `ansible/`.
+pub fn files(mesh: &Mesh) -> Vec<OutFile> {
+    let inv = inventory_name(mesh);
+    let hdr = |what: &str| format!("{what}, rendered by nebula-provision from {inv}. Do not edit.");
+    let f = |rel: &str, text: String| OutFile {
+        rel: PathBuf::from("ansible").join(rel),
+        contents: Some(text.into_bytes()),
+        mode: 0o644,
+    };
+    vec![
+        f(
+            "ansible.cfg",
+            format!(
+                "# Ansible settings for the nebula playbook, rendered by nebula-provision from {inv}.\n\
+                 [defaults]\ninventory = inventory.yml\nroles_path = roles\n"
+            ),
+        ),
+        f(
+            "inventory.yml",
+            yaml(&hdr("Nebula mesh hosts"), &inventory(mesh)),
+        ),
+        f(
+            "site.yml",
+            yaml(
+                &hdr("Installs each host's bundle (../<host>/); run: ansible-playbook site.yml"),
+                &playbook(),
+            ),
+        ),
+        f(
+            "roles/nebula/tasks/main.yml",
+            yaml(&hdr("nebula role tasks"), &tasks()),
+        ),
+        f(
+            "roles/nebula/handlers/main.yml",
+            yaml(&hdr("nebula role handlers"), &handlers()),
+        ),
+        f(
+            "roles/nebula/defaults/main.yml",
+            yaml(&hdr("nebula role defaults"), &defaults()),
+        ),
+    ]
+}
