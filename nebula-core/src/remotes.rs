@@ -1,8 +1,8 @@
-//! Known underlay addresses per vpn address: static entries, lighthouse answers and addresses
-//! learned from handshakes, merged into the ordered list a handshake attempt sends to.
+//! Known underlay addresses per vpn address (static entries, lighthouse answers, calculated and
+//! learned addresses, relays) and the allow lists and `calculated_remotes` rules that filter them.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 
@@ -20,6 +20,10 @@ pub struct RemoteList {
     pub learned: Vec<SocketAddr>,
     /// Addresses that answered a handshake with the wrong certificate.
     pub blocked: Vec<SocketAddr>,
+    /// Guessed from `lighthouse.calculated_remotes` while the lighthouse has not answered.
+    pub calculated: Vec<SocketAddr>,
+    /// Relays that can reach this host, by the lighthouse that reported them.
+    pub relays_from_lighthouse: HashMap<IpAddr, Vec<IpAddr>>,
 }
 
 impl RemoteList {
@@ -41,6 +45,7 @@ impl RemoteList {
             .iter()
             .chain(self.learned.iter())
             .chain(lh.iter())
+            .chain(self.calculated.iter())
         {
             if !all.contains(a) && !self.blocked.contains(a) {
                 all.push(*a);
@@ -55,7 +60,31 @@ impl RemoteList {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.static_addrs.is_empty() && self.learned.is_empty() && self.from_lighthouse.is_empty()
+        self.static_addrs.is_empty()
+            && self.learned.is_empty()
+            && self.from_lighthouse.values().all(|v| v.is_empty())
+            && self.calculated.is_empty()
+    }
+
+    /// Every relay any lighthouse reported for this host, without duplicates (lighthouses in
+    /// address order).
+    pub fn relays(&self) -> Vec<IpAddr> {
+        let mut keys: Vec<&IpAddr> = self.relays_from_lighthouse.keys().collect();
+        keys.sort();
+        let mut out: Vec<IpAddr> = Vec::new();
+        for k in keys {
+            for r in self.relays_from_lighthouse.get(k).into_iter().flatten() {
+                if !out.contains(r) {
+                    out.push(*r);
+                }
+            }
+        }
+        out
+    }
+
+    /// Replace the relays `lighthouse` reported.
+    pub fn set_relays_from_lighthouse(&mut self, lighthouse: IpAddr, relays: Vec<IpAddr>) {
+        self.relays_from_lighthouse.insert(lighthouse, relays);
     }
 
     /// Record an address seen on an authenticated packet or handshake.
@@ -85,6 +114,110 @@ impl RemoteList {
         self.from_lighthouse.clear();
         self.learned.clear();
         self.blocked.clear();
+        self.calculated.clear();
+        self.relays_from_lighthouse.clear();
+    }
+}
+
+/// A CIDR allow list (`allow_list.go`): the most specific matching rule wins; an address no rule
+/// covers is allowed. Go's implied per-family defaults are expected among the rules already.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AllowList {
+    pub rules: Vec<(IpNet, bool)>,
+}
+
+impl AllowList {
+    /// Whether `ip` is allowed (IPv4-mapped IPv6 is checked as IPv4, as 1.11 does).
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.rules
+            .iter()
+            .filter(|(net, _)| net.contains(&ip))
+            .max_by_key(|(net, _)| net.prefix_len())
+            .map(|(_, allow)| *allow)
+            .unwrap_or(true)
+    }
+}
+
+/// `lighthouse.remote_allow_list` and `lighthouse.remote_allow_ranges`: which underlay addresses
+/// we accept for peers (handshakes, roaming, lighthouse answers, punch targets).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RemoteAllowList {
+    /// The base list; `None` = everything allowed.
+    pub base: Option<AllowList>,
+    /// Per vpn range lists: a peer inside the range must pass its list as well as the base one.
+    pub ranges: Vec<(IpNet, AllowList)>,
+}
+
+impl RemoteAllowList {
+    /// The base list alone (used before the peer's vpn address is known).
+    pub fn allows_base(&self, remote: IpAddr) -> bool {
+        self.base.as_ref().is_none_or(|b| b.allows(remote))
+    }
+
+    /// Whether `remote` is acceptable for the peer with vpn address `vpn`.
+    pub fn allows(&self, vpn: IpAddr, remote: IpAddr) -> bool {
+        let vpn = vpn.to_canonical();
+        let inner = self
+            .ranges
+            .iter()
+            .filter(|(net, _)| net.contains(&vpn))
+            .max_by_key(|(net, _)| net.prefix_len());
+        if let Some((_, list)) = inner {
+            if !list.allows(remote) {
+                return false;
+            }
+        }
+        self.allows_base(remote)
+    }
+
+    /// Whether `remote` is acceptable for every one of a peer's vpn addresses (1.11 `AllowAll`).
+    pub fn allows_all(&self, vpns: &[IpAddr], remote: IpAddr) -> bool {
+        vpns.iter().all(|v| self.allows(*v, remote))
+    }
+}
+
+/// One `lighthouse.calculated_remotes` rule: for vpn addresses in `vpn_range`, guess the underlay
+/// address by keeping the vpn address's host bits and taking the network bits from `mask`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CalculatedRemote {
+    pub vpn_range: IpNet,
+    pub mask: IpNet,
+    pub port: u16,
+}
+
+impl CalculatedRemote {
+    /// The guessed underlay address for `vpn`, if the rule covers it and the families match.
+    pub fn apply(&self, vpn: IpAddr) -> Option<SocketAddr> {
+        if !self.vpn_range.contains(&vpn) {
+            return None;
+        }
+        let ip = match (self.mask.addr(), vpn) {
+            (IpAddr::V4(m), IpAddr::V4(v)) => {
+                let bits = u32::from(
+                    self.mask
+                        .netmask()
+                        .to_canonical()
+                        .to_string()
+                        .parse::<Ipv4Addr>()
+                        .ok()?,
+                );
+                IpAddr::V4(Ipv4Addr::from(
+                    (u32::from(m) & bits) | (u32::from(v) & !bits),
+                ))
+            }
+            (IpAddr::V6(m), IpAddr::V6(v)) => {
+                let bits = match self.mask.netmask() {
+                    IpAddr::V6(n) => u128::from(n),
+                    IpAddr::V4(_) => return None,
+                };
+                IpAddr::V6(Ipv6Addr::from(
+                    (u128::from(m) & bits) | (u128::from(v) & !bits),
+                ))
+            }
+            _ => return None,
+        };
+        Some(SocketAddr::new(ip, self.port))
     }
 }
 

@@ -55,7 +55,10 @@ impl fmt::Debug for Ca {
 impl Ca {
     /// Whether the key on disk is passphrase-encrypted.
     pub fn key_encrypted(&self) -> bool {
-        matches!(unmarshal_ca_private_key(&self.key_pem), Err(KeyError::Encrypted))
+        matches!(
+            unmarshal_ca_private_key(&self.key_pem),
+            Err(KeyError::Encrypted)
+        )
     }
 
     /// The signing key, decrypting it with `passphrase` the first time if it is encrypted.
@@ -399,7 +402,10 @@ pub enum CertAction {
 fn fmt_list<T: fmt::Display>(v: &[T]) -> String {
     format!(
         "[{}]",
-        v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+        v.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
@@ -463,11 +469,7 @@ pub fn decide(
         ));
     }
     if c.version() != want.version {
-        changes.push(format!(
-            "version: {:?} -> {:?}",
-            c.version(),
-            want.version
-        ));
+        changes.push(format!("version: {:?} -> {:?}", c.version(), want.version));
     }
     if c.curve() != want.curve {
         changes.push(format!(

@@ -167,12 +167,9 @@ impl fmt::Display for Outcome {
         }
         for h in &self.hosts {
             match &h.action {
-                CertAction::Keep { not_after } => writeln!(
-                    f,
-                    "cert {}: keep (expires {})",
-                    h.name,
-                    date(*not_after)
-                )?,
+                CertAction::Keep { not_after } => {
+                    writeln!(f, "cert {}: keep (expires {})", h.name, date(*not_after))?
+                }
                 CertAction::Issue(r) => writeln!(f, "cert {}: {would}issued ({r})", h.name)?,
             }
         }
@@ -217,7 +214,11 @@ fn file_change(path: &Path, f: &OutFile) -> Result<Change, OutputError> {
         (Some(_), None) => Change::Update,
         (Some(e), Some(c)) if &e != c => Change::Update,
         (Some(_), Some(_)) => {
-            let mode = fs::metadata(path).map_err(out_io(path))?.permissions().mode() & 0o7777;
+            let mode = fs::metadata(path)
+                .map_err(out_io(path))?
+                .permissions()
+                .mode()
+                & 0o7777;
             if mode != f.mode {
                 Change::Mode
             } else {

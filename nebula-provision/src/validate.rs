@@ -86,11 +86,8 @@ struct Validator {
 pub fn is_safe_name(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
         && s.bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
-        && s
-            .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
@@ -171,7 +168,8 @@ fn parse_ports(v: Option<&Value>) -> Result<Vec<Ports>, String> {
 }
 
 fn parse_selector(v: &Value) -> Result<Selector, String> {
-    const FORMS: &str = "expected `any`, {host: NAME}, {group: NAME}, {groups: [A, B]} or {cidr: CIDR}";
+    const FORMS: &str =
+        "expected `any`, {host: NAME}, {group: NAME}, {groups: [A, B]} or {cidr: CIDR}";
     match v {
         Value::String(s) if s == "any" => Ok(Selector::Any),
         Value::Mapping(m) => {
@@ -232,8 +230,16 @@ fn merge_binary(d: Option<&BinarySpec>, h: Option<&BinarySpec>) -> BinarySpec {
     BinarySpec {
         path: h.path.clone().or(d.path),
         notify: h.notify.or(d.notify),
-        apt: if host_has_source { h.apt.clone() } else { d.apt },
-        url: if host_has_source { h.url.clone() } else { d.url },
+        apt: if host_has_source {
+            h.apt.clone()
+        } else {
+            d.apt
+        },
+        url: if host_has_source {
+            h.url.clone()
+        } else {
+            d.url
+        },
         sha256: if host_has_source {
             h.sha256.clone()
         } else {
@@ -301,7 +307,11 @@ impl Validator {
                 if n != n.trunc() {
                     self.field_err(
                         "mesh.network",
-                        format!("`{}` has host bits set; did you mean {}?", m.network, n.trunc()),
+                        format!(
+                            "`{}` has host bits set; did you mean {}?",
+                            m.network,
+                            n.trunc()
+                        ),
                     );
                 }
                 if cert_version == Version::V1 && !matches!(n, IpNet::V4(_)) {
@@ -366,7 +376,10 @@ impl Validator {
         let pki = self.pki(inv);
         let hosts = self.hosts(inv, network, cert_version, port);
         if !hosts.iter().any(|h| h.lighthouse) && !hosts.is_empty() {
-            self.field_err("hosts", "no host has `lighthouse: true`; the mesh needs one");
+            self.field_err(
+                "hosts",
+                "no host has `lighthouse: true`; the mesh needs one",
+            );
         }
         if inv.hosts.is_empty() {
             self.field_err("hosts", "no hosts");
@@ -591,7 +604,11 @@ impl Validator {
         let cloud_init = spec.cloud_init.as_ref().map(|c| {
             if let Some(hn) = &c.hostname {
                 if !is_dns_name(hn) {
-                    self.host_err(name, "cloud_init.hostname", format!("`{hn}` is not a hostname"));
+                    self.host_err(
+                        name,
+                        "cloud_init.hostname",
+                        format!("`{hn}` is not a hostname"),
+                    );
                 }
             }
             for (i, k) in c.ssh_authorized_keys.iter().enumerate() {
@@ -619,8 +636,15 @@ impl Validator {
                 az.trim_end_matches(|c: char| c.is_ascii_lowercase())
                     .to_string()
             });
-            let region = if region.is_empty() { az.clone() } else { region };
-            let blueprint_id = l.blueprint_id.clone().unwrap_or_else(|| "ubuntu_22_04".into());
+            let region = if region.is_empty() {
+                az.clone()
+            } else {
+                region
+            };
+            let blueprint_id = l
+                .blueprint_id
+                .clone()
+                .unwrap_or_else(|| "ubuntu_22_04".into());
             let bundle_id = l.bundle_id.clone().unwrap_or_else(|| "nano_3_0".into());
             for (field, v) in [
                 ("lightsail.instance_name", &instance_name),
@@ -713,15 +737,25 @@ impl Validator {
         }
         let source = if let Some(pkg) = &b.apt {
             if !is_safe_name(pkg, 128) {
-                self.host_err(host, "nebula_binary.apt", format!("`{pkg}` is not a package name"));
+                self.host_err(
+                    host,
+                    "nebula_binary.apt",
+                    format!("`{pkg}` is not a package name"),
+                );
                 ok = false;
             }
             BinarySource::Apt(pkg.clone())
         } else if let Some(url) = &b.url {
             if !(url.starts_with("https://") || url.starts_with("http://"))
-                || !url.bytes().all(|c| c.is_ascii_graphic() && c != b'\'' && c != b'"')
+                || !url
+                    .bytes()
+                    .all(|c| c.is_ascii_graphic() && c != b'\'' && c != b'"')
             {
-                self.host_err(host, "nebula_binary.url", "must be an http(s) URL without quotes");
+                self.host_err(
+                    host,
+                    "nebula_binary.url",
+                    "must be an http(s) URL without quotes",
+                );
                 ok = false;
             }
             let sha = b.sha256.clone().unwrap_or_default().to_ascii_lowercase();
@@ -765,7 +799,11 @@ impl Validator {
         let before = self.problems.len();
         let target = s.host.clone().unwrap_or_default();
         if target.parse::<IpAddr>().is_err() && !is_dns_name(&target) {
-            self.host_err(host, "ssh.host", format!("`{target}` is not an address or DNS name"));
+            self.host_err(
+                host,
+                "ssh.host",
+                format!("`{target}` is not an address or DNS name"),
+            );
         }
         if let Some(u) = &s.user {
             if !is_safe_name(u, 32) {
@@ -784,7 +822,11 @@ impl Validator {
         }
         if let Some(r) = &s.remote_root {
             if !is_safe_abs_path(r) {
-                self.host_err(host, "ssh.remote_root", "must be an absolute path of [A-Za-z0-9/._+@-]");
+                self.host_err(
+                    host,
+                    "ssh.remote_root",
+                    "must be an absolute path of [A-Za-z0-9/._+@-]",
+                );
             }
         }
         if let Some(c) = &s.systemctl {
@@ -812,8 +854,10 @@ impl Validator {
     }
 
     fn firewall(&mut self, inv: &Inventory, hosts: &mut [Host]) {
-        let known_groups: BTreeSet<String> =
-            hosts.iter().flat_map(|h| h.groups.iter().cloned()).collect();
+        let known_groups: BTreeSet<String> = hosts
+            .iter()
+            .flat_map(|h| h.groups.iter().cloned())
+            .collect();
         for (i, rule) in inv.firewall.allow.iter().enumerate() {
             let field = format!("firewall.allow[{i}]");
             if let Some(r) = self.allow(&field, rule, hosts, &known_groups) {
@@ -959,8 +1003,10 @@ impl Validator {
         if e.ports.is_empty() {
             self.field_err("edge_forwarding.ports", "no ports to forward");
         }
-        let groups: BTreeSet<String> =
-            hosts.iter().flat_map(|h| h.groups.iter().cloned()).collect();
+        let groups: BTreeSet<String> = hosts
+            .iter()
+            .flat_map(|h| h.groups.iter().cloned())
+            .collect();
         let mut seen = BTreeSet::new();
         let mut forwards = Vec::new();
         for (i, f) in e.ports.iter().enumerate() {
@@ -999,9 +1045,10 @@ impl Validator {
                 }
                 // The target sees the edge host's overlay address (masquerade): both sides'
                 // firewalls must allow edge -> target on to_port.
-                let out_ok = edge_host.outbound.iter().any(|r| {
-                    rule_allows(r, proto, to_port) && remote_matches(&r.remote, h)
-                });
+                let out_ok = edge_host
+                    .outbound
+                    .iter()
+                    .any(|r| rule_allows(r, proto, to_port) && remote_matches(&r.remote, h));
                 let in_ok = h.inbound.iter().any(|r| {
                     rule_allows(r, proto, to_port) && remote_matches(&r.remote, edge_host)
                 });

@@ -44,7 +44,7 @@ const V6_DST: usize = 24;
 /// to the TUN) `local` is the destination, for an outgoing one (TUN to tunnel) `local` is the source.
 /// An outbound packet and the inbound reply therefore produce the same value, which is why this is
 /// also the conntrack key ([`FlowKey`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Packet {
     /// This host's address (destination if incoming, source if outgoing).
     pub local_addr: IpAddr,
@@ -59,6 +59,33 @@ pub struct Packet {
     pub protocol: u8,
     /// True for a non-first fragment (no transport header, ports are 0).
     pub fragment: bool,
+}
+
+/// Hashes the whole tuple as one 38 byte block (one hasher call instead of a dozen small ones;
+/// this is the conntrack's per-packet cost). Consistent with `Eq`: equal packets give equal bytes.
+impl std::hash::Hash for Packet {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        fn put(buf: &mut [u8; 38], at: usize, addr: IpAddr) {
+            let (family, octets) = match addr {
+                IpAddr::V4(a) => (4, a.to_ipv6_mapped().octets()),
+                IpAddr::V6(a) => (6, a.octets()),
+            };
+            if let Some(b) = buf.get_mut(at) {
+                *b = family;
+            }
+            if let Some(dst) = buf.get_mut(at + 1..at + 17) {
+                dst.copy_from_slice(&octets);
+            }
+        }
+        let mut buf = [0u8; 38];
+        put(&mut buf, 0, self.local_addr);
+        put(&mut buf, 17, self.remote_addr);
+        buf[34..36].copy_from_slice(&self.local_port.to_be_bytes());
+        buf[36] = self.protocol;
+        buf[37] = u8::from(self.fragment);
+        state.write(&buf);
+        state.write_u16(self.remote_port);
+    }
 }
 
 /// The conntrack key is the classified packet itself.
@@ -243,9 +270,14 @@ impl Packet {
         }
         let truncated = PacketError::Ipv4Truncated { need, len };
 
-        let src = v4_addr(data, V4_SRC).ok_or(short)?;
-        let dst = v4_addr(data, V4_DST).ok_or(short)?;
-        let (local_addr, remote_addr) = if incoming { (dst, src) } else { (src, dst) };
+        // Pick the offsets rather than swapping parsed addresses (cheaper code).
+        let (local_at, remote_at) = if incoming {
+            (V4_DST, V4_SRC)
+        } else {
+            (V4_SRC, V4_DST)
+        };
+        let local_addr = v4_addr(data, local_at).ok_or(short)?;
+        let remote_addr = v4_addr(data, remote_at).ok_or(short)?;
 
         let (local_port, remote_port) = if fragment {
             (0, 0)
@@ -278,9 +310,13 @@ impl Packet {
             return Err(PacketError::Ipv6TooShort { len });
         }
         let short = PacketError::Ipv6TooShort { len };
-        let src = v6_addr(data, V6_SRC).ok_or(short)?;
-        let dst = v6_addr(data, V6_DST).ok_or(short)?;
-        let (local_addr, remote_addr) = if incoming { (dst, src) } else { (src, dst) };
+        let (local_at, remote_at) = if incoming {
+            (V6_DST, V6_SRC)
+        } else {
+            (V6_SRC, V6_DST)
+        };
+        let local_addr = v6_addr(data, local_at).ok_or(short)?;
+        let remote_addr = v6_addr(data, remote_at).ok_or(short)?;
 
         let upper = ipv6_find_upper_protocol(data)?;
         let off = upper.offset;

@@ -109,7 +109,10 @@ fn inventory(mesh: &Mesh) -> Value {
         children.insert(s(&g), map(vec![("hosts", Value::Mapping(hm))]));
     }
     if !children.contains_key("nebula_lighthouses") {
-        children.insert(s("nebula_lighthouses"), map(vec![("hosts", Value::Mapping(Mapping::new()))]));
+        children.insert(
+            s("nebula_lighthouses"),
+            map(vec![("hosts", Value::Mapping(Mapping::new()))]),
+        );
     }
     map(vec![(
         "all",
@@ -263,11 +266,41 @@ fn tasks() -> Value {
             ]),
             vec![],
         ),
-        copy_file(names::CA_CRT, &etc(names::CA_CRT), "0644", "Reload nebula", None),
-        copy_file(names::HOST_CRT, &etc(names::HOST_CRT), "0644", "Reload nebula", None),
-        copy_file(names::HOST_KEY, &etc(names::HOST_KEY), "0600", "Reload nebula", None),
-        copy_file(names::CONFIG, &etc(names::CONFIG), "0644", "Restart nebula", None),
-        copy_file(names::SERVICE, &unit(names::SERVICE), "0644", "Restart nebula", None),
+        copy_file(
+            names::CA_CRT,
+            &etc(names::CA_CRT),
+            "0644",
+            "Reload nebula",
+            None,
+        ),
+        copy_file(
+            names::HOST_CRT,
+            &etc(names::HOST_CRT),
+            "0644",
+            "Reload nebula",
+            None,
+        ),
+        copy_file(
+            names::HOST_KEY,
+            &etc(names::HOST_KEY),
+            "0600",
+            "Reload nebula",
+            None,
+        ),
+        copy_file(
+            names::CONFIG,
+            &etc(names::CONFIG),
+            "0644",
+            "Restart nebula",
+            None,
+        ),
+        copy_file(
+            names::SERVICE,
+            &unit(names::SERVICE),
+            "0644",
+            "Restart nebula",
+            None,
+        ),
         copy_file(
             names::EDGE_NFT,
             &etc(names::EDGE_NFT),

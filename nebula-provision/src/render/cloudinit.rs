@@ -64,11 +64,7 @@ pub fn user_data(mesh: &Mesh, host: &Host, ci: &CloudInit, f: &Files<'_>) -> Str
     let etc = |n: &str| format!("{ETC_DIR}/{n}");
     let unit = |n: &str| format!("{UNIT_DIR}/{n}");
     let mut files = vec![
-        write_file(
-            &etc(names::CONFIG),
-            &config::config_yml(mesh, host),
-            0o644,
-        ),
+        write_file(&etc(names::CONFIG), &config::config_yml(mesh, host), 0o644),
         write_file(&etc(names::CA_CRT), f.ca, 0o644),
         write_file(&etc(names::HOST_CRT), f.cert, 0o644),
         write_file(&etc(names::HOST_KEY), f.key, 0o600),

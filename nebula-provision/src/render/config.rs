@@ -36,7 +36,9 @@ fn rule(r: &FwRule) -> Value {
     match &r.remote {
         Remote::Any => e.push(("host", s("any"))),
         Remote::Host(h) => e.push(("host", s(h))),
-        Remote::Groups(gs) => e.push(("groups", Value::Sequence(gs.iter().map(|g| s(g)).collect()))),
+        Remote::Groups(gs) => {
+            e.push(("groups", Value::Sequence(gs.iter().map(|g| s(g)).collect())))
+        }
         Remote::Cidr(c) => e.push(("cidr", s(&c.to_string()))),
     }
     map(e)

@@ -51,7 +51,12 @@ pub fn lightsail_tf(mesh: &Mesh, host: &Host, ls: &Lightsail) -> String {
             "Nebula (underlay UDP), from anywhere",
         ));
     }
-    ports.push_str(&port_info("tcp", 22, &admins, "SSH, only from the admin address(es)"));
+    ports.push_str(&port_info(
+        "tcp",
+        22,
+        &admins,
+        "SSH, only from the admin address(es)",
+    ));
     if let Some(e) = mesh.edge.as_ref().filter(|e| e.host == host.name) {
         for f in &e.forwards {
             let proto = if f.proto == Proto::Udp { "udp" } else { "tcp" };
