@@ -24,6 +24,7 @@ fn init_logging(cfg: &LoggingConfig) {
     let builder = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_writer(std::io::stdout);
     let result = match (cfg.format, cfg.disable_timestamp) {
         (LogFormat::Json, false) => builder.json().try_init(),
