@@ -49,24 +49,11 @@ fn adr_policy_and_sighup_revocation() {
         ("member", &ns_m, member_rules.to_string()),
         ("outsider", &ns_o, member_rules.to_string()),
     ] {
-        let cfg = node_config(&NodeOpts {
-            name,
-            dir: &dir,
-            listen_port: 4242,
-            am_lighthouse: false,
-            lighthouse: None,
-            statics: statics.clone(),
-            cipher: "aes",
-            dev: "nebula1",
+        let opts = NodeOpts {
             inbound: &rules,
-            punchy: false,
-        });
-        let path = lab.write(&format!("{name}.yml"), &cfg);
-        procs.push(lab.spawn(
-            ns,
-            &format!("{} -config {}", our_nebula().display(), path.display()),
-            &format!("{name}.log"),
-        ));
+            ..static_node(name, &dir, &statics)
+        };
+        procs.push(lab.start_node(ns, &opts, &our_nebula()));
     }
     let logs = |lab: &Lab| {
         ["ingress", "member", "outsider"]
@@ -130,19 +117,12 @@ fn adr_policy_and_sighup_revocation() {
     let growing = size(&sink);
     assert!(growing > 50);
     // Revoke: rewrite the ingress config without the 443 rule and SIGHUP.
-    let cfg = node_config(&NodeOpts {
-        name: "ingress",
-        dir: &dir,
-        listen_port: 4242,
-        am_lighthouse: false,
-        lighthouse: None,
-        statics: statics.clone(),
-        cipher: "aes",
-        dev: "nebula1",
-        inbound: &ingress_rules(false),
-        punchy: false,
-    });
-    lab.write("ingress.yml", &cfg);
+    let revoked = ingress_rules(false);
+    let opts = NodeOpts {
+        inbound: &revoked,
+        ..static_node("ingress", &dir, &statics)
+    };
+    lab.write("ingress.yml", &node_config(&opts));
     lab.kill(procs[0], "HUP");
     std::thread::sleep(Duration::from_secs(2));
     let after_hup = size(&sink);

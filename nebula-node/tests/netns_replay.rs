@@ -17,8 +17,12 @@ fn udp_payloads(pcap: &[u8]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut off = 24;
     while off + 16 <= pcap.len() {
-        let incl = u32::from_le_bytes([pcap[off + 8], pcap[off + 9], pcap[off + 10], pcap[off + 11]]) as usize;
-        let Some(frame) = pcap.get(off + 16..off + 16 + incl) else { break };
+        let incl =
+            u32::from_le_bytes([pcap[off + 8], pcap[off + 9], pcap[off + 10], pcap[off + 11]])
+                as usize;
+        let Some(frame) = pcap.get(off + 16..off + 16 + incl) else {
+            break;
+        };
         off += 16 + incl;
         // Ethernet (14) + IPv4 + UDP.
         if frame.len() < 14 + 20 + 8 || frame[12..14] != [0x08, 0x00] {
@@ -50,26 +54,22 @@ fn replayed_and_altered_stage1_cannot_take_over_a_tunnel() {
     pki.host(&dir, "a", &format!("{A_VPN}/16"), &[]);
     pki.host(&dir, "b", &format!("{B_VPN}/16"), &[]);
     let pcap = lab.path("wan.pcap");
-    let cap = lab.spawn(&wan, &format!("tcpdump -i br0 -U -w {} udp port 4242", pcap.display()), "tcpdump.log");
+    let cap = lab.spawn(
+        &wan,
+        &format!("tcpdump -i br0 -U -w {} udp port 4242", pcap.display()),
+        "tcpdump.log",
+    );
     std::thread::sleep(Duration::from_millis(800));
     let statics = vec![(A_VPN, "192.0.2.1:4242"), (B_VPN, "192.0.2.2:4242")];
     for (name, ns) in [("a", &ns_a), ("b", &ns_b)] {
-        let cfg = node_config(&NodeOpts {
-            name,
-            dir: &dir,
-            listen_port: 4242,
-            am_lighthouse: false,
-            lighthouse: None,
-            statics: statics.clone(),
-            cipher: "aes",
-            dev: "nebula1",
-            inbound: ALLOW_ALL_IN,
-            punchy: false,
-        });
-        let p = lab.write(&format!("{name}.yml"), &cfg);
-        lab.spawn(ns, &format!("{} -config {}", our_nebula().display(), p.display()), &format!("{name}.log"));
+        lab.start_node(ns, &static_node(name, &dir, &statics), &our_nebula());
     }
-    assert!(lab.wait_ping(&ns_a, B_VPN, Duration::from_secs(15)), "tunnel\n{}\n{}", lab.log("a.log"), lab.log("b.log"));
+    assert!(
+        lab.wait_ping(&ns_a, B_VPN, Duration::from_secs(15)),
+        "tunnel\n{}\n{}",
+        lab.log("a.log"),
+        lab.log("b.log")
+    );
     std::thread::sleep(Duration::from_millis(500));
     lab.kill(cap, "INT");
     let _ = lab.wait_exit(cap, Duration::from_secs(5));
@@ -80,13 +80,19 @@ fn replayed_and_altered_stage1_cannot_take_over_a_tunnel() {
         .expect("captured a stage 1");
     // The altered copy: flip a bit of the time field's varint (tag 0x28, the last field).
     let mut altered = stage1.clone();
-    let pos = altered.iter().rposition(|b| *b == 0x28).expect("time field");
+    let pos = altered
+        .iter()
+        .rposition(|b| *b == 0x28)
+        .expect("time field");
     altered[pos + 1] ^= 0x02;
     std::fs::write(lab.path("s1.bin"), &stage1).expect("write");
     std::fs::write(lab.path("s1-alt.bin"), &altered).expect("write");
 
     for f in ["s1.bin", "s1-alt.bin", "s1.bin", "s1-alt.bin"] {
-        let o = lab.exec(&ns_x, &format!("nc -u -w 1 192.0.2.2 4242 < {}", lab.path(f).display()));
+        let o = lab.exec(
+            &ns_x,
+            &format!("nc -u -w 1 192.0.2.2 4242 < {}", lab.path(f).display()),
+        );
         assert!(o.status.success(), "attacker send failed");
         // Right after each forgery the tunnel must keep working in both directions.
         for _ in 0..5 {
@@ -101,5 +107,8 @@ fn replayed_and_altered_stage1_cannot_take_over_a_tunnel() {
     }
     let blog = lab.log("b.log");
     assert!(!blog.contains("roamed"), "b's tunnel moved:\n{blog}");
-    assert!(!blog.contains("192.0.2.66") || !blog.contains("remote=Some(192.0.2.66"), "b used the attacker's address:\n{blog}");
+    assert!(
+        !blog.contains("192.0.2.66") || !blog.contains("remote=Some(192.0.2.66"),
+        "b used the attacker's address:\n{blog}"
+    );
 }

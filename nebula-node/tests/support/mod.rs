@@ -390,5 +390,37 @@ pub fn node_config(o: &NodeOpts<'_>) -> String {
     s
 }
 
+impl Lab {
+    /// Write `<name>.yml` for `opts` and start `bin` with it in `ns`; logs go to `<name>.log`.
+    pub fn start_node(&mut self, ns: &str, opts: &NodeOpts<'_>, bin: &Path) -> usize {
+        let path = self.write(&format!("{}.yml", opts.name), &node_config(opts));
+        self.spawn(
+            ns,
+            &format!("{} -config {}", bin.display(), path.display()),
+            &format!("{}.log", opts.name),
+        )
+    }
+}
+
+/// Options for a node on a static mesh (no lighthouse, port 4242, allow-all inbound).
+pub fn static_node<'a>(
+    name: &'a str,
+    dir: &'a Path,
+    statics: &[(&'a str, &'a str)],
+) -> NodeOpts<'a> {
+    NodeOpts {
+        name,
+        dir,
+        listen_port: 4242,
+        am_lighthouse: false,
+        lighthouse: None,
+        statics: statics.to_vec(),
+        cipher: "aes",
+        dev: "nebula1",
+        inbound: ALLOW_ALL_IN,
+        punchy: false,
+    }
+}
+
 /// Inbound rules allowing everything.
 pub const ALLOW_ALL_IN: &str = "    - port: any\n      proto: any\n      host: any\n";
