@@ -14,3 +14,5 @@ fi
 bash "$(dirname "$0")/../.ci/install-go-nebula.sh"
 # TUN and namespaces are needed by the end-to-end tests.
 [ -e /dev/net/tun ] || { mkdir -p /dev/net && mknod /dev/net/tun c 10 200 && chmod 0666 /dev/net/tun; }
+# Tools the provisioning tests drive (systemd-analyze, sshd, ansible-core, cloud-init schema...).
+bash "$(dirname "$0")/../nebula-provision/tests/install-test-deps.sh"

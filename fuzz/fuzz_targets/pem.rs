@@ -10,36 +10,31 @@ use nebula_cert::{keys, pem};
 
 fuzz_target!(|data: &[u8]| {
     let mut rest = data;
-    loop {
-        match pem::decode(rest) {
-            Ok(Some((block, after))) => {
-                assert!(
-                    after.len() < rest.len(),
-                    "pem::decode returned a block without consuming input"
-                );
-                let encoded = pem::encode(&block.label, &block.data);
-                match pem::decode(encoded.as_bytes()) {
-                    Ok(Some((again, tail))) => {
-                        assert_eq!(again, block, "encode/decode round trip changed the block");
-                        assert!(tail.is_empty(), "encode left bytes after the END line");
-                    }
-                    // A label holding a newline or "-----" cannot round-trip; that is not a decoder bug.
-                    Ok(None) | Err(_) => {
-                        assert!(
-                            block.label.contains('\n')
-                                || block.label.contains('\r')
-                                || block.label.contains("-----")
-                                || block.label.contains(':')
-                                || block.label.ends_with([' ', '\t']),
-                            "re-decoding an encoded block failed for label {:?}",
-                            block.label
-                        );
-                    }
-                }
-                rest = after;
+    while let Ok(Some((block, after))) = pem::decode(rest) {
+        assert!(
+            after.len() < rest.len(),
+            "pem::decode returned a block without consuming input"
+        );
+        let encoded = pem::encode(&block.label, &block.data);
+        match pem::decode(encoded.as_bytes()) {
+            Ok(Some((again, tail))) => {
+                assert_eq!(again, block, "encode/decode round trip changed the block");
+                assert!(tail.is_empty(), "encode left bytes after the END line");
             }
-            Ok(None) | Err(_) => break,
+            // A label holding a newline or "-----" cannot round-trip; that is not a decoder bug.
+            Ok(None) | Err(_) => {
+                assert!(
+                    block.label.contains('\n')
+                        || block.label.contains('\r')
+                        || block.label.contains("-----")
+                        || block.label.contains(':')
+                        || block.label.ends_with([' ', '\t']),
+                    "re-decoding an encoded block failed for label {:?}",
+                    block.label
+                );
+            }
         }
+        rest = after;
     }
     let _ = pem::decode_all(data);
     // Everything else that reads PEM input from files or config.

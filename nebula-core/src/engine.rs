@@ -1,5 +1,5 @@
 //! The engine: one sans-IO state machine per node. Datagrams, inside packets and time go in;
-//! transmits, packets for the TUN, events and the next deadline come out.
+//! transmits, packets for the TUN, events and the next deadline come out. Relays live here too.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -10,17 +10,20 @@ use ipnet::IpNet;
 use nebula_cert::cert::Certificate;
 use nebula_cert::Version;
 use prost::Message as _;
+use proto::control::{NebulaControl, NebulaControlType, RelayEnds};
 use proto::header::{subtype, Header, MessageType, HEADER_LEN};
-use proto::lighthouse::{NebulaMeta, NebulaMetaType};
+use proto::lighthouse::{AddrEncoding, NebulaMeta, NebulaMetaType};
 use rand_core::CryptoRngCore;
 
 use crate::aead::{CipherKind, TAG_LEN};
 use crate::filter::{PacketFilter, PeerIdentity, Verdict};
 use crate::handshake::{self, PendingHandshake, QueuedPacket, MAX_QUEUED_PACKETS};
-use crate::hostmap::{HostMap, Tunnel};
+use crate::hostmap::{
+    HostMap, Relay, RelayKind, RelayState, RelayTable, Tunnel, MAX_TUNNELS_PER_VPN_ADDR,
+};
 use crate::lighthouse::{self, LighthouseServer};
 use crate::pki::Pki;
-use crate::remotes::RemoteList;
+use crate::remotes::{CalculatedRemote, RemoteAllowList, RemoteList};
 use crate::timers::{Timer, Timers};
 
 /// How long after a peer moves we refuse to move it back to where it was (Go: 2 s).
@@ -84,6 +87,23 @@ pub struct EngineConfig {
     pub disconnect_invalid: bool,
     /// `tun.unsafe_routes`: destination network -> vpn address of the gateway host.
     pub unsafe_routes: Vec<(IpNet, IpAddr)>,
+    /// `lighthouse.remote_allow_list` / `remote_allow_ranges`.
+    pub remote_allow_list: RemoteAllowList,
+    /// `lighthouse.calculated_remotes`.
+    pub calculated_remotes: Vec<CalculatedRemote>,
+    /// `relay.relays`: hosts that may relay for us (reported to the lighthouses).
+    pub relays: Vec<IpAddr>,
+    /// `relay.am_relay`: forward relay frames for others.
+    pub am_relay: bool,
+    /// `relay.use_relays`: reach peers through the relays they advertise (never when `am_relay`).
+    pub use_relays: bool,
+    /// `counters.try_promote`: every this many packets to a peer not on a preferred address (or
+    /// only relayed), probe its other addresses with test requests. 0 = never.
+    pub try_promote_every: u32,
+    /// `counters.requery_every_packets`: re-query the lighthouses every this many packets. 0 = never.
+    pub requery_every_packets: u32,
+    /// `timers.requery_wait_duration`: at most one such re-query per peer per this span.
+    pub requery_wait: Duration,
 }
 
 impl Default for EngineConfig {
@@ -107,6 +127,14 @@ impl Default for EngineConfig {
             accept_recv_error: true,
             disconnect_invalid: true,
             unsafe_routes: Vec::new(),
+            remote_allow_list: RemoteAllowList::default(),
+            calculated_remotes: Vec::new(),
+            relays: Vec::new(),
+            am_relay: false,
+            use_relays: true,
+            try_promote_every: 1000,
+            requery_every_packets: 5000,
+            requery_wait: Duration::from_secs(60),
         }
     }
 }
@@ -160,11 +188,13 @@ pub enum Event {
         from: SocketAddr,
         reason: String,
     },
+    /// The tunnel moved to a new underlay address (`from: None`: it was relayed until now).
     Roamed {
         vpn_addr: IpAddr,
         from: Option<SocketAddr>,
         to: SocketAddr,
     },
+
     TestReply {
         vpn_addr: IpAddr,
         payload: Vec<u8>,
@@ -234,14 +264,50 @@ pub enum OutsideOutcome {
 #[derive(Clone, Copy, Debug)]
 enum Via {
     Udp(SocketAddr),
+    /// Unwrapped from a relay frame that `hop` sent us on our terminal relay index `relay`.
+    Relay {
+        hop: IpAddr,
+        relay: u32,
+    },
 }
 
 impl Via {
-    fn addr(self) -> SocketAddr {
+    /// The UDP source, `None` for relayed packets (which never set or move a remote).
+    fn udp(self) -> Option<SocketAddr> {
         match self {
-            Via::Udp(a) => a,
+            Via::Udp(a) => Some(a),
+            Via::Relay { .. } => None,
         }
     }
+
+    /// An address for events and logs (unspecified for relayed packets).
+    fn log_addr(self) -> SocketAddr {
+        self.udp().unwrap_or(SocketAddr::new(
+            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            0,
+        ))
+    }
+
+    /// The relay hosts a tunnel made from this packet is reached through.
+    fn relays(self) -> Vec<IpAddr> {
+        match self {
+            Via::Udp(_) => Vec::new(),
+            Via::Relay { hop, .. } => vec![hop],
+        }
+    }
+}
+
+/// Where an inside packet goes.
+#[derive(Clone, Copy, Debug)]
+enum Route {
+    Direct(SocketAddr),
+    /// Through the hop tunnel `hop_index` (to `to`), on the hop's relay index `relay_remote`.
+    Relay {
+        hop_index: u32,
+        relay_remote: u32,
+        to: SocketAddr,
+    },
+    Nowhere,
 }
 
 /// The protocol engine of one node.
@@ -261,6 +327,8 @@ pub struct Engine {
     started: bool,
     /// Lighthouse messages waiting for a tunnel: (vpn, type, plaintext).
     deferred: VecDeque<(IpAddr, MessageType, u8, Vec<u8>)>,
+    /// Relay indexes, ours and the ones we forward.
+    relays: RelayTable,
 }
 
 impl Engine {
@@ -292,6 +360,7 @@ impl Engine {
             wall: (now, unix_nanos),
             started: false,
             deferred: VecDeque::new(),
+            relays: RelayTable::default(),
         }
     }
 
@@ -399,6 +468,29 @@ impl Engine {
         self.cfg.advertise_addrs = addrs;
     }
 
+    /// New `lighthouse.remote_allow_list` / `calculated_remotes` (SIGHUP). Existing tunnels keep
+    /// their current address; the lists apply from the next address they are offered.
+    pub fn reload_remote_lists(
+        &mut self,
+        remote_allow_list: RemoteAllowList,
+        calculated_remotes: Vec<CalculatedRemote>,
+    ) {
+        self.cfg.remote_allow_list = remote_allow_list;
+        self.cfg.calculated_remotes = calculated_remotes;
+    }
+
+    /// New `relay.*` settings (SIGHUP). Relays already set up keep working until their tunnels go.
+    pub fn reload_relays(&mut self, relays: Vec<IpAddr>, am_relay: bool, use_relays: bool) {
+        self.cfg.relays = if am_relay { Vec::new() } else { relays };
+        self.cfg.am_relay = am_relay;
+        self.cfg.use_relays = use_relays && !am_relay;
+    }
+
+    /// The relay table (tests, diagnostics).
+    pub fn relays(&self) -> &RelayTable {
+        &self.relays
+    }
+
     /// The next time [`Engine::handle_timeout`] must be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next_deadline()
@@ -448,6 +540,13 @@ impl Engine {
             let packet = buf[HEADER_LEN..HEADER_LEN + len].to_vec();
             return self.queue_for_handshake(now, vpn, QueuedPacket::Inside(packet), out);
         };
+        let route = match self.hostmap.get(idx) {
+            None => return InsideOutcome::Dropped(DropReason::NoRoute),
+            Some(t) => match t.remote {
+                Some(to) => Route::Direct(to),
+                None => self.relay_route(t),
+            },
+        };
         let Some(t) = self.hostmap.get_mut(idx) else {
             return InsideOutcome::Dropped(DropReason::NoRoute);
         };
@@ -466,8 +565,22 @@ impl Engine {
                 return InsideOutcome::Dropped(DropReason::Firewall);
             }
         }
-        let Some(to) = t.remote else {
-            return InsideOutcome::Dropped(DropReason::NoRoute);
+        // Where the sealed message sits: at the front, or one header further for a relay frame.
+        let at = match route {
+            Route::Direct(_) => 0,
+            Route::Relay { .. } => {
+                if buf.len() < total + HEADER_LEN + TAG_LEN {
+                    return InsideOutcome::Dropped(DropReason::BufferTooSmall);
+                }
+                buf.copy_within(HEADER_LEN..HEADER_LEN + len, 2 * HEADER_LEN);
+                HEADER_LEN
+            }
+            Route::Nowhere => {
+                // Relayed, but the relay is gone: count it as outbound traffic so the connection
+                // check notices the silence and retires the tunnel (as Go does).
+                t.traffic_out = true;
+                return InsideOutcome::Dropped(DropReason::NoRoute);
+            }
         };
         let counter = match t.session.next_counter() {
             Ok(c) => c,
@@ -479,18 +592,157 @@ impl Engine {
             t.remote_index,
             counter,
         );
-        if h.encode(&mut buf[..HEADER_LEN]).is_err() {
+        if h.encode(&mut buf[at..at + HEADER_LEN]).is_err() {
             return InsideOutcome::Dropped(DropReason::BufferTooSmall);
         }
         if t.session
             .send
-            .seal_frame(counter, &mut buf[..total], HEADER_LEN)
+            .seal_frame(counter, &mut buf[at..at + total], HEADER_LEN)
             .is_err()
         {
             return InsideOutcome::Dropped(DropReason::CounterExhausted);
         }
         t.traffic_out = true;
-        InsideOutcome::Send { to, len: total }
+        t.promote_counter = t.promote_counter.wrapping_add(1);
+        let promote = t.promote_counter;
+        let outcome = match route {
+            Route::Direct(to) => InsideOutcome::Send { to, len: total },
+            Route::Relay {
+                hop_index,
+                relay_remote,
+                to,
+            } => match self.wrap_relay_in_place(hop_index, relay_remote, buf, total) {
+                Some(len) => InsideOutcome::Send { to, len },
+                None => InsideOutcome::Dropped(DropReason::NoRoute),
+            },
+            Route::Nowhere => InsideOutcome::Dropped(DropReason::NoRoute),
+        };
+        let every = self.cfg.try_promote_every;
+        let requery = self.cfg.requery_every_packets;
+        if (every != 0 && promote.is_multiple_of(every))
+            || (requery != 0 && promote.is_multiple_of(requery))
+        {
+            self.try_promote_best(now, idx, promote, out);
+        }
+        outcome
+    }
+
+    /// How to reach a tunnel that has no underlay address: the first of its relays with an
+    /// established relay index and a direct tunnel to the relay.
+    fn relay_route(&self, t: &Tunnel) -> Route {
+        for hop in &t.relays {
+            let Some(r) = self.relays.find(*hop, t.vpn_addr) else {
+                continue;
+            };
+            if r.state != RelayState::Established || r.kind != RelayKind::Terminal {
+                continue;
+            }
+            let Some(hi) = self.hostmap.primary(hop) else {
+                continue;
+            };
+            if let Some(to) = self.hostmap.get(hi).and_then(|h| h.remote) {
+                return Route::Relay {
+                    hop_index: hi,
+                    relay_remote: r.remote_index,
+                    to,
+                };
+            }
+        }
+        Route::Nowhere
+    }
+
+    /// `buf[HEADER_LEN..HEADER_LEN + inner_len]` holds a complete packet for the far end: put a
+    /// relay header for the hop tunnel in front and its tag after. Returns the frame length.
+    fn wrap_relay_in_place(
+        &mut self,
+        hop_index: u32,
+        relay_remote: u32,
+        buf: &mut [u8],
+        inner_len: usize,
+    ) -> Option<usize> {
+        let total = HEADER_LEN + inner_len + TAG_LEN;
+        if buf.len() < total {
+            return None;
+        }
+        let hop = self.hostmap.get_mut(hop_index)?;
+        let counter = hop.session.next_counter().ok()?;
+        Header::new(
+            MessageType::Message,
+            subtype::MESSAGE_RELAY,
+            relay_remote,
+            counter,
+        )
+        .encode(&mut buf[..HEADER_LEN])
+        .ok()?;
+        let tag = hop
+            .session
+            .send
+            .seal_ad_only(counter, &buf[..HEADER_LEN + inner_len])
+            .ok()?;
+        buf[HEADER_LEN + inner_len..total].copy_from_slice(&tag);
+        hop.traffic_out = true;
+        Some(total)
+    }
+
+    /// Every `counters.try_promote` packets: probe better paths (Go's `TryPromoteBest`); every
+    /// `counters.requery_every_packets`: ask the lighthouses again, at most once per
+    /// `timers.requery_wait_duration`.
+    fn try_promote_best(&mut self, now: Instant, idx: u32, count: u32, out: &mut Outputs) {
+        if self.cfg.am_lighthouse {
+            return;
+        }
+        let Some(t) = self.hostmap.get(idx) else {
+            return;
+        };
+        let vpn = t.vpn_addr;
+        let every = self.cfg.try_promote_every;
+        if every != 0 && count.is_multiple_of(every) {
+            self.probe_paths(idx, out);
+        }
+        let requery = self.cfg.requery_every_packets;
+        if requery != 0 && count.is_multiple_of(requery) {
+            let Some(t) = self.hostmap.get_mut(idx) else {
+                return;
+            };
+            if t.next_requery.is_some_and(|n| now < n) {
+                return;
+            }
+            t.next_requery = Some(now + self.cfg.requery_wait);
+            self.query_lighthouses(now, vpn, out);
+        }
+    }
+
+    /// Send a test request straight to the peer's other addresses: its preferred-range ones if
+    /// the tunnel is direct but not on a preferred range, all of them if it is relayed. The peer
+    /// roams to where the probe came from and answers there, and so do we.
+    fn probe_paths(&mut self, idx: u32, out: &mut Outputs) {
+        let Some(t) = self.hostmap.get(idx) else {
+            return;
+        };
+        let vpn = t.vpn_addr;
+        let remote = t.remote;
+        let preferred = &self.cfg.preferred_ranges;
+        if remote.is_some_and(|r| preferred.iter().any(|n| n.contains(&r.ip()))) {
+            return;
+        }
+        let addrs: Vec<SocketAddr> = self
+            .remotes
+            .get(&vpn)
+            .map(|r| r.addrs(preferred))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| Some(*a) != remote)
+            .filter(|a| remote.is_none() || preferred.iter().any(|n| n.contains(&a.ip())))
+            .filter(|a| !self.pki.in_my_networks(&a.ip()))
+            .collect();
+        for a in addrs {
+            let Some(t) = self.hostmap.get_mut(idx) else {
+                return;
+            };
+            if let Some(d) = seal_message(t, MessageType::Test, subtype::TEST_REQUEST, &[]) {
+                out.transmits.push(Transmit { to: a, payload: d });
+            }
+        }
     }
 
     /// The vpn address that carries traffic for `dst`: the host itself, or an unsafe-route gateway.
@@ -593,16 +845,72 @@ impl Engine {
         let Some(tun) = self.hostmap.get_mut(idx) else {
             return;
         };
-        let Some(to) = tun.remote else {
+        let remote = tun.remote;
+        if remote.is_none() && tun.relays.is_empty() {
+            return;
+        }
+        let Some(d) = seal_message(tun, t, st, payload) else {
             return;
         };
-        if let Some(d) = seal_message(tun, t, st, payload) {
-            if t == MessageType::Message {
-                tun.traffic_out = true;
-            } else if t != MessageType::CloseTunnel {
-                tun.traffic_out = true;
-            }
+        if t != MessageType::CloseTunnel {
+            tun.traffic_out = true;
+        }
+        if let Some(to) = remote {
             out.transmits.push(Transmit { to, payload: d });
+            return;
+        }
+        // Only reachable through a relay.
+        let vpn = tun.vpn_addr;
+        let hops = tun.relays.clone();
+        for hop in hops {
+            let Some(r) = self.relays.find(hop, vpn) else {
+                continue;
+            };
+            if r.kind != RelayKind::Terminal {
+                continue;
+            }
+            if self.send_through_relay(r.local_index, &d, out) {
+                return;
+            }
+        }
+    }
+
+    /// Wrap `inner` (a complete Nebula packet for the far end) in a relay frame on the hop tunnel
+    /// of our relay index `relay_index`, and send it to the hop. False if the relay is not usable.
+    fn send_through_relay(&mut self, relay_index: u32, inner: &[u8], out: &mut Outputs) -> bool {
+        let Some(r) = self.relays.get(relay_index) else {
+            return false;
+        };
+        if r.state != RelayState::Established {
+            return false;
+        }
+        let (hop, relay_remote) = (r.hop, r.remote_index);
+        let Some(hi) = self.hostmap.primary(&hop) else {
+            return false;
+        };
+        let Some(t) = self.hostmap.get_mut(hi) else {
+            return false;
+        };
+        let Some(to) = t.remote else {
+            return false;
+        };
+        let Some(d) = seal_relay_frame(t, relay_remote, inner) else {
+            return false;
+        };
+        out.transmits.push(Transmit { to, payload: d });
+        true
+    }
+
+    /// Send a datagram back the way a packet came: to its UDP source or through its relay.
+    fn send_via(&mut self, via: Via, payload: &[u8], out: &mut Outputs) {
+        match via {
+            Via::Udp(to) => out.transmits.push(Transmit {
+                to,
+                payload: payload.to_vec(),
+            }),
+            Via::Relay { relay, .. } => {
+                self.send_through_relay(relay, payload, out);
+            }
         }
     }
 
@@ -668,6 +976,9 @@ impl Engine {
             }
             _ => {}
         }
+        if h.msg_type == MessageType::Message && h.subtype == subtype::MESSAGE_RELAY {
+            return self.handle_relay_frame(now, via, &h, datagram, out);
+        }
         let idx = h.remote_index;
         let Some(t) = self.hostmap.get_mut(idx) else {
             self.maybe_send_recv_error(via, idx, out);
@@ -687,17 +998,8 @@ impl Engine {
             Err(_) => return OutsideOutcome::Dropped(DropReason::Decrypt),
         };
         // Authenticated from here on.
-        t.traffic_in = true;
         let vpn = t.vpn_addr;
-        let newly_confirmed = !t.confirmed;
-        if newly_confirmed {
-            t.confirmed = true;
-            t.confirmed_at = Some(now);
-        }
-        self.roam(now, idx, via, out);
-        if newly_confirmed {
-            self.on_confirmed(now, idx, out);
-        }
+        self.authenticated(now, idx, via, out);
         let start = HEADER_LEN;
         let end = HEADER_LEN + plain_len;
         match (h.msg_type, h.subtype) {
@@ -738,7 +1040,118 @@ impl Engine {
                 self.handle_lighthouse(now, idx, &msg, out);
                 OutsideOutcome::Handled
             }
+            (MessageType::Control, _) => {
+                let msg = datagram[start..end].to_vec();
+                self.handle_control(now, idx, &msg, out);
+                OutsideOutcome::Handled
+            }
             _ => OutsideOutcome::Dropped(DropReason::BadHeader),
+        }
+    }
+
+    /// An authenticated packet arrived on tunnel `idx`: note the traffic, confirm the tunnel,
+    /// follow a roaming peer.
+    fn authenticated(&mut self, now: Instant, idx: u32, via: Via, out: &mut Outputs) {
+        let Some(t) = self.hostmap.get_mut(idx) else {
+            return;
+        };
+        t.traffic_in = true;
+        let newly_confirmed = !t.confirmed;
+        if newly_confirmed {
+            t.confirmed = true;
+            t.confirmed_at = Some(now);
+        }
+        self.roam(now, idx, via, out);
+        if newly_confirmed {
+            self.on_confirmed(now, idx, out);
+        }
+    }
+
+    /// A relay frame (message subtype 1): verify it with the hop tunnel's key, then either handle
+    /// the inner packet as ours (terminal) or re-wrap it for the next hop (forwarding).
+    fn handle_relay_frame(
+        &mut self,
+        now: Instant,
+        via: Via,
+        h: &Header,
+        datagram: &mut [u8],
+        out: &mut Outputs,
+    ) -> OutsideOutcome {
+        // Relays do not chain: a relay frame inside a relay frame is dropped.
+        if via.udp().is_none() {
+            return OutsideOutcome::Dropped(DropReason::BadHeader);
+        }
+        let Some(relay) = self.relays.get(h.remote_index).cloned() else {
+            self.maybe_send_recv_error(via, h.remote_index, out);
+            return OutsideOutcome::Dropped(DropReason::UnknownIndex);
+        };
+        if datagram.len() < 2 * HEADER_LEN + TAG_LEN {
+            return OutsideOutcome::Dropped(DropReason::TooShort);
+        }
+        // The frame is sealed with the key of (normally the primary) tunnel to the hop.
+        let mut verified = None;
+        let mut replay = false;
+        for k in 0..MAX_TUNNELS_PER_VPN_ADDR {
+            let Some(ti) = self.hostmap.tunnels_for(&relay.hop).get(k).copied() else {
+                break;
+            };
+            let Some(t) = self.hostmap.get_mut(ti) else {
+                continue;
+            };
+            match t.session.open_ad_only_frame(h.message_counter, datagram) {
+                Ok(_) => {
+                    verified = Some(ti);
+                    break;
+                }
+                Err(crate::aead::AeadError::Replay) => replay = true,
+                Err(_) => {}
+            }
+        }
+        let Some(hop_index) = verified else {
+            return OutsideOutcome::Dropped(if replay {
+                DropReason::Replay
+            } else {
+                DropReason::Decrypt
+            });
+        };
+        self.authenticated(now, hop_index, via, out);
+        let end = datagram.len() - TAG_LEN;
+        match relay.kind {
+            RelayKind::Terminal => {
+                let inner = &mut datagram[HEADER_LEN..end];
+                let Ok(ih) = Header::parse(inner) else {
+                    return OutsideOutcome::Dropped(DropReason::TooShort);
+                };
+                if ih.check_strict().is_err() {
+                    return OutsideOutcome::Dropped(DropReason::BadHeader);
+                }
+                let inner_via = Via::Relay {
+                    hop: relay.hop,
+                    relay: relay.local_index,
+                };
+                match self.handle_packet(now, inner_via, ih, inner, out) {
+                    OutsideOutcome::Tun { start, end } => OutsideOutcome::Tun {
+                        start: start + HEADER_LEN,
+                        end: end + HEADER_LEN,
+                    },
+                    other => other,
+                }
+            }
+            RelayKind::Forwarding => {
+                // The same relay seen from the other hop: frames go out on its index.
+                let Some(next) = self.relays.find(relay.peer, relay.hop) else {
+                    return OutsideOutcome::Dropped(DropReason::NoRoute);
+                };
+                if next.kind != RelayKind::Forwarding || next.state != RelayState::Established {
+                    return OutsideOutcome::Dropped(DropReason::NoRoute);
+                }
+                let next_index = next.local_index;
+                if self.send_through_relay(next_index, &datagram[HEADER_LEN..end], out) {
+                    OutsideOutcome::Handled
+                } else {
+                    OutsideOutcome::Dropped(DropReason::NoRoute)
+                }
+            }
         }
     }
 
@@ -786,11 +1199,21 @@ impl Engine {
     }
 
     fn roam(&mut self, now: Instant, idx: u32, via: Via, out: &mut Outputs) {
-        let Via::Udp(from) = via;
+        // Relayed packets never move a tunnel.
+        let Via::Udp(from) = via else {
+            return;
+        };
         let Some(t) = self.hostmap.get_mut(idx) else {
             return;
         };
         if t.remote == Some(from) {
+            return;
+        }
+        if !self
+            .cfg
+            .remote_allow_list
+            .allows_all(&t.vpn_addrs, from.ip())
+        {
             return;
         }
         if let Some((prev, at)) = t.last_roam {
@@ -805,28 +1228,23 @@ impl Engine {
         t.remote = Some(from);
         let vpn = t.vpn_addr;
         self.remotes.entry(vpn).or_default().learn(from);
-        if old.is_some() {
-            out.events.push(Event::Roamed {
-                vpn_addr: vpn,
-                from: old,
-                to: from,
-            });
-        }
+        out.events.push(Event::Roamed {
+            vpn_addr: vpn,
+            from: old,
+            to: from,
+        });
     }
 
     fn maybe_send_recv_error(&mut self, via: Via, index: u32, out: &mut Outputs) {
-        let Via::Udp(to) = via;
-        let send = match self.cfg.send_recv_error {
-            RecvErrorPolicy::Always => true,
-            RecvErrorPolicy::Never => false,
-            RecvErrorPolicy::Private => is_private(&to.ip()),
+        let send = match (self.cfg.send_recv_error, via) {
+            (RecvErrorPolicy::Never, _) => false,
+            (RecvErrorPolicy::Always, _) => true,
+            (RecvErrorPolicy::Private, Via::Udp(to)) => is_private(&to.ip()),
+            (RecvErrorPolicy::Private, Via::Relay { .. }) => false,
         };
         if send {
             let h = Header::new(MessageType::RecvError, 0, index, 0);
-            out.transmits.push(Transmit {
-                to,
-                payload: h.to_bytes().to_vec(),
-            });
+            self.send_via(via, &h.to_bytes(), out);
         }
     }
 
@@ -835,12 +1253,29 @@ impl Engine {
             return;
         }
         let Some(idx) = self.hostmap.by_remote_index(h.remote_index) else {
+            // Maybe a relay index the hop no longer knows: drop that relay.
+            if let Via::Udp(from) = via {
+                let stale: Vec<u32> = self
+                    .relays
+                    .iter()
+                    .filter(|r| r.remote_index == h.remote_index)
+                    .filter(|r| self.tunnel_to(&r.hop).and_then(|t| t.remote) == Some(from))
+                    .map(|r| r.local_index)
+                    .collect();
+                for r in stale {
+                    self.remove_relay(r);
+                }
+            }
             return;
         };
         let Some(t) = self.hostmap.get_mut(idx) else {
             return;
         };
-        if t.remote != Some(via.addr()) {
+        let same_path = match via {
+            Via::Udp(a) => t.remote == Some(a),
+            Via::Relay { hop, .. } => t.remote.is_none() && t.relays.contains(&hop),
+        };
+        if !same_path {
             return;
         }
         t.recv_errors += 1;
@@ -862,12 +1297,32 @@ impl Engine {
                 if let Some(server) = self.lighthouse_server.as_mut() {
                     server.host_gone(t.vpn_addr);
                 }
+                // Relays riding on this host, or leading to it, go with it.
+                for r in self.relays.involving(t.vpn_addr) {
+                    self.remove_relay(r);
+                }
             }
             if self.hostmap.primary(&t.vpn_addr).is_none() && reason != CloseReason::Replaced {
                 if let Some(r) = self.remotes.get_mut(&t.vpn_addr) {
                     if !self.cfg.lighthouses.contains(&t.vpn_addr) {
                         r.forget_dynamic();
                     }
+                }
+            }
+        }
+    }
+
+    /// Drop a relay index; a forwarding relay takes its other half with it.
+    fn remove_relay(&mut self, local_index: u32) {
+        if let Some(r) = self.relays.remove(local_index) {
+            if r.kind == RelayKind::Forwarding {
+                let other = self
+                    .relays
+                    .find(r.peer, r.hop)
+                    .filter(|o| o.kind == RelayKind::Forwarding)
+                    .map(|o| o.local_index);
+                if let Some(o) = other {
+                    self.relays.remove(o);
                 }
             }
         }
@@ -912,17 +1367,54 @@ impl Engine {
             now + self.cfg.handshake_try_interval,
             Timer::HandshakeRetry { local_index },
         );
-        // Static hosts (and anything we already know) are tried at once; everyone else waits for
-        // the lighthouse.
+        // Static hosts are tried at once; so are addresses guessed by `calculated_remotes`.
+        // Everyone else waits for the lighthouse.
         let has_static = self
             .remotes
             .get(&vpn)
             .is_some_and(|r| !r.static_addrs.is_empty());
-        if has_static {
+        let calculated = if has_static {
+            Vec::new()
+        } else {
+            self.calculated_remotes_for(vpn)
+        };
+        let has_calculated = !calculated.is_empty();
+        if has_calculated {
+            self.remotes.entry(vpn).or_default().calculated = calculated;
+        }
+        if has_static || has_calculated {
             self.handshake_attempt(now, local_index, false, out);
         }
         self.query_lighthouses(now, vpn, out);
         Some(local_index)
+    }
+
+    /// Addresses `lighthouse.calculated_remotes` guesses for `vpn`, filtered like lighthouse answers.
+    fn calculated_remotes_for(&self, vpn: IpAddr) -> Vec<SocketAddr> {
+        let mut out: Vec<SocketAddr> = Vec::new();
+        for c in &self.cfg.calculated_remotes {
+            if let Some(a) = c.apply(vpn) {
+                if self.should_add(vpn, a) && !out.contains(&a) {
+                    out.push(a);
+                }
+            }
+        }
+        out
+    }
+
+    /// May `addr` be used as an underlay address of `vpn` (allow list, not inside our overlay)?
+    fn should_add(&self, vpn: IpAddr, addr: SocketAddr) -> bool {
+        self.cfg.remote_allow_list.allows(vpn, addr.ip()) && !self.pki.in_my_networks(&addr.ip())
+    }
+
+    fn allocate_relay_index(&mut self) -> Option<u32> {
+        for _ in 0..32 {
+            let i = self.rng.next_u32();
+            if i != 0 && !self.relays.contains_index(i) {
+                return Some(i);
+            }
+        }
+        None
     }
 
     fn allocate_index(&mut self) -> Option<u32> {
@@ -945,6 +1437,16 @@ impl Engine {
             self.pending.remove(&idx);
             self.pending_by_vpn.remove(&vpn);
             out.events.push(Event::HandshakeTimedOut { vpn_addr: vpn });
+            // Our relays to that host may be stale (a relay restarted): ask afresh next time.
+            let stale: Vec<u32> = self
+                .relays
+                .iter()
+                .filter(|r| r.kind == RelayKind::Terminal && r.peer == vpn)
+                .map(|r| r.local_index)
+                .collect();
+            for r in stale {
+                self.remove_relay(r);
+            }
             return;
         }
         p.attempts += 1;
@@ -961,6 +1463,8 @@ impl Engine {
             });
         }
         p.last_addrs = addrs.clone();
+        let stage1 = p.stage1.clone();
+        self.relay_handshake(now, vpn, &stage1, out);
         if from_timer {
             self.timers.add(
                 now + self.cfg.handshake_try_interval * attempts,
@@ -970,6 +1474,113 @@ impl Engine {
                 self.query_lighthouses(now, vpn, out);
             }
         }
+    }
+
+    /// The relay half of a handshake attempt (`handshake_manager.go`): for each relay the target
+    /// advertises, make sure we have a tunnel to the relay, then a relay index through it, then
+    /// send the stage 1 through it.
+    fn relay_handshake(&mut self, now: Instant, target: IpAddr, stage1: &[u8], out: &mut Outputs) {
+        if !self.cfg.use_relays || self.cfg.am_relay {
+            return;
+        }
+        let relays = self
+            .remotes
+            .get(&target)
+            .map(|r| r.relays())
+            .unwrap_or_default();
+        for relay in relays {
+            if relay == target || self.pki.is_my_addr(&relay) {
+                continue;
+            }
+            let direct = self.tunnel_to(&relay).is_some_and(|t| t.remote.is_some());
+            if !direct {
+                self.connect(now, relay, out);
+                continue;
+            }
+            match self
+                .relays
+                .find(relay, target)
+                .map(|r| (r.local_index, r.kind, r.state))
+            {
+                None => {
+                    let Some(index) = self.allocate_relay_index() else {
+                        continue;
+                    };
+                    self.relays.insert(Relay {
+                        local_index: index,
+                        remote_index: 0,
+                        hop: relay,
+                        peer: target,
+                        kind: RelayKind::Terminal,
+                        state: RelayState::Requested,
+                    });
+                    let me = self.pki.vpn_addr();
+                    self.send_relay_control(
+                        relay,
+                        NebulaControlType::CreateRelayRequest,
+                        index,
+                        0,
+                        me,
+                        target,
+                        out,
+                    );
+                }
+                Some((index, RelayKind::Terminal, RelayState::Requested)) => {
+                    // Ask again, in case the request or its answer was lost.
+                    let me = self.pki.vpn_addr();
+                    self.send_relay_control(
+                        relay,
+                        NebulaControlType::CreateRelayRequest,
+                        index,
+                        0,
+                        me,
+                        target,
+                        out,
+                    );
+                }
+                Some((index, RelayKind::Terminal, RelayState::Established)) => {
+                    self.send_through_relay(index, stage1, out);
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Send a CreateRelayRequest/Response on the tunnel to `hop`, in the address encoding that
+    /// tunnel's certificate version calls for (v1 fields for v1 tunnels, as 1.6.1 needs).
+    #[allow(clippy::too_many_arguments)]
+    fn send_relay_control(
+        &mut self,
+        hop: IpAddr,
+        kind: NebulaControlType,
+        initiator_index: u32,
+        responder_index: u32,
+        from: IpAddr,
+        to: IpAddr,
+        out: &mut Outputs,
+    ) {
+        let Some(hi) = self.hostmap.primary(&hop) else {
+            return;
+        };
+        let Some(version) = self.hostmap.get(hi).map(|t| t.cert_version) else {
+            return;
+        };
+        let encoding = if version == Version::V1 && from.is_ipv4() && to.is_ipv4() {
+            AddrEncoding::V1
+        } else {
+            AddrEncoding::V2
+        };
+        let mut msg = NebulaControl {
+            msg_type: kind.into(),
+            initiator_relay_index: initiator_index,
+            responder_relay_index: responder_index,
+            ..NebulaControl::default()
+        };
+        if msg.set_relay_ends(from, to, encoding).is_err() {
+            return;
+        }
+        let bytes = msg.encode_to_vec();
+        self.send_on_tunnel(hi, MessageType::Control, 0, &bytes, out);
     }
 
     fn handle_handshake(
@@ -998,17 +1609,20 @@ impl Engine {
     /// We are the responder: a stage-1 message arrived.
     fn handshake_stage1(&mut self, now: Instant, via: Via, datagram: &[u8], out: &mut Outputs) {
         let body = datagram.get(HEADER_LEN..).unwrap_or(&[]);
+        if let Via::Udp(a) = via {
+            if !self.cfg.remote_allow_list.allows_base(a.ip()) {
+                return;
+            }
+        }
         // A retransmit of a stage 1 we already answered: send the same stage 2 again.
-        if let Some(t) = self
+        let seen = self
             .hostmap
             .tunnels()
             .find(|t| !t.initiator && t.stage1_body == body)
-        {
-            if let Some(s2) = &t.stage2_datagram {
-                out.transmits.push(Transmit {
-                    to: via.addr(),
-                    payload: s2.clone(),
-                });
+            .map(|t| t.stage2_datagram.clone());
+        if let Some(s2) = seen {
+            if let Some(s2) = s2 {
+                self.send_via(via, &s2, out);
             }
             return;
         }
@@ -1030,7 +1644,7 @@ impl Engine {
             Ok(r) => r,
             Err(e) => {
                 out.events.push(Event::HandshakeRejected {
-                    from: via.addr(),
+                    from: via.log_addr(),
                     reason: e.to_string(),
                 });
                 return;
@@ -1039,10 +1653,23 @@ impl Engine {
         let vpn = resp.vpn_addrs[0];
         if resp.vpn_addrs.iter().any(|a| self.pki.is_my_addr(a)) {
             out.events.push(Event::HandshakeRejected {
-                from: via.addr(),
+                from: via.log_addr(),
                 reason: "refusing to handshake with myself".into(),
             });
             return;
+        }
+        if let Via::Udp(a) = via {
+            if !self
+                .cfg
+                .remote_allow_list
+                .allows_all(&resp.vpn_addrs, a.ip())
+            {
+                out.events.push(Event::HandshakeRejected {
+                    from: a,
+                    reason: format!("lighthouse.remote_allow_list denies {a} for {vpn}"),
+                });
+                return;
+            }
         }
         // An existing, working tunnel with a handshake at least as new wins ("handshake too old"),
         // unless we initiated it (as 1.11).
@@ -1073,7 +1700,7 @@ impl Engine {
             peer_issuer_hex: resp.peer_cert.issuer_hex(),
             peer_cert: Arc::new(resp.peer_cert),
             session: resp.session,
-            remote: Some(via.addr()),
+            remote: via.udp(),
             last_roam: None,
             initiator: false,
             peer_handshake_time: resp.peer_time,
@@ -1087,6 +1714,9 @@ impl Engine {
             pending_deletion: false,
             cert_version: resp.our_version,
             recv_errors: 0,
+            relays: via.relays(),
+            promote_counter: 0,
+            next_requery: None,
         };
         let cert_name = tunnel.peer_cert.name().to_string();
         // A tunnel made by answering a stage 1 does not displace a confirmed one: stage 1 is not
@@ -1104,18 +1734,19 @@ impl Engine {
                 reason: CloseReason::Replaced,
             });
         }
-        self.remotes.entry(vpn).or_default().learn(via.addr());
+        if let Via::Udp(a) = via {
+            self.remotes.entry(vpn).or_default().learn(a);
+        } else {
+            self.schedule_direct_probe(now, local_index);
+        }
         self.timers.add(
             now + self.cfg.connection_alive_interval,
             Timer::ConnectionCheck { local_index },
         );
-        out.transmits.push(Transmit {
-            to: via.addr(),
-            payload: datagram2,
-        });
+        self.send_via(via, &datagram2, out);
         out.events.push(Event::TunnelUp {
             vpn_addr: vpn,
-            remote: Some(via.addr()),
+            remote: via.udp(),
             local_index,
             initiator: false,
             cert_name,
@@ -1144,6 +1775,13 @@ impl Engine {
         let Some(p) = self.pending.get_mut(&idx) else {
             return;
         };
+        // The address must be allowed for the host we are dialling (checked before the Noise
+        // read, as Go does, so a denied answer leaves the attempt alive).
+        if let Via::Udp(a) = via {
+            if !self.cfg.remote_allow_list.allows(p.vpn_addr, a.ip()) {
+                return;
+            }
+        }
         let body = datagram.get(HEADER_LEN..).unwrap_or(&[]);
         let done = match handshake::complete(p, &self.pki, body, unix_secs) {
             Ok(Some(d)) => d,
@@ -1151,7 +1789,7 @@ impl Engine {
             Ok(None) => return,
             Err(e) => {
                 out.events.push(Event::HandshakeRejected {
-                    from: via.addr(),
+                    from: via.log_addr(),
                     reason: e.to_string(),
                 });
                 if let Some(p) = self.pending.remove(&idx) {
@@ -1169,12 +1807,10 @@ impl Engine {
         }
         if !done.vpn_addrs.contains(&p.vpn_addr) {
             // The wrong host answered: tell it, block that address and start over.
-            let addr = via.addr();
-            self.remotes
-                .entry(p.vpn_addr)
-                .or_default()
-                .blocked
-                .push(addr);
+            let addr = via.log_addr();
+            if let Via::Udp(a) = via {
+                self.remotes.entry(p.vpn_addr).or_default().blocked.push(a);
+            }
             let mut tmp = Tunnel {
                 local_index: idx,
                 vpn_addr: done.vpn_addrs[0],
@@ -1185,7 +1821,7 @@ impl Engine {
                 peer_issuer_hex: String::new(),
                 peer_cert: Arc::new(done.peer_cert),
                 session: done.session,
-                remote: Some(addr),
+                remote: via.udp(),
                 last_roam: None,
                 initiator: true,
                 peer_handshake_time: 0,
@@ -1199,12 +1835,12 @@ impl Engine {
                 pending_deletion: false,
                 cert_version: p.version,
                 recv_errors: 0,
+                relays: Vec::new(),
+                promote_counter: 0,
+                next_requery: None,
             };
             if let Some(d) = seal_message(&mut tmp, MessageType::CloseTunnel, 0, &[]) {
-                out.transmits.push(Transmit {
-                    to: addr,
-                    payload: d,
-                });
+                self.send_via(via, &d, out);
             }
             out.events.push(Event::HandshakeRejected {
                 from: addr,
@@ -1229,7 +1865,7 @@ impl Engine {
             peer_issuer_hex: done.peer_cert.issuer_hex(),
             peer_cert: Arc::new(done.peer_cert),
             session: done.session,
-            remote: Some(via.addr()),
+            remote: via.udp(),
             last_roam: None,
             initiator: true,
             peer_handshake_time: done.peer_time,
@@ -1243,6 +1879,9 @@ impl Engine {
             pending_deletion: false,
             cert_version: p.version,
             recv_errors: 0,
+            relays: via.relays(),
+            promote_counter: 0,
+            next_requery: None,
         };
         let cert_name = tunnel.peer_cert.name().to_string();
         let promote = match self.hostmap.primary(&vpn).and_then(|i| self.hostmap.get(i)) {
@@ -1257,14 +1896,18 @@ impl Engine {
                 reason: CloseReason::Replaced,
             });
         }
-        self.remotes.entry(vpn).or_default().learn(via.addr());
+        if let Via::Udp(a) = via {
+            self.remotes.entry(vpn).or_default().learn(a);
+        } else {
+            self.schedule_direct_probe(now, idx);
+        }
         self.timers.add(
             now + self.cfg.connection_alive_interval,
             Timer::ConnectionCheck { local_index: idx },
         );
         out.events.push(Event::TunnelUp {
             vpn_addr: vpn,
-            remote: Some(via.addr()),
+            remote: via.udp(),
             local_index: idx,
             initiator: true,
             cert_name,
@@ -1341,8 +1984,27 @@ impl Engine {
                     payload: vec![0],
                 }),
                 Timer::PunchRespond { vpn } => self.send_test_request(now, vpn, &[], out),
+                Timer::TryDirect { local_index } => {
+                    if self
+                        .hostmap
+                        .get(local_index)
+                        .is_some_and(|t| t.remote.is_none())
+                    {
+                        self.probe_paths(local_index, out);
+                    }
+                }
             }
         }
+    }
+
+    /// A tunnel just came up through a relay: try the direct addresses once the lighthouse's punch
+    /// notification has had time to open the far NAT (`punchy.delay`), and again a bit later.
+    fn schedule_direct_probe(&mut self, now: Instant, local_index: u32) {
+        let first = self.cfg.punchy.delay + Duration::from_millis(250);
+        self.timers
+            .add(now + first, Timer::TryDirect { local_index });
+        self.timers
+            .add(now + first * 3, Timer::TryDirect { local_index });
     }
 
     /// Go 1.11's per-tunnel connection check.
@@ -1379,6 +2041,13 @@ impl Engine {
             self.remove_tunnel(idx, CloseReason::Replaced, out);
             return;
         }
+        if is_primary && t.remote.is_none() {
+            // Relayed: keep looking for a direct path.
+            self.probe_paths(idx, out);
+        }
+        let Some(t) = self.hostmap.get_mut(idx) else {
+            return;
+        };
         if tin {
             t.pending_deletion = false;
             let needs_rehandshake = t.session.send_counter() >= self.cfg.rehandshake_after_messages;
@@ -1401,6 +2070,10 @@ impl Engine {
         }
         if t.pending_deletion {
             self.remove_tunnel(idx, CloseReason::Dead, out);
+            // Ask where the host went, so the next handshake has fresh addresses.
+            if self.hostmap.primary(&vpn).is_none() {
+                self.query_lighthouses(now, vpn, out);
+            }
             return;
         }
         if !is_primary {
@@ -1512,9 +2185,14 @@ impl Engine {
         }
         let me = self.pki.vpn_addr();
         let lhs = self.cfg.lighthouses.clone();
+        let relays: Vec<IpAddr> = if self.cfg.am_relay {
+            Vec::new()
+        } else {
+            self.cfg.relays.clone()
+        };
         for lh in lhs {
             let version = self.version_towards(&lh);
-            let msg = lighthouse::host_update(me, &self.cfg.advertise_addrs, version);
+            let msg = lighthouse::host_update(me, &self.cfg.advertise_addrs, &relays, version);
             self.send_lighthouse_message(now, lh, msg, out);
         }
     }
@@ -1548,21 +2226,28 @@ impl Engine {
                 let Some((vpn, addrs)) = lighthouse::parse_addresses(&msg) else {
                     return;
                 };
+                if self.pki.is_my_addr(&vpn) {
+                    return;
+                }
                 let addrs: Vec<SocketAddr> = addrs
                     .into_iter()
-                    .filter(|a| !self.pki.in_my_networks(&a.ip()))
+                    .filter(|a| self.should_add(vpn, *a))
                     .collect();
-                self.remotes
-                    .entry(vpn)
-                    .or_default()
-                    .set_from_lighthouse(sender, addrs.clone());
-                // Answer at once if the addresses are news to a pending handshake.
+                let relays: Vec<IpAddr> = lighthouse::parse_relays(&msg)
+                    .into_iter()
+                    .filter(|r| *r != vpn && !self.pki.is_my_addr(r))
+                    .collect();
+                let entry = self.remotes.entry(vpn).or_default();
+                let new_relays = relays.iter().any(|r| !entry.relays().contains(r));
+                entry.set_from_lighthouse(sender, addrs.clone());
+                entry.set_relays_from_lighthouse(sender, relays);
+                // Answer at once if the addresses (or relays) are news to a pending handshake.
                 if let Some(pi) = self.pending_by_vpn.get(&vpn).copied() {
                     let fresh = self
                         .pending
                         .get(&pi)
                         .is_some_and(|p| addrs.iter().any(|a| !p.last_addrs.contains(a)));
-                    if fresh {
+                    if fresh || new_relays {
                         self.handshake_attempt(now, pi, false, out);
                     }
                 }
@@ -1572,7 +2257,7 @@ impl Engine {
                     return;
                 };
                 for a in addrs {
-                    if self.pki.in_my_networks(&a.ip()) {
+                    if !self.should_add(vpn, a) {
                         continue;
                     }
                     self.timers
@@ -1586,6 +2271,205 @@ impl Engine {
                 }
             }
             _ => {}
+        }
+    }
+
+    // ------------------------------------------------------------------ relays
+
+    /// A NebulaControl message on tunnel `idx` (relay setup, `relay_manager.go`).
+    fn handle_control(&mut self, now: Instant, idx: u32, payload: &[u8], out: &mut Outputs) {
+        let Ok(msg) = NebulaControl::decode(payload) else {
+            return;
+        };
+        let Some(ends) = msg.relay_ends() else {
+            return;
+        };
+        let Some(hop) = self.hostmap.get(idx).map(|t| t.vpn_addr) else {
+            return;
+        };
+        match msg.known_type() {
+            Some(NebulaControlType::CreateRelayRequest) => {
+                self.relay_request(now, hop, msg.initiator_relay_index, ends, out)
+            }
+            Some(NebulaControlType::CreateRelayResponse) => self.relay_response(
+                hop,
+                msg.initiator_relay_index,
+                msg.responder_relay_index,
+                out,
+            ),
+            _ => {}
+        }
+    }
+
+    /// `hop` asks for a relay from `ends.from` to `ends.to` on its index `init`.
+    fn relay_request(
+        &mut self,
+        now: Instant,
+        hop: IpAddr,
+        init: u32,
+        ends: RelayEnds,
+        out: &mut Outputs,
+    ) {
+        if self.pki.is_my_addr(&ends.from) || init == 0 {
+            return;
+        }
+        if self.pki.is_my_addr(&ends.to) {
+            // We are the target: our end of the relay is ready as soon as we answer.
+            let from = ends.from;
+            let local = match self.relays.find(hop, from).cloned() {
+                Some(r)
+                    if r.kind == RelayKind::Terminal
+                        && (r.state == RelayState::Requested || r.remote_index == init) =>
+                {
+                    if let Some(e) = self.relays.get_mut(r.local_index) {
+                        e.remote_index = init;
+                        e.state = RelayState::Established;
+                    }
+                    r.local_index
+                }
+                _ => {
+                    let Some(local) = self.allocate_relay_index() else {
+                        return;
+                    };
+                    self.relays.insert(Relay {
+                        local_index: local,
+                        remote_index: init,
+                        hop,
+                        peer: from,
+                        kind: RelayKind::Terminal,
+                        state: RelayState::Established,
+                    });
+                    local
+                }
+            };
+            self.send_relay_control(
+                hop,
+                NebulaControlType::CreateRelayResponse,
+                init,
+                local,
+                from,
+                ends.to,
+                out,
+            );
+            return;
+        }
+        // Someone wants us to relay.
+        if !self.cfg.am_relay {
+            return;
+        }
+        let target = ends.to;
+        if target == hop {
+            return;
+        }
+        let Some(ti) = self.hostmap.primary(&target) else {
+            // No tunnel to the target yet: make one; the requester's retry will find it.
+            self.connect(now, target, out);
+            return;
+        };
+        if self.hostmap.get(ti).and_then(|t| t.remote).is_none() {
+            // Only relay to hosts we reach directly (relays do not chain).
+            return;
+        }
+        // Our index on the target's tunnel.
+        let fwd = match self.relays.find(target, hop).cloned() {
+            Some(r) if r.kind == RelayKind::Forwarding => r.local_index,
+            Some(_) => return,
+            None => {
+                let Some(i) = self.allocate_relay_index() else {
+                    return;
+                };
+                self.relays.insert(Relay {
+                    local_index: i,
+                    remote_index: 0,
+                    hop: target,
+                    peer: hop,
+                    kind: RelayKind::Forwarding,
+                    state: RelayState::Requested,
+                });
+                i
+            }
+        };
+        // The requester's side, on its tunnel, answering to its index.
+        match self.relays.find(hop, target).cloned() {
+            Some(r) if r.kind == RelayKind::Forwarding => {
+                if r.remote_index != init {
+                    if let Some(e) = self.relays.get_mut(r.local_index) {
+                        e.remote_index = init;
+                        e.state = RelayState::PeerRequested;
+                    }
+                }
+            }
+            Some(_) => return,
+            None => {
+                let Some(i) = self.allocate_relay_index() else {
+                    return;
+                };
+                self.relays.insert(Relay {
+                    local_index: i,
+                    remote_index: init,
+                    hop,
+                    peer: target,
+                    kind: RelayKind::Forwarding,
+                    state: RelayState::PeerRequested,
+                });
+            }
+        }
+        // Always (re)ask the target, as 1.11 does: its answer completes both halves.
+        self.send_relay_control(
+            target,
+            NebulaControlType::CreateRelayRequest,
+            fwd,
+            0,
+            hop,
+            target,
+            out,
+        );
+    }
+
+    /// `hop` answered our CreateRelayRequest `init` with its index `resp`.
+    fn relay_response(&mut self, hop: IpAddr, init: u32, resp: u32, out: &mut Outputs) {
+        let Some(r) = self.relays.get_mut(init) else {
+            return;
+        };
+        if r.hop != hop || resp == 0 {
+            return;
+        }
+        r.remote_index = resp;
+        r.state = RelayState::Established;
+        let r = r.clone();
+        match r.kind {
+            RelayKind::Terminal => {
+                // Our own path to r.peer is ready: send the pending stage 1 through it now.
+                let stage1 = self
+                    .pending_by_vpn
+                    .get(&r.peer)
+                    .and_then(|pi| self.pending.get(pi))
+                    .map(|p| p.stage1.clone());
+                if let Some(s1) = stage1 {
+                    self.send_through_relay(r.local_index, &s1, out);
+                }
+            }
+            RelayKind::Forwarding => {
+                // We are the middle: tell the requester its relay is ready.
+                let Some(req) = self.relays.find(r.peer, r.hop).cloned() else {
+                    return;
+                };
+                if req.kind != RelayKind::Forwarding || req.state == RelayState::Requested {
+                    return;
+                }
+                if let Some(e) = self.relays.get_mut(req.local_index) {
+                    e.state = RelayState::Established;
+                }
+                self.send_relay_control(
+                    r.peer,
+                    NebulaControlType::CreateRelayResponse,
+                    req.remote_index,
+                    req.local_index,
+                    r.peer,
+                    r.hop,
+                    out,
+                );
+            }
         }
     }
 
@@ -1608,6 +2492,27 @@ impl Engine {
     pub fn peer_cert(&self, vpn: &IpAddr) -> Option<&Certificate> {
         self.tunnel_to(vpn).map(|t| &*t.peer_cert)
     }
+}
+
+/// A relay frame on hop tunnel `t`: header (message/relay, the hop's relay index, the tunnel's
+/// next counter) ‖ `inner` in the clear ‖ tag over both (PROTOCOL.md §6).
+fn seal_relay_frame(t: &mut Tunnel, relay_remote: u32, inner: &[u8]) -> Option<Vec<u8>> {
+    let counter = t.session.next_counter().ok()?;
+    let mut d = Vec::with_capacity(HEADER_LEN + inner.len() + TAG_LEN);
+    d.extend_from_slice(
+        &Header::new(
+            MessageType::Message,
+            subtype::MESSAGE_RELAY,
+            relay_remote,
+            counter,
+        )
+        .to_bytes(),
+    );
+    d.extend_from_slice(inner);
+    let tag = t.session.send.seal_ad_only(counter, &d).ok()?;
+    d.extend_from_slice(&tag);
+    t.traffic_out = true;
+    Some(d)
 }
 
 /// Seal one message for a tunnel into a fresh datagram (control plane).

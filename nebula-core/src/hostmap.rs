@@ -1,5 +1,5 @@
-//! The host map: established tunnels by local index, by the peer's remote index and by vpn address.
-//! A vpn address may have several tunnels (rehandshakes, races); the first in its list is primary.
+//! The host map: established tunnels by local index, by the peer's remote index and by vpn address
+//! (several per address, the first primary), and the relay table (Go's `Relays` + `RelayState`).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -58,6 +58,12 @@ pub struct Tunnel {
     pub cert_version: nebula_cert::Version,
     /// recvError messages seen for this tunnel.
     pub recv_errors: u32,
+    /// Relay hosts (vpn addresses) this peer is reached through while `remote` is `None`.
+    pub relays: Vec<IpAddr>,
+    /// Packets sent from the TUN on this tunnel (drives path promotion and re-queries).
+    pub promote_counter: u32,
+    /// No lighthouse re-query for this peer before this time (`timers.requery_wait_duration`).
+    pub next_requery: Option<Instant>,
 }
 
 /// Established tunnels, indexed three ways.
@@ -186,5 +192,167 @@ impl HostMap {
             }
         }
         Some(t)
+    }
+}
+
+/// What a relay index does for us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayKind {
+    /// We are an end: frames on this index carry packets of our own tunnel with `peer`.
+    Terminal,
+    /// We are the relay: frames on this index are re-wrapped for `peer`'s hop.
+    Forwarding,
+}
+
+/// How far a relay is set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayState {
+    /// We sent a CreateRelayRequest and wait for the response.
+    Requested,
+    /// A peer asked us to relay; we wait for the far end's response.
+    PeerRequested,
+    /// Frames may flow.
+    Established,
+}
+
+/// One relay index on one hop (Go's `Relay`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Relay {
+    /// Our index: relay frames from `hop` carry it in their header.
+    pub local_index: u32,
+    /// `hop`'s index for the same relay: our relay frames to `hop` carry it (0 until known).
+    pub remote_index: u32,
+    /// The vpn address of the adjacent host whose tunnel carries the frames.
+    pub hop: IpAddr,
+    /// The other end: the far host (terminal) or the other hop (forwarding).
+    pub peer: IpAddr,
+    pub kind: RelayKind,
+    pub state: RelayState,
+}
+
+/// Relays by local index and by (hop, peer).
+#[derive(Default, Debug)]
+pub struct RelayTable {
+    by_index: HashMap<u32, Relay>,
+    by_pair: HashMap<(IpAddr, IpAddr), u32>,
+}
+
+impl RelayTable {
+    pub fn len(&self) -> usize {
+        self.by_index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_index.is_empty()
+    }
+
+    pub fn get(&self, local_index: u32) -> Option<&Relay> {
+        self.by_index.get(&local_index)
+    }
+
+    pub fn get_mut(&mut self, local_index: u32) -> Option<&mut Relay> {
+        self.by_index.get_mut(&local_index)
+    }
+
+    pub fn contains_index(&self, local_index: u32) -> bool {
+        self.by_index.contains_key(&local_index)
+    }
+
+    /// The relay on `hop`'s tunnel that leads to `peer`.
+    pub fn find(&self, hop: IpAddr, peer: IpAddr) -> Option<&Relay> {
+        self.by_pair
+            .get(&(hop, peer))
+            .and_then(|i| self.by_index.get(i))
+    }
+
+    /// The relay whose remote index on `hop` is `remote_index` (for recvError).
+    pub fn by_remote_index(&self, hop_addrs: &[IpAddr], remote_index: u32) -> Option<u32> {
+        self.by_index
+            .values()
+            .find(|r| r.remote_index == remote_index && hop_addrs.contains(&r.hop))
+            .map(|r| r.local_index)
+    }
+
+    /// Insert (replacing any relay on the same hop for the same peer).
+    pub fn insert(&mut self, relay: Relay) -> Option<Relay> {
+        let old = self
+            .by_pair
+            .get(&(relay.hop, relay.peer))
+            .copied()
+            .and_then(|i| self.remove(i));
+        self.by_pair
+            .insert((relay.hop, relay.peer), relay.local_index);
+        self.by_index.insert(relay.local_index, relay);
+        old
+    }
+
+    pub fn remove(&mut self, local_index: u32) -> Option<Relay> {
+        let r = self.by_index.remove(&local_index)?;
+        if self.by_pair.get(&(r.hop, r.peer)) == Some(&local_index) {
+            self.by_pair.remove(&(r.hop, r.peer));
+        }
+        Some(r)
+    }
+
+    /// Local indexes of every relay riding on `hop` or leading to `peer == vpn`.
+    pub fn involving(&self, vpn: IpAddr) -> Vec<u32> {
+        self.by_index
+            .values()
+            .filter(|r| r.hop == vpn || r.peer == vpn)
+            .map(|r| r.local_index)
+            .collect()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Relay> {
+        self.by_index.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    fn relay(idx: u32, hop: &str, peer: &str) -> Relay {
+        Relay {
+            local_index: idx,
+            remote_index: 0,
+            hop: ip(hop),
+            peer: ip(peer),
+            kind: RelayKind::Forwarding,
+            state: RelayState::Requested,
+        }
+    }
+
+    #[test]
+    fn relay_table_indexes_by_pair_and_replaces_stale_entries() {
+        let mut t = RelayTable::default();
+        assert!(t.insert(relay(1, "10.0.0.1", "10.0.0.3")).is_none());
+        assert!(t.insert(relay(2, "10.0.0.3", "10.0.0.1")).is_none());
+        assert_eq!(
+            t.find(ip("10.0.0.1"), ip("10.0.0.3"))
+                .map(|r| r.local_index),
+            Some(1)
+        );
+        // A new relay for the same pair pushes the old one out of both indexes.
+        let old = t.insert(relay(7, "10.0.0.1", "10.0.0.3"));
+        assert_eq!(old.map(|r| r.local_index), Some(1));
+        assert!(t.get(1).is_none());
+        assert_eq!(t.len(), 2);
+        if let Some(r) = t.get_mut(2) {
+            r.remote_index = 99;
+        }
+        assert_eq!(t.by_remote_index(&[ip("10.0.0.3")], 99), Some(2));
+        assert_eq!(t.by_remote_index(&[ip("10.0.0.1")], 99), None);
+        let mut inv = t.involving(ip("10.0.0.3"));
+        inv.sort();
+        assert_eq!(inv, vec![2, 7]);
+        t.remove(7);
+        t.remove(2);
+        assert!(t.is_empty());
+        assert!(t.find(ip("10.0.0.1"), ip("10.0.0.3")).is_none());
     }
 }

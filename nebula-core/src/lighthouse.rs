@@ -42,14 +42,33 @@ pub fn host_query(vpn: IpAddr, version: Version) -> NebulaMeta {
     NebulaMeta::new(NebulaMetaType::HostQuery, details)
 }
 
-/// `HostUpdateNotification` announcing our underlay addresses.
-pub fn host_update(me: IpAddr, addrs: &[SocketAddr], version: Version) -> NebulaMeta {
-    let mut details =
-        NebulaMetaDetails::for_vpn_addr(me, encoding_for(version, me)).unwrap_or_default();
+/// `HostUpdateNotification` announcing our underlay addresses and the relays that reach us
+/// (`relay.relays`; v1 tunnels can only carry IPv4 relays).
+pub fn host_update(
+    me: IpAddr,
+    addrs: &[SocketAddr],
+    relays: &[IpAddr],
+    version: Version,
+) -> NebulaMeta {
+    let encoding = encoding_for(version, me);
+    let mut details = NebulaMetaDetails::for_vpn_addr(me, encoding).unwrap_or_default();
     for a in addrs {
         details.push_underlay(*a);
     }
+    let relays: Vec<IpAddr> = relays
+        .iter()
+        .copied()
+        .filter(|r| encoding == AddrEncoding::V2 || r.is_ipv4())
+        .collect();
+    if !relays.is_empty() {
+        let _ = details.set_relays(relays, encoding);
+    }
     NebulaMeta::new(NebulaMetaType::HostUpdateNotification, details)
+}
+
+/// The relays a reply names for its subject.
+pub fn parse_relays(msg: &NebulaMeta) -> Vec<IpAddr> {
+    msg.details.as_ref().map(|d| d.relays()).unwrap_or_default()
 }
 
 /// The subject and underlay addresses of a reply or punch notification.
@@ -89,10 +108,22 @@ mod tests {
             "192.0.2.1:4242".parse().expect("a"),
             "[2001:db8::1]:4242".parse().expect("b"),
         ];
-        let m = host_update("10.1.0.2".parse().expect("ip"), &addrs, Version::V1);
+        let relays: Vec<IpAddr> = vec!["10.1.0.9".parse().expect("ip")];
+        let m = host_update(
+            "10.1.0.2".parse().expect("ip"),
+            &addrs,
+            &relays,
+            Version::V1,
+        );
         let back = NebulaMeta::decode(m.encode_to_vec().as_slice()).expect("decode");
         let (vpn, got) = parse_addresses(&back).expect("parse");
         assert_eq!(vpn, "10.1.0.2".parse::<IpAddr>().expect("ip"));
         assert_eq!(got, addrs);
+        assert_eq!(parse_relays(&back), relays);
+        // v1 relays travel in field 5 as BE uint32, which 1.6.1 reads.
+        assert_eq!(
+            back.details.as_ref().expect("d").old_relay_vpn_addrs,
+            vec![0x0a01_0009]
+        );
     }
 }

@@ -252,6 +252,74 @@ mod tests {
     }
 
     #[test]
+    fn allow_lists_most_specific_wins_and_ranges_add_up() {
+        let net = |s: &str| s.parse::<IpNet>().expect("net");
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let base = AllowList {
+            rules: vec![
+                (net("0.0.0.0/0"), true),
+                (net("10.0.0.0/8"), false),
+                (net("10.42.0.0/16"), true),
+            ],
+        };
+        let ral = RemoteAllowList {
+            base: Some(base),
+            ranges: vec![(
+                net("10.99.0.0/16"),
+                AllowList {
+                    rules: vec![(net("192.168.0.0/16"), true), (net("0.0.0.0/0"), false)],
+                },
+            )],
+        };
+        assert!(ral.allows_base(ip("203.0.113.1")));
+        assert!(!ral.allows_base(ip("10.1.1.1")));
+        assert!(ral.allows_base(ip("10.42.1.1")));
+        assert!(ral.allows_base(ip("::ffff:10.42.1.1")));
+        assert!(!ral.allows_base(ip("::ffff:10.1.1.1")));
+        // A peer in 10.99/16 may only use 192.168/16 addresses.
+        assert!(ral.allows(ip("10.99.0.5"), ip("192.168.1.1")));
+        assert!(!ral.allows(ip("10.99.0.5"), ip("203.0.113.1")));
+        assert!(ral.allows(ip("10.50.0.5"), ip("203.0.113.1")));
+        assert!(!ral.allows_all(&[ip("10.50.0.5"), ip("10.99.0.5")], ip("203.0.113.1")));
+        assert!(RemoteAllowList::default().allows(ip("10.1.1.1"), ip("10.1.1.1")));
+    }
+
+    #[test]
+    fn calculated_remotes_keep_host_bits() {
+        let c = CalculatedRemote {
+            vpn_range: "10.0.10.0/24".parse().expect("net"),
+            mask: "192.168.1.0/24".parse().expect("net"),
+            port: 4242,
+        };
+        assert_eq!(
+            c.apply("10.0.10.182".parse().expect("ip")),
+            Some(sa("192.168.1.182:4242"))
+        );
+        assert_eq!(c.apply("10.0.11.1".parse().expect("ip")), None);
+        let c6 = CalculatedRemote {
+            vpn_range: "fd00::/64".parse().expect("net"),
+            mask: "2001:db8:1::/64".parse().expect("net"),
+            port: 1,
+        };
+        assert_eq!(
+            c6.apply("fd00::1:2".parse().expect("ip")),
+            Some(sa("[2001:db8:1::1:2]:1"))
+        );
+        assert_eq!(c6.apply("10.0.10.1".parse().expect("ip")), None);
+    }
+
+    #[test]
+    fn relays_merge_across_lighthouses() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let mut r = RemoteList::default();
+        r.set_relays_from_lighthouse(ip("10.0.0.2"), vec![ip("10.0.0.9"), ip("10.0.0.8")]);
+        r.set_relays_from_lighthouse(ip("10.0.0.1"), vec![ip("10.0.0.8")]);
+        assert_eq!(r.relays(), vec![ip("10.0.0.8"), ip("10.0.0.9")]);
+        r.forget_dynamic();
+        assert!(r.relays().is_empty());
+    }
+
+    #[test]
     fn lighthouse_answers_are_capped_per_family() {
         let mut r = RemoteList::default();
         let many: Vec<SocketAddr> = (1..=15).map(|p| sa(&format!("203.0.113.9:{p}"))).collect();

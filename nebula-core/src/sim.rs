@@ -398,6 +398,14 @@ impl Sim {
 
     /// Which node (and its own address) a datagram to `to` reaches, after destination NAT.
     fn resolve(&self, from: SocketAddr, to: SocketAddr) -> Option<usize> {
+        // A private address behind a NAT is only reachable from inside the same NAT.
+        if self
+            .nats
+            .iter()
+            .any(|n| n.inside.contains(&to.ip()) && !n.inside.contains(&from.ip()))
+        {
+            return None;
+        }
         let mut to = to;
         for nat in &self.nats {
             if let Some(private) = nat.inbound(from, to) {

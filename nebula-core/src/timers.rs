@@ -19,6 +19,9 @@ pub enum Timer {
     Punch { to: SocketAddr },
     /// `punchy.respond`: send a test request to this vpn address.
     PunchRespond { vpn: IpAddr },
+    /// A relayed tunnel: probe the peer's direct addresses (after the punches had time to open
+    /// the NATs).
+    TryDirect { local_index: u32 },
 }
 
 /// A min-heap of deadlines. Stale entries are allowed: the handler re-checks state when one fires.

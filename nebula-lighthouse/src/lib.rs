@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use ipnet::IpNet;
 use nebula_core::lighthouse::LighthouseServer;
+use nebula_core::remotes::RemoteAllowList;
 use proto::lighthouse::{AddrEncoding, NebulaMeta, NebulaMetaDetails, NebulaMetaType};
 
 /// Most reported addresses kept per family for one host (Go's `MaxRemotes`).
@@ -38,15 +40,35 @@ impl HostEntry {
     }
 }
 
+/// Which reported addresses the lighthouse keeps: `(host's vpn address, address) -> keep?`.
+pub type AddressFilter = Box<dyn Fn(IpAddr, SocketAddr) -> bool + Send>;
+
 /// The address book; plug it into the engine with `Engine::set_lighthouse_server`.
 #[derive(Default)]
 pub struct AddressBook {
     hosts: HashMap<IpAddr, HostEntry>,
+    filter: Option<AddressFilter>,
 }
 
 impl AddressBook {
     pub fn new() -> AddressBook {
         AddressBook::default()
+    }
+
+    /// An address book that keeps only the reported addresses `filter` accepts.
+    pub fn with_filter(filter: AddressFilter) -> AddressBook {
+        AddressBook {
+            hosts: HashMap::new(),
+            filter: Some(filter),
+        }
+    }
+
+    /// As Go's lighthouse does: reported addresses must pass our `lighthouse.remote_allow_list`
+    /// (and its `remote_allow_ranges`) and must not lie inside our vpn networks.
+    pub fn with_remote_allow_list(list: RemoteAllowList, vpn_networks: Vec<IpNet>) -> AddressBook {
+        AddressBook::with_filter(Box::new(move |vpn, addr| {
+            list.allows(vpn, addr.ip()) && !vpn_networks.iter().any(|n| n.contains(&addr.ip()))
+        }))
     }
 
     pub fn get(&self, vpn: &IpAddr) -> Option<&HostEntry> {
@@ -153,9 +175,15 @@ impl LighthouseServer for AddressBook {
                     // v2 may omit it.
                     None => AddrEncoding::V2,
                 };
+                let filter = self.filter.as_ref();
+                let reported = capped(
+                    details
+                        .underlay_addrs()
+                        .filter(|a| filter.is_none_or(|f| f(sender, *a))),
+                );
                 let entry = self.hosts.entry(sender).or_default();
                 entry.learned = learned;
-                entry.reported = capped(details.underlay_addrs());
+                entry.reported = reported;
                 entry.relays = details.relays();
                 entry.encoding = Some(encoding);
                 let ack = NebulaMetaDetails::for_vpn_addr(
@@ -276,6 +304,38 @@ mod tests {
         );
         assert!(r.is_empty());
         assert!(lh.get(&ip("10.1.0.2")).is_none());
+    }
+
+    #[test]
+    fn remote_allow_list_and_vpn_networks_filter_reported_addresses() {
+        use nebula_core::remotes::AllowList;
+        let list = RemoteAllowList {
+            base: Some(AllowList {
+                rules: vec![
+                    ("172.16.0.0/12".parse().expect("net"), false),
+                    ("0.0.0.0/0".parse().expect("net"), true),
+                ],
+            }),
+            ranges: Vec::new(),
+        };
+        let mut lh =
+            AddressBook::with_remote_allow_list(list, vec!["10.1.0.0/16".parse().expect("net")]);
+        let mut r = Vec::new();
+        lh.handle(
+            Instant::now(),
+            &[ip("10.1.0.2")],
+            Some(sa("203.0.113.2:4242")),
+            &update(
+                "10.1.0.2",
+                &["172.17.0.5:4242", "10.1.0.2:4242", "192.168.1.2:4242"],
+                AddrEncoding::V1,
+            ),
+            &mut r,
+        );
+        assert_eq!(
+            lh.get(&ip("10.1.0.2")).expect("entry").reported,
+            vec![sa("192.168.1.2:4242")]
+        );
     }
 
     #[test]

@@ -7,6 +7,8 @@ pub mod device;
 pub mod localaddrs;
 pub mod netlink;
 pub mod notify;
+pub mod offload;
 pub mod setup;
 pub mod tun;
 pub mod udp;
+pub mod udp_batch;

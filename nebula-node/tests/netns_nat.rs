@@ -238,7 +238,11 @@ fn connect_and_transfer(m: &mut NatMesh, label: &str) -> (f64, usize) {
 }
 
 fn expect_direct(imps: [Impl; 3], tag: &str, label: &str) {
-    let mut m = nat_mesh(tag, imps, Nats::Cone, false);
+    expect_direct_with(imps, tag, false, label)
+}
+
+fn expect_direct_with(imps: [Impl; 3], tag: &str, relay: bool, label: &str) {
+    let mut m = nat_mesh(tag, imps, Nats::Cone, relay);
     let (_, big) = connect_and_transfer(&mut m, label);
     // 8 MiB of TCP is ~6500 full-size datagrams each way; none may cross the lighthouse.
     assert!(
@@ -292,6 +296,27 @@ fn direct_through_nats_go_and_ours() {
         [Impl::Go1110, Impl::Ours, Impl::Go161],
         "nmx",
         "direct: go1.11.0 lh, ours a, go1.6.1 b",
+    );
+}
+
+#[test]
+fn direct_wins_over_a_configured_relay() {
+    // The relay answers first; the nodes then find the punched direct path and leave it.
+    expect_direct_with(
+        [Impl::Ours, Impl::Ours, Impl::Ours],
+        "ndr",
+        true,
+        "direct despite a relay: ours relay, ours a, ours b",
+    );
+}
+
+#[test]
+fn direct_wins_over_a_configured_relay_go_peer() {
+    expect_direct_with(
+        [Impl::Ours, Impl::Ours, Impl::Go161],
+        "ndg",
+        true,
+        "direct despite a relay: ours relay, ours a, go1.6.1 b",
     );
 }
 
@@ -423,6 +448,10 @@ fn roam_mid_transfer(tag: &str, a_impl: Impl, label: &str) {
     );
     std::thread::sleep(Duration::from_millis(2000));
     let t_move = Instant::now();
+    eprintln!(
+        "{label}: moving b at {}",
+        must("date -u +%H:%M:%S.%N").trim()
+    );
     must(&format!(
         "ip -n {b} addr add 192.0.2.13/24 dev eth0 && ip -n {b} addr del 192.0.2.3/24 dev eth0"
     ));
@@ -439,6 +468,13 @@ fn roam_mid_transfer(tag: &str, a_impl: Impl, label: &str) {
     assert_eq!(x, y, "{label}: data corrupted or cut short\n{}", logs(&lab));
     let alog = lab.log("a.log");
     let roamed = alog.contains("192.0.2.13");
+    eprintln!(
+        "{label}: moved at {}; a's first mention of the new address: {}",
+        must("date -u +%H:%M:%S.%N").trim(),
+        alog.lines()
+            .find(|l| l.contains("192.0.2.13") && l.contains("oamed"))
+            .unwrap_or("none")
+    );
     assert!(
         roamed,
         "{label}: a never saw b's new address\n{}",

@@ -221,12 +221,35 @@ impl Remote<'_> {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Copies files into the staging directory `dir`, each under its `stage_name`.
     fn scp(&self, files: &[&Install], dir: &str) -> Result<(), ApplyError> {
+        let (same, renamed): (Vec<&Install>, Vec<&Install>) = files.iter().partition(|f| {
+            f.local
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy() == f.stage_name)
+        });
+        if !same.is_empty() {
+            self.scp_to(same.iter().map(|f| f.local.as_path()), &format!("{dir}/"))?;
+        }
+        for f in renamed {
+            self.scp_to(
+                std::iter::once(f.local.as_path()),
+                &format!("{dir}/{}", f.stage_name),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn scp_to<'p>(
+        &self,
+        sources: impl Iterator<Item = &'p Path>,
+        target: &str,
+    ) -> Result<(), ApplyError> {
         let mut cmd = Command::new(&self.opts.scp_program);
         cmd.arg("-q");
         self.common_args(&mut cmd, "-P");
-        for f in files {
-            cmd.arg(&f.local);
+        for s in sources {
+            cmd.arg(s);
         }
         let host = if self.ssh.host.contains(':') {
             format!("[{}]", self.ssh.host)
@@ -234,8 +257,8 @@ impl Remote<'_> {
             self.ssh.host.clone()
         };
         let dest = match &self.ssh.user {
-            Some(u) => format!("{u}@{host}:{dir}/"),
-            None => format!("{host}:{dir}/"),
+            Some(u) => format!("{u}@{host}:{target}"),
+            None => format!("{host}:{target}"),
         };
         cmd.arg(dest);
         let out = cmd.output().map_err(|source| ApplyError::Spawn {

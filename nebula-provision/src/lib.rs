@@ -16,6 +16,8 @@ pub mod pki;
 pub mod provision;
 pub mod render;
 pub mod shell;
+#[cfg(test)]
+mod testutil;
 pub mod validate;
 
 pub use error::{ApplyError, InventoryError, OutputError, PkiError, Problem};

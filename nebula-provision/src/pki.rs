@@ -555,3 +555,98 @@ pub fn issue(
     })?;
     Ok(hc)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{mesh_in, INV};
+
+    const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn a_ca_capped_certificate_is_not_reissued_every_run() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let mesh = mesh_in(
+            t.path(),
+            &INV.replacen("dir: pki", "dir: pki\n  ca_days: 100", 1),
+        );
+        let mut ca = create_ca(&mesh, None, NOW).expect("ca");
+        let host = mesh.host("web1").expect("web1");
+        let want = DesiredCert::for_host(&mesh, host);
+        let hc = issue(&mut ca, &mesh.pki, &want, None, NOW).expect("issue");
+        assert_eq!(hc.cert.not_after(), ca.cert.not_after(), "capped by the CA");
+        let stored = load_host(&mesh.pki, "web1").expect("load");
+        let late = ca.cert.not_after() - 10 * DAY;
+        assert!(matches!(
+            decide(&stored, &want, &ca.cert, &mesh.pki, late, false),
+            CertAction::Keep { .. }
+        ));
+    }
+
+    #[test]
+    fn unusable_or_mismatched_files_are_reissued() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let mesh = mesh_in(t.path(), INV);
+        let mut ca = create_ca(&mesh, None, NOW).expect("ca");
+        let web1 = DesiredCert::for_host(&mesh, mesh.host("web1").expect("web1"));
+        let web2 = DesiredCert::for_host(&mesh, mesh.host("web2").expect("web2"));
+        issue(&mut ca, &mesh.pki, &web1, None, NOW).expect("issue");
+        issue(&mut ca, &mesh.pki, &web2, None, NOW).expect("issue");
+        let (crt1, key1) = host_paths(&mesh.pki, "web1");
+        let (_, key2) = host_paths(&mesh.pki, "web2");
+        // web1's certificate with web2's key.
+        std::fs::copy(&key2, &key1).expect("copy");
+        let stored = load_host(&mesh.pki, "web1").expect("load");
+        assert!(matches!(
+            decide(&stored, &web1, &ca.cert, &mesh.pki, NOW, false),
+            CertAction::Issue(IssueReason::Unusable(ref r)) if r.contains("does not match")
+        ));
+        std::fs::write(&crt1, "garbage").expect("write");
+        assert!(matches!(
+            decide(
+                &load_host(&mesh.pki, "web1").expect("load"),
+                &web1,
+                &ca.cert,
+                &mesh.pki,
+                NOW,
+                false
+            ),
+            CertAction::Issue(IssueReason::Unusable(_))
+        ));
+        std::fs::remove_file(&crt1).expect("rm");
+        assert!(matches!(
+            load_host(&mesh.pki, "web1").expect("load"),
+            Stored::Unusable(_)
+        ));
+    }
+
+    #[test]
+    fn a_p256_mesh_gets_p256_certificates() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let mesh = mesh_in(
+            t.path(),
+            &INV.replacen(
+                "network: 10.10.0.0/24",
+                "network: 10.10.0.0/24\n  curve: P256\n  cert_version: 2",
+                1,
+            ),
+        );
+        let mut ca = create_ca(&mesh, None, NOW).expect("ca");
+        assert_eq!(ca.cert.curve(), Curve::P256);
+        let want = DesiredCert::for_host(&mesh, mesh.host("lh").expect("lh"));
+        let hc = issue(&mut ca, &mesh.pki, &want, None, NOW).expect("issue");
+        assert_eq!(hc.cert.curve(), Curve::P256);
+        assert_eq!(hc.cert.version(), Version::V2);
+        let stored = load_host(&mesh.pki, "lh").expect("load");
+        assert!(matches!(
+            decide(&stored, &want, &ca.cert, &mesh.pki, NOW, false),
+            CertAction::Keep { .. }
+        ));
+        let mut v1 = want.clone();
+        v1.version = Version::V1;
+        assert!(matches!(
+            decide(&stored, &v1, &ca.cert, &mesh.pki, NOW, false),
+            CertAction::Issue(IssueReason::Changed(_))
+        ));
+    }
+}

@@ -399,3 +399,387 @@ pub fn run(mesh: &Mesh, out_dir: &Path, opts: &Options<'_>) -> Result<Outcome, P
         rendered: files,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::IssueReason;
+    use crate::testutil::{mesh_in, INV};
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::PermissionsExt;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn opts(now: i64) -> Options<'static> {
+        Options {
+            now,
+            ..Options::default()
+        }
+    }
+
+    /// Every file under `dir` with its bytes and mode.
+    fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).expect("read_dir") {
+                let p = e.expect("entry").path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let mode = fs::metadata(&p).expect("meta").permissions().mode() & 0o7777;
+                    out.insert(
+                        p.strip_prefix(dir).expect("prefix").to_path_buf(),
+                        (fs::read(&p).expect("read"), mode),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    fn action<'a>(o: &'a Outcome, host: &str) -> &'a CertAction {
+        &o.hosts
+            .iter()
+            .find(|h| h.name == host)
+            .expect("host in outcome")
+            .action
+    }
+
+    #[test]
+    fn first_run_writes_bundles_and_a_second_run_changes_nothing() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let mesh = mesh_in(t.path(), INV);
+        let out = t.path().join("out");
+        let first = run(&mesh, &out, &opts(NOW)).expect("render");
+        assert!(matches!(first.ca, CaOutcome::Created { .. }));
+        assert!(first
+            .hosts
+            .iter()
+            .all(|h| h.action == CertAction::Issue(IssueReason::New)));
+        for f in [
+            "lh/config.yml",
+            "lh/ca.crt",
+            "lh/host.crt",
+            "lh/host.key",
+            "lh/nebula.service",
+            "lh/nebula-edge.nft",
+            "lh/nebula-edge.service",
+            "web1/user-data",
+            "web2/config.yml",
+            "ansible/site.yml",
+            "terraform/lh/main.tf",
+        ] {
+            assert!(out.join(f).is_file(), "{f} missing");
+        }
+        assert!(!out.join("web2/user-data").exists());
+        assert!(!out.join("web1/nebula-edge.nft").exists());
+        let mode = |p: &str| {
+            fs::metadata(out.join(p))
+                .expect("meta")
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("lh/host.key"), 0o600);
+        assert_eq!(mode("web1/user-data"), 0o600);
+        assert_eq!(mode("lh/config.yml"), 0o644);
+        assert_eq!(mode("lh"), 0o700);
+        assert_eq!(
+            fs::metadata(mesh.pki.dir.join("ca.key"))
+                .expect("meta")
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+
+        let before = snapshot(t.path());
+        let second = run(&mesh, &out, &opts(NOW + 3600)).expect("re-render");
+        assert!(!second.changed(), "second run changed things:\n{second}");
+        assert!(second
+            .hosts
+            .iter()
+            .all(|h| matches!(h.action, CertAction::Keep { .. })));
+        assert_eq!(before, snapshot(t.path()), "files changed on a no-op run");
+        assert!(second.to_string().contains("files: no changes"));
+    }
+
+    #[test]
+    fn changing_one_host_reissues_only_its_certificate_and_says_so_first() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let mesh = mesh_in(t.path(), INV);
+        let out = t.path().join("out");
+        run(&mesh, &out, &opts(NOW)).expect("render");
+        let before = snapshot(&out);
+
+        let changed = mesh_in(
+            t.path(),
+            &INV.replacen(
+                "groups: [web]\n    cloud_init",
+                "groups: [web, canary]\n    cloud_init",
+                1,
+            ),
+        );
+        let mut dry = opts(NOW + 60);
+        dry.dry_run = true;
+        let plan = run(&changed, &out, &dry).expect("plan");
+        assert_eq!(before, snapshot(&out), "a plan wrote files");
+        match action(&plan, "web1") {
+            CertAction::Issue(IssueReason::Changed(c)) => {
+                assert_eq!(c, &vec!["groups: [web] -> [canary, web]".to_string()])
+            }
+            other => panic!("web1: {other:?}"),
+        }
+        assert!(matches!(action(&plan, "lh"), CertAction::Keep { .. }));
+        assert!(matches!(action(&plan, "web2"), CertAction::Keep { .. }));
+        let text = plan.to_string();
+        assert!(
+            text.contains("cert web1: would be issued (changed: groups"),
+            "{text}"
+        );
+        assert!(
+            text.contains("file web1/host.crt: would be update"),
+            "{text}"
+        );
+
+        let done = run(&changed, &out, &opts(NOW + 60)).expect("render");
+        let after = snapshot(&out);
+        for f in [
+            "lh/host.crt",
+            "lh/host.key",
+            "web2/host.crt",
+            "web2/host.key",
+            "lh/ca.crt",
+        ] {
+            assert_eq!(
+                before.get(Path::new(f)),
+                after.get(Path::new(f)),
+                "{f} changed"
+            );
+        }
+        for f in ["web1/host.crt", "web1/host.key", "web1/user-data"] {
+            assert_ne!(
+                before.get(Path::new(f)),
+                after.get(Path::new(f)),
+                "{f} unchanged"
+            );
+        }
+        let changed_certs: Vec<&str> = done
+            .hosts
+            .iter()
+            .filter(|h| matches!(h.action, CertAction::Issue(_)))
+            .map(|h| h.name.as_str())
+            .collect();
+        assert_eq!(changed_certs, vec!["web1"]);
+        let (cert, _) = nebula_cert::cert::Certificate::from_pem(
+            &fs::read(out.join("web1/host.crt")).expect("read"),
+        )
+        .expect("pem");
+        assert_eq!(cert.groups(), &["canary".to_string(), "web".to_string()]);
+
+        // And then it is stable again.
+        assert!(!run(&changed, &out, &opts(NOW + 120))
+            .expect("again")
+            .changed());
+    }
+
+    #[test]
+    fn certificates_are_renewed_inside_the_window_only() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let mesh = mesh_in(t.path(), INV);
+        let out = t.path().join("out");
+        run(&mesh, &out, &opts(NOW)).expect("render");
+        // cert_days 365, renew_before_days 30 (defaults).
+        let early = run(&mesh, &out, &opts(NOW + 334 * DAY)).expect("day 334");
+        assert!(!early.changed(), "{early}");
+        let late = run(&mesh, &out, &opts(NOW + 336 * DAY)).expect("day 336");
+        for h in &late.hosts {
+            assert!(
+                matches!(
+                    h.action,
+                    CertAction::Issue(IssueReason::Renew { days_left: 29 })
+                ),
+                "{}: {:?}",
+                h.name,
+                h.action
+            );
+            assert_eq!(h.not_after, Some(NOW + 336 * DAY + 365 * DAY));
+        }
+        assert!(late.to_string().contains("expires in 29 day(s), renewing"));
+        assert!(!run(&mesh, &out, &opts(NOW + 337 * DAY))
+            .expect("after")
+            .changed());
+    }
+
+    #[test]
+    fn forced_renewal_and_a_replaced_ca() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let mesh = mesh_in(t.path(), INV);
+        let out = t.path().join("out");
+        run(&mesh, &out, &opts(NOW)).expect("render");
+        let mut o = opts(NOW);
+        o.force_renew.insert("web2".into());
+        let forced = run(&mesh, &out, &o).expect("forced");
+        assert_eq!(
+            action(&forced, "web2"),
+            &CertAction::Issue(IssueReason::Forced)
+        );
+        assert!(matches!(action(&forced, "web1"), CertAction::Keep { .. }));
+
+        fs::remove_file(mesh.pki.dir.join("ca.crt")).expect("rm");
+        fs::remove_file(mesh.pki.dir.join("ca.key")).expect("rm");
+        let fresh = run(&mesh, &out, &opts(NOW)).expect("new CA");
+        assert!(matches!(fresh.ca, CaOutcome::Created { .. }));
+        assert!(fresh
+            .hosts
+            .iter()
+            .all(|h| h.action == CertAction::Issue(IssueReason::CaChanged)));
+        // Half a CA is refused rather than silently replaced.
+        fs::remove_file(mesh.pki.dir.join("ca.key")).expect("rm");
+        assert!(matches!(
+            run(&mesh, &out, &opts(NOW)),
+            Err(ProvisionError::Pki(PkiError::BadFile { .. }))
+        ));
+    }
+
+    #[test]
+    fn encrypted_ca_key_needs_the_passphrase_only_to_sign() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let inv = INV.replacen("dir: pki", "dir: pki\n  encrypt_ca_key: true", 1);
+        let mesh = mesh_in(t.path(), &inv);
+        let out = t.path().join("out");
+        assert!(matches!(
+            run(&mesh, &out, &opts(NOW)),
+            Err(ProvisionError::Pki(PkiError::PassphraseMissing { .. }))
+        ));
+        let mut o = opts(NOW);
+        o.passphrase = Some(b"correct horse");
+        let first = run(&mesh, &out, &o).expect("with passphrase");
+        assert!(matches!(first.ca, CaOutcome::Created { .. }));
+        let key = fs::read_to_string(mesh.pki.dir.join("ca.key")).expect("key");
+        assert!(key.contains("ENCRYPTED PRIVATE KEY"), "{key}");
+
+        // Nothing to sign: no passphrase needed.
+        let again = run(&mesh, &out, &opts(NOW)).expect("no-op without passphrase");
+        assert!(matches!(
+            again.ca,
+            CaOutcome::Reused {
+                encrypted: true,
+                ..
+            }
+        ));
+        assert!(!again.changed());
+
+        // A new host must be signed.
+        let more = mesh_in(
+            t.path(),
+            &format!("{inv}\n").replacen(
+                "firewall:",
+                "  web3:\n    overlay_ip: 10.10.0.13\n    groups: [web]\nfirewall:",
+                1,
+            ),
+        );
+        assert!(matches!(
+            run(&more, &out, &opts(NOW)),
+            Err(ProvisionError::Pki(PkiError::PassphraseMissing { .. }))
+        ));
+        let mut wrong = opts(NOW);
+        wrong.passphrase = Some(b"wrong");
+        assert!(matches!(
+            run(&more, &out, &wrong),
+            Err(ProvisionError::Pki(PkiError::WrongPassphrase { .. }))
+        ));
+        let added = run(&more, &out, &o).expect("sign web3");
+        assert_eq!(action(&added, "web3"), &CertAction::Issue(IssueReason::New));
+        assert!(matches!(action(&added, "web1"), CertAction::Keep { .. }));
+    }
+
+    #[test]
+    fn a_plan_on_nothing_writes_nothing() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let mesh = mesh_in(t.path(), INV);
+        let out = t.path().join("out");
+        let mut o = opts(NOW);
+        o.dry_run = true;
+        let plan = run(&mesh, &out, &o).expect("plan");
+        assert_eq!(plan.ca, CaOutcome::WouldCreate);
+        assert!(plan.files.iter().all(|(_, c)| *c == Change::Create));
+        assert!(!out.exists());
+        assert!(!mesh.pki.dir.exists());
+        assert!(plan.changed());
+    }
+
+    #[test]
+    fn modes_are_repaired_and_stale_files_removed() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let mesh = mesh_in(t.path(), INV);
+        let out = t.path().join("out");
+        run(&mesh, &out, &opts(NOW)).expect("render");
+        fs::set_permissions(out.join("web1/host.key"), fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+        let o = run(&mesh, &out, &opts(NOW)).expect("repair");
+        assert!(o
+            .files
+            .contains(&(PathBuf::from("web1/host.key"), Change::Mode)));
+        assert_eq!(
+            fs::metadata(out.join("web1/host.key"))
+                .expect("meta")
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+        let no_ci = mesh_in(t.path(), &INV.replacen("    cloud_init: {}\n", "", 1));
+        let o = run(&no_ci, &out, &opts(NOW)).expect("no cloud-init");
+        assert!(o
+            .files
+            .contains(&(PathBuf::from("web1/user-data"), Change::Remove)));
+        assert!(!out.join("web1/user-data").exists());
+        // A host taken out of the inventory keeps its folder, with a warning.
+        let fewer = mesh_in(
+            t.path(),
+            &INV.replacen(
+                "  web2:\n    overlay_ip: 10.10.0.12\n    groups: [web]\n",
+                "",
+                1,
+            ),
+        );
+        let o = run(&fewer, &out, &opts(NOW)).expect("fewer");
+        assert!(out.join("web2/config.yml").exists());
+        assert!(
+            o.warnings.iter().any(|w| w.contains("`web2`")),
+            "{:?}",
+            o.warnings
+        );
+    }
+
+    #[test]
+    fn issued_certificates_say_what_the_inventory_says() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let mesh = mesh_in(t.path(), INV);
+        let out = t.path().join("out");
+        run(&mesh, &out, &opts(NOW)).expect("render");
+        let read = |p: &str| fs::read(out.join(p)).expect("read");
+        let (ca, _) = nebula_cert::cert::Certificate::from_pem(&read("lh/ca.crt")).expect("ca");
+        assert!(ca.is_ca());
+        assert_eq!(ca.name(), "test-ca");
+        assert_eq!(ca.version(), nebula_cert::Version::V1);
+        for h in &mesh.hosts {
+            let (c, _) =
+                nebula_cert::cert::Certificate::from_pem(&read(&format!("{}/host.crt", h.name)))
+                    .expect("cert");
+            assert_eq!(c.name(), h.name);
+            assert_eq!(c.networks(), &[h.network]);
+            assert_eq!(c.groups(), h.groups.as_slice());
+            assert_eq!(c.version(), nebula_cert::Version::V1);
+            assert!(c.check_signature(ca.public_key()));
+            assert_eq!(c.issuer_hex(), ca.fingerprint_hex());
+            assert_eq!(c.not_after(), NOW + 365 * DAY);
+            let key = read(&format!("{}/host.key", h.name));
+            let (raw, curve, _) = nebula_cert::keys::unmarshal_private_key(&key).expect("key");
+            assert!(c.verify_private_key(curve, &raw).is_ok());
+            assert_eq!(read(&format!("{}/ca.crt", h.name)), read("lh/ca.crt"));
+        }
+    }
+}

@@ -182,12 +182,12 @@ fn parse_selector(v: &Value) -> Result<Selector, String> {
             let key = k.as_str().unwrap_or("");
             match key {
                 "host" => match val.as_str() {
-                    Some(s) if s == "any" => Ok(Selector::Any),
+                    Some("any") => Ok(Selector::Any),
                     Some(s) => Ok(Selector::Host(s.to_string())),
                     None => Err("`host` must be a host name".into()),
                 },
                 "group" => match val.as_str() {
-                    Some(s) if s == "any" => Ok(Selector::Any),
+                    Some("any") => Ok(Selector::Any),
                     Some(s) => Ok(Selector::Groups(vec![s.to_string()])),
                     None => Err("`group` must be a group name".into()),
                 },
@@ -899,7 +899,7 @@ impl Validator {
         known_groups: &BTreeSet<String>,
     ) -> Option<(Selector, Selector, Proto, Vec<Ports>)> {
         let before = self.problems.len();
-        let mut sel = |v: &Value, which: &str, this: &mut Self| -> Option<Selector> {
+        let sel = |v: &Value, which: &str, this: &mut Self| -> Option<Selector> {
             match parse_selector(v) {
                 Ok(s) => {
                     this.check_selector(&format!("{field}.{which}"), &s, hosts, known_groups);
@@ -1098,5 +1098,275 @@ fn remote_matches(r: &Remote, h: &Host) -> bool {
         Remote::Host(n) => &h.name == n,
         Remote::Groups(gs) => gs.iter().all(|g| h.groups.contains(g)),
         Remote::Cidr(c) => c.contains(&h.overlay_ip),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{problems, INV};
+
+    fn with(from: &str, to: &str) -> String {
+        assert!(INV.contains(from), "fixture lacks {from}");
+        INV.replacen(from, to, 1)
+    }
+
+    fn assert_problem(text: &str, host: Option<&str>, field: &str) {
+        let ps = problems(text);
+        let want = match host {
+            Some(h) => format!("host `{h}`, field `{field}`"),
+            None => format!("field `{field}`"),
+        };
+        assert!(
+            ps.iter().any(|p| p.starts_with(&want)),
+            "expected a problem starting with {want:?}, got {ps:#?}"
+        );
+    }
+
+    #[test]
+    fn fixture_is_valid_and_resolves_firewall_both_ways() {
+        assert_eq!(problems(INV), Vec::<String>::new());
+        let inv = inventory::parse(INV).expect("parse");
+        let mesh = resolve(&inv, Path::new("/x/inventory.yml")).expect("valid");
+        let lh = mesh.host("lh").expect("lh");
+        let web1 = mesh.host("web1").expect("web1");
+        let web = Remote::Groups(vec!["web".into()]);
+        let lighthouse = Remote::Groups(vec!["lighthouse".into()]);
+        assert_eq!(
+            lh.outbound,
+            vec![FwRule {
+                proto: Proto::Tcp,
+                ports: Ports::Range(443, 443),
+                remote: web.clone()
+            }]
+        );
+        assert_eq!(
+            lh.inbound,
+            vec![FwRule {
+                proto: Proto::Icmp,
+                ports: Ports::Any,
+                remote: web
+            }]
+        );
+        assert_eq!(
+            web1.inbound,
+            vec![FwRule {
+                proto: Proto::Tcp,
+                ports: Ports::Range(443, 443),
+                remote: lighthouse
+            }]
+        );
+        assert_eq!(
+            web1.outbound,
+            vec![FwRule {
+                proto: Proto::Icmp,
+                ports: Ports::Any,
+                remote: Remote::Host("lh".into())
+            }]
+        );
+        assert_eq!(lh.listen_port, 4242);
+        assert_eq!(web1.listen_port, 0);
+        assert_eq!(mesh.pki.dir, Path::new("/x/pki"));
+        let edge = mesh.edge.expect("edge");
+        assert_eq!(edge.forwards.len(), 1);
+        assert_eq!(edge.forwards[0].targets.len(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_host_and_the_field() {
+        assert_problem(
+            &with("overlay_ip: 10.10.0.11", "overlay_ip: 10.99.0.11"),
+            Some("web1"),
+            "overlay_ip",
+        );
+        assert_problem(
+            &with("overlay_ip: 10.10.0.11", "overlay_ip: banana"),
+            Some("web1"),
+            "overlay_ip",
+        );
+        assert_problem(
+            &with("overlay_ip: 10.10.0.12", "overlay_ip: 10.10.0.11"),
+            Some("web2"),
+            "overlay_ip",
+        );
+        assert_problem(
+            &with("overlay_ip: 10.10.0.11", "overlay_ip: 10.10.0.255"),
+            Some("web1"),
+            "overlay_ip",
+        );
+        assert_problem(
+            &with(
+                "groups: [web]\n    cloud_init",
+                "groups: [\"we b\"]\n    cloud_init",
+            ),
+            Some("web1"),
+            "groups[0]",
+        );
+        assert_problem(
+            &with(
+                "public_endpoints: [\"192.0.2.1:4242\"]",
+                "public_endpoints: [\"192.0.2.1\"]",
+            ),
+            Some("lh"),
+            "public_endpoints[0]",
+        );
+        assert_problem(
+            &with(
+                "public_endpoints: [\"192.0.2.1:4242\"]",
+                "public_endpoints: []",
+            ),
+            Some("lh"),
+            "public_endpoints",
+        );
+        assert_problem(
+            &with(
+                "ssh_admin_cidrs: [198.51.100.7/32]",
+                "ssh_admin_cidrs: [0.0.0.0/0]",
+            ),
+            Some("lh"),
+            "lightsail.ssh_admin_cidrs[0]",
+        );
+        assert_problem(
+            &with(
+                "cloud_init: {}",
+                "cloud_init: {}\n    nebula_binary: {local: ./nebula}",
+            ),
+            Some("web1"),
+            "nebula_binary.local",
+        );
+        assert_problem(
+            &with(
+                "cloud_init: {}",
+                "cloud_init: {}\n    nebula_binary: {url: \"https://x.invalid/n\"}",
+            ),
+            Some("web1"),
+            "nebula_binary.sha256",
+        );
+        assert_problem(
+            &with(
+                "cloud_init: {}",
+                "cloud_init: {}\n    nebula_binary: {path: \"bin/nebula\"}",
+            ),
+            Some("web1"),
+            "nebula_binary.path",
+        );
+        assert_problem(
+            &with(
+                "cloud_init: {}",
+                "cloud_init: {}\n    ssh: {host: \"-oProxyCommand=x\"}",
+            ),
+            Some("web1"),
+            "ssh.host",
+        );
+        assert_problem(&with("  web2:", "  ../evil:"), Some("../evil"), "(name)");
+        assert_problem(&with("  web2:", "  ansible:"), Some("ansible"), "(name)");
+    }
+
+    #[test]
+    fn errors_name_top_level_fields() {
+        assert_problem(
+            &with("network: 10.10.0.0/24", "network: 10.10.0.1/24"),
+            None,
+            "mesh.network",
+        );
+        assert_problem(
+            &with("network: 10.10.0.0/24", "network: fd00::/64"),
+            None,
+            "mesh.network",
+        );
+        assert_problem(
+            &with(
+                "to: {group: web}, proto: tcp",
+                "to: {group: wbe}, proto: tcp",
+            ),
+            None,
+            "firewall.allow[0].to",
+        );
+        assert_problem(
+            &with("proto: tcp, port: 443", "proto: tcp, port: 70000"),
+            None,
+            "firewall.allow[0].port",
+        );
+        assert_problem(
+            &with("proto: icmp}", "proto: icmp, port: 7}"),
+            None,
+            "firewall.allow[1].port",
+        );
+        assert_problem(
+            &with("proto: tcp, port: 443", "proto: sctp, port: 443"),
+            None,
+            "firewall.allow[0].proto",
+        );
+        assert_problem(
+            &with("lighthouse: true\n", "lighthouse: false\n"),
+            None,
+            "hosts",
+        );
+        assert_problem(
+            &with(
+                "dir: pki",
+                "dir: pki\n  cert_days: 10\n  renew_before_days: 10",
+            ),
+            None,
+            "pki.renew_before_days",
+        );
+        // The firewall must allow what is forwarded.
+        assert_problem(
+            &with("proto: tcp, port: 443", "proto: tcp, port: 80"),
+            None,
+            "edge_forwarding.ports[0].to",
+        );
+        assert_problem(
+            &with("host: lh\n  ports", "host: nobody\n  ports"),
+            None,
+            "edge_forwarding.host",
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_path() {
+        let ps = problems(&with(
+            "    cloud_init: {}",
+            "    cloud_init: {}\n    overlay: 1",
+        ));
+        assert_eq!(ps.len(), 1, "{ps:?}");
+        assert!(
+            ps[0].contains("hosts.web1") && ps[0].contains("unknown field `overlay`"),
+            "{ps:?}"
+        );
+    }
+
+    #[test]
+    fn selectors_and_ports_parse() {
+        let v = |s: &str| serde_norway::from_str::<Value>(s).expect("yaml");
+        assert_eq!(parse_selector(&v("any")), Ok(Selector::Any));
+        assert_eq!(
+            parse_selector(&v("{groups: [b, a]}")),
+            Ok(Selector::Groups(vec!["a".into(), "b".into()]))
+        );
+        assert!(parse_selector(&v("{host: a, group: b}")).is_err());
+        assert!(parse_selector(&v("{cidr: nope}")).is_err());
+        assert_eq!(
+            parse_ports(Some(&v("[80, \"8000-8080\", any]"))),
+            Ok(vec![
+                Ports::Range(80, 80),
+                Ports::Range(8000, 8080),
+                Ports::Any
+            ])
+        );
+        assert!(parse_ports(Some(&v("\"9-1\""))).is_err());
+        assert!(parse_ports(Some(&v("[]"))).is_err());
+    }
+
+    #[test]
+    fn safe_names_and_paths() {
+        assert!(is_safe_name("vyom-ingress-1", 63));
+        assert!(!is_safe_name("-x", 63));
+        assert!(!is_safe_name("a/b", 63));
+        assert!(!is_safe_name("", 63));
+        assert!(is_safe_abs_path("/usr/local/bin/nebula"));
+        assert!(!is_safe_abs_path("/usr/../bin/nebula"));
+        assert!(!is_safe_abs_path("/usr/bin/neb ula"));
+        assert!(!is_safe_abs_path("/usr/bin/%n"));
     }
 }

@@ -94,7 +94,7 @@ fn inventory(mesh: &Mesh) -> Value {
         hosts.insert(s(&h.name), map(vars));
         let mut gs: Vec<String> = h.groups.iter().map(|g| group_name(g)).collect();
         if h.lighthouse {
-            gs.push("nebula_lighthouses".into());
+            gs.push("nebula_am_lighthouse".into());
         }
         for g in gs {
             groups.entry(g).or_default().push(h.name.clone());
@@ -108,9 +108,9 @@ fn inventory(mesh: &Mesh) -> Value {
         }
         children.insert(s(&g), map(vec![("hosts", Value::Mapping(hm))]));
     }
-    if !children.contains_key("nebula_lighthouses") {
+    if !children.contains_key("nebula_am_lighthouse") {
         children.insert(
-            s("nebula_lighthouses"),
+            s("nebula_am_lighthouse"),
             map(vec![("hosts", Value::Mapping(Mapping::new()))]),
         );
     }
@@ -139,8 +139,8 @@ fn playbook() -> Value {
         ])
     };
     seq(vec![
-        play("Nebula lighthouses", "nebula_lighthouses"),
-        play("Nebula hosts", "nebula:!nebula_lighthouses"),
+        play("Nebula lighthouses", "nebula_am_lighthouse"),
+        play("Nebula hosts", "nebula:!nebula_am_lighthouse"),
     ])
 }
 
