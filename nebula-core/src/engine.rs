@@ -329,6 +329,8 @@ pub struct Engine {
     deferred: VecDeque<(IpAddr, MessageType, u8, Vec<u8>)>,
     /// Relay indexes, ours and the ones we forward.
     relays: RelayTable,
+    /// Bumped by every `reload_pki`; tunnels remember the generation they were made with.
+    pki_generation: u64,
 }
 
 impl Engine {
@@ -361,6 +363,7 @@ impl Engine {
             started: false,
             deferred: VecDeque::new(),
             relays: RelayTable::default(),
+            pki_generation: 0,
         }
     }
 
@@ -439,6 +442,9 @@ impl Engine {
     /// verifies are closed at their next connection check, and new handshakes use the new cert.
     pub fn reload_pki(&mut self, pki: Pki) {
         self.pki = pki;
+        // Tunnels made with the old credentials re-handshake at their next connection check
+        // (Go 1.7+).
+        self.pki_generation += 1;
     }
 
     /// Replace the lighthouse and static host lists (SIGHUP).
@@ -1714,6 +1720,7 @@ impl Engine {
             pending_deletion: false,
             cert_version: resp.our_version,
             recv_errors: 0,
+            pki_generation: self.pki_generation,
             relays: via.relays(),
             promote_counter: 0,
             next_requery: None,
@@ -1835,6 +1842,7 @@ impl Engine {
                 pending_deletion: false,
                 cert_version: p.version,
                 recv_errors: 0,
+                pki_generation: self.pki_generation,
                 relays: Vec::new(),
                 promote_counter: 0,
                 next_requery: None,
@@ -1879,11 +1887,13 @@ impl Engine {
             pending_deletion: false,
             cert_version: p.version,
             recv_errors: 0,
+            pki_generation: self.pki_generation,
             relays: via.relays(),
             promote_counter: 0,
             next_requery: None,
         };
         let cert_name = tunnel.peer_cert.name().to_string();
+        let replacing = self.hostmap.primary(&vpn).is_some();
         let promote = match self.hostmap.primary(&vpn).and_then(|i| self.hostmap.get(i)) {
             None => true,
             Some(cur) => self.newer_wins(now, &tunnel, cur),
@@ -1912,8 +1922,14 @@ impl Engine {
             initiator: true,
             cert_name,
         });
+        let nothing_queued = p.queued.is_empty();
         for q in p.queued {
             self.send_queued(now, idx, q, out);
+        }
+        if replacing && nothing_queued {
+            // A re-handshake: prove our keys on the new tunnel at once, so the peer (which never
+            // lets an unconfirmed tunnel replace a working one) moves over too.
+            self.send_on_tunnel(idx, MessageType::Test, subtype::TEST_REQUEST, &[], out);
         }
         if self.cfg.lighthouses.contains(&vpn) {
             self.flush_deferred(now, out);
@@ -2041,8 +2057,8 @@ impl Engine {
             self.remove_tunnel(idx, CloseReason::Replaced, out);
             return;
         }
-        if is_primary && t.remote.is_none() {
-            // Relayed: keep looking for a direct path.
+        if is_primary && (t.remote.is_none() || !self.cfg.preferred_ranges.is_empty()) {
+            // Relayed, or maybe not on a preferred range: keep looking for a better path.
             self.probe_paths(idx, out);
         }
         let Some(t) = self.hostmap.get_mut(idx) else {
@@ -2050,7 +2066,8 @@ impl Engine {
         };
         if tin {
             t.pending_deletion = false;
-            let needs_rehandshake = t.session.send_counter() >= self.cfg.rehandshake_after_messages;
+            let needs_rehandshake = t.session.send_counter() >= self.cfg.rehandshake_after_messages
+                || t.pki_generation != self.pki_generation;
             if !tout && self.cfg.punchy.punch {
                 if let Some(r) = t.remote {
                     out.transmits.push(Transmit {

@@ -64,6 +64,9 @@ pub struct Tunnel {
     pub promote_counter: u32,
     /// No lighthouse re-query for this peer before this time (`timers.requery_wait_duration`).
     pub next_requery: Option<Instant>,
+    /// The engine's credential generation when this tunnel was made (a SIGHUP with a new
+    /// certificate bumps it and the tunnel re-handshakes).
+    pub pki_generation: u64,
 }
 
 /// Established tunnels, indexed three ways.

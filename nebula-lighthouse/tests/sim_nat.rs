@@ -1,6 +1,5 @@
-//! Simulation of NAT traversal and relays: nodes behind fake cone/symmetric NATs meet through our
-//! lighthouse, go direct when the NATs allow it and through a relay when they don't; roaming,
-//! re-queries, several lighthouses, allow lists, calculated remotes and IPv6 underlays.
+//! Simulated NAT traversal and relays: fake cone/symmetric NATs, our lighthouse, direct or relayed
+//! paths, roaming, re-queries, several lighthouses, allow lists, calculated remotes, IPv6.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -184,7 +184,10 @@ impl<D: Device> Node<D> {
             unix_nanos(),
         );
         if cfg.lighthouse.am_lighthouse {
-            engine.set_lighthouse_server(Box::new(AddressBook::new()));
+            engine.set_lighthouse_server(Box::new(AddressBook::with_remote_allow_list(
+                setup::remote_allow_list(&cfg.lighthouse.remote_allow_list),
+                engine.pki().networks().to_vec(),
+            )));
         }
         tracing::info!(
             udp_addr = %bound,

@@ -1,7 +1,5 @@
-//! NAT traversal and relays in network namespaces (root): two nodes, each behind its own NAT
-//! router, with only the lighthouse public. They go direct when the NATs allow it (a capture on
-//! the lighthouse shows no data passing it) and through a relay when they don't; our nodes mixed
-//! with Go Nebula 1.6.1 / 1.11.0 in every role; a node changing its address mid-transfer.
+//! NAT traversal and relays in network namespaces (root): direct through cone NATs (nothing crosses
+//! the lighthouse), relayed through symmetric/blocked ones, mixed with Go 1.6.1/1.11.0, roaming.
 
 mod support;
 
@@ -511,4 +509,110 @@ fn roaming_mid_transfer_ours() {
 #[test]
 fn roaming_mid_transfer_go_peer() {
     roam_mid_transfer("nrm2", Impl::Go1110, "roaming: go1.11.0 a, ours b");
+}
+
+#[test]
+fn two_lighthouses_one_stopped() {
+    // Our lighthouse and a Go 1.11.0 lighthouse; the nodes (ours, behind NATs) use both. With
+    // ours stopped, the Go one alone brings A and B together, directly.
+    const LH2_VPN: &str = "10.77.0.4";
+    let mut lab = Lab::new("n2l");
+    let lh1 = lab.public_host("lh", LH_IP);
+    let lh2 = lab.public_host("lh2", "192.0.2.4");
+    let (a, ra) = lab.natted_host("a", "192.0.2.2", "192.168.41", false);
+    let (b, rb) = lab.natted_host("b", "192.0.2.3", "192.168.42", false);
+    for r in [&ra, &rb] {
+        must(&format!(
+            "ip netns exec {r} iptables -A INPUT -i eth0 -m conntrack --ctstate NEW -j DROP"
+        ));
+    }
+    let pki = Pki::new(Version::V1, Curve::Curve25519);
+    let dir = lab.dir.path().to_path_buf();
+    let hosts = [
+        ("lh", LH_VPN, lh1.clone(), Impl::Ours, true),
+        ("lh2", LH2_VPN, lh2.clone(), Impl::Go1110, true),
+        ("a", A_VPN, a.clone(), Impl::Ours, false),
+        ("b", B_VPN, b.clone(), Impl::Ours, false),
+    ];
+    for (name, vpn, _, _, _) in &hosts {
+        pki.host(&dir, name, &format!("{vpn}/16"), &[name]);
+    }
+    let mut idx = Vec::new();
+    for (name, _, ns, imp, am_lh) in hosts {
+        let mut cfg = node_config(&NodeOpts {
+            name,
+            dir: &dir,
+            listen_port: if am_lh { 4242 } else { 0 },
+            am_lighthouse: am_lh,
+            lighthouse: if am_lh {
+                None
+            } else {
+                Some((LH_VPN, "192.0.2.1:4242"))
+            },
+            statics: if am_lh {
+                vec![]
+            } else {
+                vec![(LH2_VPN, "192.0.2.4:4242")]
+            },
+            cipher: "aes",
+            dev: "nebula1",
+            inbound: ALLOW_ALL_IN,
+            punchy: true,
+        });
+        if !am_lh {
+            let one = format!("  hosts:\n    - \"{LH_VPN}\"\n");
+            assert!(cfg.contains(&one), "{cfg}");
+            cfg = cfg.replace(&one, &format!("{one}    - \"{LH2_VPN}\"\n"));
+        }
+        let path = lab.write(&format!("{name}.yml"), &cfg);
+        idx.push(lab.spawn(&ns, &imp.cmd(&path), &format!("{name}.log")));
+    }
+    let logs = |lab: &Lab| {
+        let mut s = String::new();
+        for n in ["lh", "lh2", "a", "b"] {
+            let log = lab.log(&format!("{n}.log"));
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            s.push_str(&format!("----- {n}.log -----\n"));
+            for l in tail.into_iter().rev() {
+                s.push_str(l);
+                s.push('\n');
+            }
+        }
+        s
+    };
+    for ns in [&a, &b] {
+        for lh in [LH_VPN, LH2_VPN] {
+            assert!(
+                lab.wait_ping(ns, lh, Duration::from_secs(15)),
+                "{ns} -> {lh}\n{}",
+                logs(&lab)
+            );
+        }
+    }
+    // Both lighthouses now know A and B (updates go to every lighthouse). Stop ours.
+    lab.kill(idx[0], "KILL");
+    let _ = lab.wait_exit(idx[0], Duration::from_secs(5));
+    let t0 = Instant::now();
+    assert!(
+        lab.wait_ping(&a, B_VPN, Duration::from_secs(25)),
+        "a -> b with one lighthouse down\n{}",
+        logs(&lab)
+    );
+    let took = t0.elapsed().as_secs_f64();
+    let cap = Capture::start(&mut lab, &lh2, "lh2");
+    assert!(
+        lab.tcp_transfer(&a, &b, B_VPN, 5004, 4),
+        "tcp a -> b\n{}",
+        logs(&lab)
+    );
+    let (udp, big) = cap.stop(&mut lab);
+    eprintln!(
+        "two lighthouses, ours stopped: first a->b ping after {took:.2} s; \
+         go lighthouse saw {udp} UDP datagrams during 4 MiB, {big} > 600 bytes"
+    );
+    assert!(
+        big < 20,
+        "data passed the lighthouse: {big}\n{}",
+        logs(&lab)
+    );
 }

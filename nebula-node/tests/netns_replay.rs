@@ -56,7 +56,10 @@ fn replayed_and_altered_stage1_cannot_take_over_a_tunnel() {
     // Capture on a's link (a bridge only shows flooded frames on its own device).
     let cap = lab.spawn(
         &ns_a,
-        &format!("tcpdump -i eth0 --immediate-mode -U -w {} udp port 4242", pcap.display()),
+        &format!(
+            "tcpdump -i eth0 --immediate-mode -U -w {} udp port 4242",
+            pcap.display()
+        ),
         "tcpdump.log",
     );
     let ready = std::time::Instant::now() + Duration::from_secs(10);
@@ -80,7 +83,17 @@ fn replayed_and_altered_stage1_cannot_take_over_a_tunnel() {
     let stage1 = udp_payloads(&data)
         .into_iter()
         .find(|p| p.len() > 16 && p[0] == 0x10 && p[8..16] == [0, 0, 0, 0, 0, 0, 0, 1])
-        .unwrap_or_else(|| panic!("no stage 1 in {} bytes of capture: {:?}\n{}", data.len(), udp_payloads(&data).iter().map(|p| p.iter().take(16).copied().collect::<Vec<u8>>()).collect::<Vec<_>>(), lab.log("tcpdump.log")));
+        .unwrap_or_else(|| {
+            panic!(
+                "no stage 1 in {} bytes of capture: {:?}\n{}",
+                data.len(),
+                udp_payloads(&data)
+                    .iter()
+                    .map(|p| p.iter().take(16).copied().collect::<Vec<u8>>())
+                    .collect::<Vec<_>>(),
+                lab.log("tcpdump.log")
+            )
+        });
     // The altered copy: flip a bit of the time field's varint (tag 0x28, the last field).
     let mut altered = stage1.clone();
     let pos = altered
