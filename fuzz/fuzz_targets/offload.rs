@@ -49,7 +49,10 @@ fuzz_target!(|data: &[u8]| {
         let gso = hdr.gso_type & !VNET_GSO_ECN != VNET_GSO_NONE;
         let mut buf = vec![0u8; seg.max_segment_len()];
         let mut n_out = 0;
-        while let Some(n) = seg.next_into(&mut buf).expect("buffer sized by max_segment_len") {
+        while let Some(n) = seg
+            .next_into(&mut buf)
+            .expect("buffer sized by max_segment_len")
+        {
             n_out += 1;
             if gso {
                 check_segment(&buf[..n]);

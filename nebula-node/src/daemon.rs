@@ -8,16 +8,17 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use nebula_core::engine::{Engine, Event, InsideOutcome, Outputs, OutsideOutcome};
+use nebula_core::engine::{Engine, Event, Outputs};
 use nebula_core::filter::GroupFirewall;
 use nebula_lighthouse::AddressBook;
-use proto::header::HEADER_LEN;
 use rand::SeedableRng;
 use thiserror::Error;
 
 use crate::config::{Config, LoadedConfig};
+use crate::datapath::DataPath;
 use crate::setup::{self, SetupError};
-use crate::udp::Udp;
+use crate::tun::VIRTIO_NET_HDR_LEN;
+use crate::udp_batch::{BatchOptions, BatchSocket, DEFAULT_SOCKET_BUFFER};
 
 /// Largest packet we handle (Go's internal `mtu` constant).
 pub const MAX_PACKET: usize = 9001;
@@ -40,6 +41,8 @@ pub enum DaemonError {
 /// A packet device the loop reads from and writes to (the TUN).
 pub trait Device {
     fn fd(&self) -> RawFd;
+    /// Packets carry a `virtio_net_hdr` (IFF_VNET_HDR).
+    fn vnet_hdr(&self) -> bool;
     fn read_packet(&self, buf: &mut [u8]) -> io::Result<usize>;
     fn write_packet(&self, buf: &[u8]) -> io::Result<usize>;
 }
@@ -69,7 +72,7 @@ pub fn validate(loaded: &LoadedConfig) -> Result<Vec<String>, SetupError> {
 /// The running node.
 pub struct Node<D: Device> {
     pub engine: Engine,
-    udp: Udp,
+    data: DataPath,
     tun: Option<D>,
     config_path: PathBuf,
     sighup: UnixStream,
@@ -161,14 +164,30 @@ impl<D: Device> Node<D> {
             .listen
             .host_ip()
             .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        let udp = Udp::bind(
-            host,
-            cfg.listen.port,
-            cfg.listen.read_buffer,
-            cfg.listen.write_buffer,
-            cfg.listen.so_mark,
-        )
-        .map_err(DaemonError::Listen)?;
+        let buffer = |configured: u32| {
+            if configured > 0 {
+                configured as usize
+            } else {
+                DEFAULT_SOCKET_BUFFER
+            }
+        };
+        let opts = BatchOptions {
+            gso: cfg.listen.udp_offloads,
+            gro: cfg.listen.udp_offloads,
+            recv_buffer: buffer(cfg.listen.read_buffer),
+            send_buffer: buffer(cfg.listen.write_buffer),
+            mark: cfg.listen.so_mark,
+        };
+        let udp = BatchSocket::bind(SocketAddr::new(host, cfg.listen.port), &opts)
+            .map_err(DaemonError::Listen)?;
+        let (offloads, buffers) = (udp.offloads(), udp.buffers());
+        tracing::info!(
+            gso = offloads.gso,
+            gro = offloads.gro,
+            recv_buffer = buffers.recv,
+            send_buffer = buffers.send,
+            "UDP socket offloads"
+        );
         let drop_filter = LocalDrop::new(&cfg.tun, pki.networks().to_vec());
         let bound = udp.local_addr().map_err(DaemonError::Listen)?;
         let static_hosts = setup::resolve_static_hosts(cfg)?;
@@ -200,7 +219,7 @@ impl<D: Device> Node<D> {
             .map_err(DaemonError::Signals)?;
         Ok(Node {
             engine,
-            udp,
+            data: DataPath::new(udp),
             tun,
             config_path: config_path.to_path_buf(),
             sighup,
@@ -216,18 +235,29 @@ impl<D: Device> Node<D> {
     }
 
     pub fn udp_addr(&self) -> io::Result<SocketAddr> {
-        self.udp.local_addr()
+        self.data.udp.local_addr()
+    }
+
+    /// The TUN offloads the kernel accepted (`Tun::enable_offloads`), for the data path.
+    pub fn set_tun_offloads(&mut self, offloads: u32) {
+        let vnet = self.tun.as_ref().is_some_and(|t| t.vnet_hdr());
+        self.data.set_tun_offloads(vnet, offloads);
     }
 
     fn flush(&mut self, out: &mut Outputs) {
-        for t in out.transmits.drain(..) {
-            if let Err(e) = self.udp.send_to(&t.payload, t.to) {
-                tracing::debug!(to = %t.to, error = %e, "udp send failed");
-            }
+        if !out.transmits.is_empty() {
+            self.data.send_transmits(&out.transmits);
+            out.transmits.clear();
         }
         for p in out.tun.drain(..) {
             if let Some(tun) = &self.tun {
-                let _ = tun.write_packet(&p);
+                if tun.vnet_hdr() {
+                    let mut framed = vec![0u8; VIRTIO_NET_HDR_LEN + p.len()];
+                    framed[VIRTIO_NET_HDR_LEN..].copy_from_slice(&p);
+                    let _ = tun.write_packet(&framed);
+                } else {
+                    let _ = tun.write_packet(&p);
+                }
             }
         }
         for e in out.events.drain(..) {
@@ -241,7 +271,6 @@ impl<D: Device> Node<D> {
         self.engine.start(Instant::now(), &mut out);
         self.flush(&mut out);
         crate::notify::notify("READY=1");
-        let mut buf = vec![0u8; MAX_PACKET + HEADER_LEN + 64];
         while !self.stop {
             let timeout = self
                 .engine
@@ -251,7 +280,7 @@ impl<D: Device> Node<D> {
                 .min(Duration::from_secs(1));
             let mut fds = vec![
                 libc::pollfd {
-                    fd: self.udp.as_raw_fd(),
+                    fd: self.data.udp.as_raw_fd(),
                     events: libc::POLLIN,
                     revents: 0,
                 },
@@ -285,10 +314,10 @@ impl<D: Device> Node<D> {
                 }
             }
             if fds[0].revents & libc::POLLIN != 0 {
-                self.read_udp(&mut buf, &mut out);
+                self.read_udp(&mut out);
             }
             if fds.len() > 3 && fds[3].revents & libc::POLLIN != 0 {
-                self.read_tun(&mut buf, &mut out);
+                self.read_tun(&mut out);
             }
             self.engine.handle_timeout(Instant::now(), &mut out);
             self.flush(&mut out);
@@ -309,56 +338,17 @@ impl<D: Device> Node<D> {
         Ok(())
     }
 
-    fn read_udp(&mut self, buf: &mut [u8], out: &mut Outputs) {
-        for _ in 0..256 {
-            let (n, from) = match self.udp.recv_from(&mut buf[..MAX_PACKET]) {
-                Ok(r) => r,
-                Err(_) => return,
-            };
-            let now = Instant::now();
-            match self.engine.handle_outside(now, from, &mut buf[..n], out) {
-                OutsideOutcome::Tun { start, end } => {
-                    if let Some(tun) = &self.tun {
-                        let _ = tun.write_packet(&buf[start..end]);
-                    }
-                }
-                OutsideOutcome::Handled => {}
-                OutsideOutcome::Dropped(reason) => {
-                    tracing::debug!(from = %from, ?reason, len = n, "dropped outside packet");
-                }
-            }
-            if !out.transmits.is_empty() || !out.events.is_empty() || !out.tun.is_empty() {
-                self.flush(out);
-            }
-        }
+    fn read_udp(&mut self, out: &mut Outputs) {
+        self.data.read_udp(&mut self.engine, self.tun.as_ref(), out);
+        self.flush(out);
     }
 
-    fn read_tun(&mut self, buf: &mut [u8], out: &mut Outputs) {
-        for _ in 0..256 {
-            let Some(tun) = &self.tun else { return };
-            let n = match tun.read_packet(&mut buf[HEADER_LEN..HEADER_LEN + MAX_PACKET]) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            if self.drop_filter.drops(&buf[HEADER_LEN..HEADER_LEN + n]) {
-                continue;
-            }
-            let now = Instant::now();
-            match self.engine.handle_inside(now, buf, n, out) {
-                InsideOutcome::Send { to, len } => {
-                    if let Err(e) = self.udp.send_to(&buf[..len], to) {
-                        tracing::debug!(to = %to, error = %e, "udp send failed");
-                    }
-                }
-                InsideOutcome::Queued => {}
-                InsideOutcome::Dropped(reason) => {
-                    tracing::debug!(?reason, len = n, "dropped inside packet");
-                }
-            }
-            if !out.transmits.is_empty() || !out.events.is_empty() || !out.tun.is_empty() {
-                self.flush(out);
-            }
-        }
+    fn read_tun(&mut self, out: &mut Outputs) {
+        let Some(tun) = self.tun.as_ref() else { return };
+        let filter = &self.drop_filter;
+        self.data
+            .read_tun(&mut self.engine, tun, &|p: &[u8]| filter.drops(p), out);
+        self.flush(out);
     }
 
     /// SIGHUP: re-read the config; swap pki, firewall and lighthouse hosts. A broken new config

@@ -8,11 +8,15 @@ use nebula_core::pki::Pki;
 
 use crate::config::Config;
 use crate::daemon::Device;
-use crate::tun::{Tun, TunError, TunOptions, TunSetup};
+use crate::tun::{offload, Tun, TunError, TunOptions, TunSetup};
 
 impl Device for Tun {
     fn fd(&self) -> RawFd {
         self.queues().first().map(|q| q.as_raw_fd()).unwrap_or(-1)
+    }
+
+    fn vnet_hdr(&self) -> bool {
+        Tun::vnet_hdr(self)
     }
 
     fn read_packet(&self, buf: &mut [u8]) -> io::Result<usize> {
@@ -31,17 +35,40 @@ pub fn open(cfg: &Config) -> Result<Option<Tun>, TunError> {
     }
     let opts = TunOptions {
         name: cfg.tun.dev.clone(),
+        vnet_hdr: cfg.tun.use_offloads,
         ..TunOptions::default()
     };
-    Tun::open(&opts).map(Some)
+    match Tun::open(&opts) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if opts.vnet_hdr => {
+            tracing::warn!(error = %e, "tun: IFF_VNET_HDR refused, running without offloads");
+            Tun::open(&TunOptions { vnet_hdr: false, ..opts }).map(Some)
+        }
+        Err(e) => Err(e),
+    }
 }
 
-/// Addresses, MTU, queue length, link up and routes, as Go sets them.
-pub fn configure(tun: &Tun, cfg: &Config, pki: &Pki) -> Result<(), TunError> {
+/// Addresses, MTU, queue length, link up and routes, as Go sets them; then the offloads (TSO/USO)
+/// when the device has virtio headers. Returns the offload bits the kernel accepted.
+pub fn configure(tun: &Tun, cfg: &Config, pki: &Pki) -> Result<u32, TunError> {
     let setup = TunSetup::from_config(&cfg.tun, pki.networks());
     for soft in tun.activate(&setup)? {
         tracing::warn!(error = %soft, device = tun.name(), "tun setup");
     }
-    tracing::info!(device = tun.name(), mtu = setup.max_mtu(), "tun device up");
-    Ok(())
+    let mut offloads = 0;
+    if tun.vnet_hdr() {
+        let wanted = offload::CSUM | offload::TSO4 | offload::TSO6 | offload::USO4 | offload::USO6;
+        match tun.enable_offloads(wanted) {
+            Ok(bits) => offloads = bits,
+            Err(e) => tracing::warn!(error = %e, "tun: offloads refused"),
+        }
+    }
+    tracing::info!(
+        device = tun.name(),
+        mtu = setup.max_mtu(),
+        vnet_hdr = tun.vnet_hdr(),
+        offloads = format!("{offloads:#x}"),
+        "tun device up"
+    );
+    Ok(offloads)
 }

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod datapath;
 pub mod device;
 pub mod localaddrs;
 pub mod netlink;
@@ -10,5 +11,4 @@ pub mod notify;
 pub mod offload;
 pub mod setup;
 pub mod tun;
-pub mod udp;
 pub mod udp_batch;

@@ -7,7 +7,16 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 
 use crate::config::LocalAllowList;
-use crate::udp::is_unadvertisable;
+
+/// True for addresses Go never advertises: loopback, link-local, unspecified.
+pub fn is_unadvertisable(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.is_unspecified(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
 
 /// (interface name, address) pairs of this host.
 pub fn interface_addrs() -> Vec<(String, IpAddr)> {

@@ -120,9 +120,12 @@ fn main() -> ExitCode {
         }
     };
     if let Some(t) = node.device() {
-        if let Err(e) = device::configure(t, &loaded.config, node.engine.pki()) {
-            tracing::error!(error = %e, "Failed to configure the tun device");
-            return ExitCode::from(1);
+        match device::configure(t, &loaded.config, node.engine.pki()) {
+            Ok(offloads) => node.set_tun_offloads(offloads),
+            Err(e) => {
+                tracing::error!(error = %e, "Failed to configure the tun device");
+                return ExitCode::from(1);
+            }
         }
     }
     match node.run() {

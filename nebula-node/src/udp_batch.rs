@@ -16,7 +16,6 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::udp::canonical;
 
 /// Most messages handed to one `recvmmsg`/`sendmmsg`.
 pub const MAX_BATCH: usize = 64;
@@ -73,6 +72,8 @@ pub struct BatchOptions {
     pub recv_buffer: usize,
     /// Send buffer to ask for; 0 leaves the system default.
     pub send_buffer: usize,
+    /// `SO_MARK` for outgoing packets (`listen.so_mark`); 0 leaves it unset.
+    pub mark: u32,
 }
 
 impl Default for BatchOptions {
@@ -82,6 +83,7 @@ impl Default for BatchOptions {
             gro: true,
             recv_buffer: DEFAULT_SOCKET_BUFFER,
             send_buffer: DEFAULT_SOCKET_BUFFER,
+            mark: 0,
         }
     }
 }
@@ -375,10 +377,15 @@ fn gro_segment_size(hdr: &libc::msghdr) -> Option<usize> {
 }
 
 impl BatchSocket {
-    /// Wraps a bound UDP socket: makes it non-blocking, probes GSO/GRO and switches on what
-    /// `opts` wants and the kernel has, and sizes its buffers.
+    /// Wraps a bound UDP socket: makes it non-blocking, sets its mark, probes GSO/GRO and
+    /// switches on what `opts` wants and the kernel has, and sizes its buffers. Fails only if
+    /// the socket is unusable or the mark cannot be set (needs CAP_NET_ADMIN).
     pub fn new(sock: UdpSocket, opts: &BatchOptions) -> io::Result<BatchSocket> {
         sock.set_nonblocking(true)?;
+        if opts.mark != 0 {
+            let mark = libc::c_int::from_ne_bytes(opts.mark.to_ne_bytes());
+            setsockopt_int(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_MARK, mark)?;
+        }
         let v6 = sock.local_addr()?.is_ipv6();
         let mut s = BatchSocket {
             sock,
@@ -776,5 +783,16 @@ mod tests {
             ..RecvMeta::default()
         };
         assert_eq!(odd.datagrams(&buf).count(), 3);
+    }
+}
+
+/// `::ffff:a.b.c.d:p` -> `a.b.c.d:p`, so callers see one form of an IPv4 peer.
+pub fn canonical(a: SocketAddr) -> SocketAddr {
+    match a.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
+            None => a,
+        },
+        IpAddr::V4(_) => a,
     }
 }

@@ -298,6 +298,29 @@ fn socket_buffers_are_set_large() {
         assert!(b.recv > 0 && b.send > 0);
     }
     let mut s = s;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let marked = bind(
+            "127.0.0.1:0",
+            &BatchOptions {
+                mark: 7,
+                ..BatchOptions::default()
+            },
+        );
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt into a live int with its size.
+        let rc = unsafe {
+            libc::getsockopt(
+                marked.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_MARK,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!((rc, v), (0, 7), "SO_MARK applied");
+    }
     let small = s.set_buffer_sizes(256 << 10, 0);
     assert!(small.recv >= 256 << 10 && small.recv < 8 << 20, "{small:?}");
     assert_eq!(small.send, b.send, "0 leaves the send side alone");

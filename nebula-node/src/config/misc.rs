@@ -39,6 +39,8 @@ pub struct ListenConfig {
     pub accept_recv_error: RecvErrorPolicy,
     /// `listen.so_mark` (0 = none).
     pub so_mark: u32,
+    /// `listen.udp_offloads` (true, as upstream master): try UDP GSO/GRO on the socket.
+    pub udp_offloads: bool,
 }
 
 impl ListenConfig {
@@ -63,6 +65,7 @@ impl ListenConfig {
             send_recv_error: recv_error(r, "listen.send_recv_error")?,
             accept_recv_error: recv_error(r, "listen.accept_recv_error")?,
             so_mark: r.int_in("listen.so_mark", 0, 0, u32::MAX as i64)?,
+            udp_offloads: r.bool("listen.udp_offloads", true)?,
         })
     }
 }

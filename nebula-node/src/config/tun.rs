@@ -74,7 +74,7 @@ pub struct TunConfig {
     pub drop_local_broadcast: bool,
     /// `tun.drop_multicast` (false).
     pub drop_multicast: bool,
-    /// `tun.use_offloads` (false; our own key, not Go's): open the device with
+    /// `tun.use_offloads` (true, as upstream master names it): open the device with
     /// `IFF_VNET_HDR` and enable checksum/segmentation offloads.
     pub use_offloads: bool,
 }
@@ -117,7 +117,7 @@ impl TunConfig {
             )?,
             drop_local_broadcast: r.bool("tun.drop_local_broadcast", false)?,
             drop_multicast: r.bool("tun.drop_multicast", false)?,
-            use_offloads: r.bool("tun.use_offloads", false)?,
+            use_offloads: r.bool("tun.use_offloads", true)?,
         })
     }
 
