@@ -39,6 +39,12 @@ struct Mesh {
 
 /// Lighthouse on the wan, A on the wan, B behind a NAT. Everyone knows only the lighthouse.
 fn mesh(tag: &str, lh_impl: Impl, a_impl: Impl, b_impl: Impl, cipher: &str) -> Mesh {
+    mesh_with(tag, lh_impl, a_impl, b_impl, cipher, true)
+}
+
+/// As `mesh`; `offloads: false` turns off our TUN and UDP offloads (`tun.use_offloads`,
+/// `listen.udp_offloads`).
+fn mesh_with(tag: &str, lh_impl: Impl, a_impl: Impl, b_impl: Impl, cipher: &str, offloads: bool) -> Mesh {
     let mut lab = Lab::new(tag);
     let lh = lab.public_host("lh", "192.0.2.1");
     let a = lab.public_host("a", "192.0.2.2");
@@ -71,6 +77,12 @@ fn mesh(tag: &str, lh_impl: Impl, a_impl: Impl, b_impl: Impl, cipher: &str) -> M
             inbound: ALLOW_ALL_IN,
             punchy: true,
         });
+        let cfg = if offloads || imp != Impl::Ours {
+            cfg
+        } else {
+            cfg.replacen("tun:\n", "tun:\n  use_offloads: false\n", 1)
+                .replacen("listen:\n", "listen:\n  udp_offloads: false\n", 1)
+        };
         let path = lab.write(&format!("{name}.yml"), &cfg);
         let idx = lab.spawn(ns, &imp.cmd(&path), &format!("{name}.log"));
         procs.push((name.to_string(), idx));
@@ -131,6 +143,14 @@ fn ours_with_ours_both_ciphers() {
         let mut m = mesh("oo", Impl::Ours, Impl::Ours, Impl::Ours, cipher);
         ping_and_transfer(&mut m, &format!("ours/{cipher}"));
     }
+}
+
+#[test]
+fn ours_without_offloads_with_ours_and_go() {
+    let mut m = mesh_with("nof", Impl::Ours, Impl::Ours, Impl::Ours, "aes", false);
+    ping_and_transfer(&mut m, "ours, offloads off");
+    let mut m = mesh_with("nog", Impl::Go1110, Impl::Ours, Impl::Go1110, "aes", false);
+    ping_and_transfer(&mut m, "go1110 lh and b, ours a with offloads off");
 }
 
 #[test]

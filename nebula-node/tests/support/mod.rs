@@ -254,6 +254,46 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// Send 300 numbered UDP datagrams of ~1,000 bytes from `from_ns` to `to_ip`:`port` and
+    /// return (received, corrupted): every received datagram must be one that was sent, intact.
+    pub fn udp_transfer(&mut self, from_ns: &str, to_ns: &str, to_ip: &str, port: u16) -> (usize, usize) {
+        let dst = self.path(&format!("udp-{port}.out"));
+        let server = self.spawn(
+            to_ns,
+            &format!("timeout 15 nc -u -l {port} > {}", dst.display()),
+            &format!("udp-server-{port}.log"),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let pad = "x".repeat(1000);
+        let o = self.exec(
+            from_ns,
+            &format!(
+                "for i in $(seq 1 300); do printf 'dgram-%05d-{pad}\\n' $i; sleep 0.002; done | timeout 15 nc -u -w 1 {to_ip} {port}"
+            ),
+        );
+        assert!(o.status.success(), "udp sender failed: {}", String::from_utf8_lossy(&o.stderr));
+        std::thread::sleep(Duration::from_millis(500));
+        self.kill(server, "TERM");
+        let _ = self.wait_exit(server, Duration::from_secs(5));
+        let got = std::fs::read_to_string(&dst).unwrap_or_default();
+        let mut ok = 0;
+        let mut bad = 0;
+        for line in got.lines() {
+            let good = line.len() == 12 + pad.len()
+                && line.starts_with("dgram-")
+                && line[6..11].chars().all(|c| c.is_ascii_digit())
+                && line[12..] == pad;
+            if good {
+                ok += 1;
+            } else {
+                bad += 1;
+            }
+        }
+        (ok, bad)
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         for c in &mut self.children {
