@@ -88,7 +88,9 @@ impl DataPath {
             .pending
             .iter()
             .filter_map(|(to, r)| {
-                self.arena.get(r.clone()).map(|payload| Transmit { to: *to, payload })
+                self.arena
+                    .get(r.clone())
+                    .map(|payload| Transmit { to: *to, payload })
             })
             .collect();
         send_all(&mut self.udp, &list);
@@ -105,11 +107,17 @@ impl DataPath {
             };
             let now = Instant::now();
             for (buf, meta) in self.rx_bufs.iter_mut().zip(self.rx_meta.iter()).take(n) {
-                let stride = if meta.stride > 0 { meta.stride } else { meta.len.max(1) };
+                let stride = if meta.stride > 0 {
+                    meta.stride
+                } else {
+                    meta.len.max(1)
+                };
                 let mut start = 0;
                 while start < meta.len {
                     let end = (start + stride).min(meta.len);
-                    let Some(d) = buf.get_mut(start..end) else { break };
+                    let Some(d) = buf.get_mut(start..end) else {
+                        break;
+                    };
                     if let OutsideOutcome::Tun { start: s, end: e } =
                         engine.handle_outside(now, meta.addr, d, out)
                     {
@@ -181,8 +189,12 @@ impl DataPath {
                     let tail_base = pkt_at + plen;
                     loop {
                         let rel = w - tail_base;
-                        let Some(slot) = tail.get_mut(rel..) else { break };
-                        let Some(dst) = slot.get_mut(HEADER_LEN..) else { break };
+                        let Some(slot) = tail.get_mut(rel..) else {
+                            break;
+                        };
+                        let Some(dst) = slot.get_mut(HEADER_LEN..) else {
+                            break;
+                        };
                         let len = match seg.next_into(dst) {
                             Ok(Some(len)) => len,
                             _ => break,
@@ -209,7 +221,9 @@ impl DataPath {
                         continue;
                     }
                     let slot = &mut self.arena[off..];
-                    if let InsideOutcome::Send { to, len } = engine.handle_inside(now, slot, plen, out) {
+                    if let InsideOutcome::Send { to, len } =
+                        engine.handle_inside(now, slot, plen, out)
+                    {
                         self.pending.push((to, off..off + len));
                         off += len;
                     }
@@ -226,7 +240,14 @@ impl DataPath {
 
 /// Write one opened packet (`d[s..e]`) to the TUN: through the coalescer, or alone with a zero
 /// virtio header in the bytes just before it (our 16-byte header gave us the room).
-fn deliver<D: Device>(tun: &D, vnet: bool, coalescer: Option<&mut Coalescer>, d: &mut [u8], s: usize, e: usize) {
+fn deliver<D: Device>(
+    tun: &D,
+    vnet: bool,
+    coalescer: Option<&mut Coalescer>,
+    d: &mut [u8],
+    s: usize,
+    e: usize,
+) {
     if !vnet {
         let _ = tun.write_packet(&d[s..e]);
         return;

@@ -42,7 +42,11 @@ pub fn open(cfg: &Config) -> Result<Option<Tun>, TunError> {
         Ok(t) => Ok(Some(t)),
         Err(e) if opts.vnet_hdr => {
             tracing::warn!(error = %e, "tun: IFF_VNET_HDR refused, running without offloads");
-            Tun::open(&TunOptions { vnet_hdr: false, ..opts }).map(Some)
+            Tun::open(&TunOptions {
+                vnet_hdr: false,
+                ..opts
+            })
+            .map(Some)
         }
         Err(e) => Err(e),
     }

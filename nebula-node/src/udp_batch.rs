@@ -16,7 +16,6 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-
 /// Most messages handed to one `recvmmsg`/`sendmmsg`.
 pub const MAX_BATCH: usize = 64;
 /// Most datagrams one `send_batch` call consumes (the iovec array size).

@@ -148,3 +148,56 @@ fn adr_policy_and_sighup_revocation() {
     );
     let _ = (server, client);
 }
+
+/// `firewall.inbound_action: reject`: a refused TCP connection gets a RST back through the tunnel
+/// (the client sees "connection refused" at once), where `drop` leaves it to time out.
+#[test]
+fn reject_action_answers_with_a_reset() {
+    let mut lab = Lab::new("rj");
+    let ns_i = lab.public_host("ingress", "192.0.2.10");
+    let ns_m = lab.public_host("member", "192.0.2.20");
+    let pki = Pki::new(Version::V1, Curve::Curve25519);
+    let dir = lab.dir.path().to_path_buf();
+    pki.host(
+        &dir,
+        "ingress",
+        &format!("{INGRESS}/16"),
+        &["public-ingress"],
+    );
+    pki.host(&dir, "member", &format!("{MEMBER}/16"), &["public-ingress"]);
+    let statics = vec![(INGRESS, "192.0.2.10:4242"), (MEMBER, "192.0.2.20:4242")];
+    let rules = ingress_rules(true);
+    let opts = NodeOpts {
+        inbound: &rules,
+        ..static_node("ingress", &dir, &statics)
+    };
+    let mut cfg = node_config(&opts);
+    cfg = cfg.replacen("firewall:\n", "firewall:\n  inbound_action: reject\n", 1);
+    let path = lab.write("ingress.yml", &cfg);
+    lab.spawn(
+        &ns_i,
+        &format!("{} -config {}", our_nebula().display(), path.display()),
+        "ingress.log",
+    );
+    lab.start_node(&ns_m, &static_node("member", &dir, &statics), &our_nebula());
+    assert!(
+        lab.wait_ping(&ns_m, INGRESS, Duration::from_secs(15)),
+        "{}",
+        lab.log("ingress.log")
+    );
+    // Port 22 is not allowed: with reject the client is refused quickly, not left hanging.
+    let start = Instant::now();
+    let o = lab.exec(
+        &ns_m,
+        &format!("timeout 8 nc -z -w 6 {INGRESS} 22 2>&1; echo rc=$?"),
+    );
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(text.contains("rc=1"), "nc should fail: {text}");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "refused only after {:?} (no RST came back): {text}",
+        start.elapsed()
+    );
+    // Allowed traffic still flows.
+    assert!(lab.tcp_transfer(&ns_m, &ns_i, INGRESS, 443, 1));
+}

@@ -44,7 +44,14 @@ fn mesh(tag: &str, lh_impl: Impl, a_impl: Impl, b_impl: Impl, cipher: &str) -> M
 
 /// As `mesh`; `offloads: false` turns off our TUN and UDP offloads (`tun.use_offloads`,
 /// `listen.udp_offloads`).
-fn mesh_with(tag: &str, lh_impl: Impl, a_impl: Impl, b_impl: Impl, cipher: &str, offloads: bool) -> Mesh {
+fn mesh_with(
+    tag: &str,
+    lh_impl: Impl,
+    a_impl: Impl,
+    b_impl: Impl,
+    cipher: &str,
+    offloads: bool,
+) -> Mesh {
     let mut lab = Lab::new(tag);
     let lh = lab.public_host("lh", "192.0.2.1");
     let a = lab.public_host("a", "192.0.2.2");

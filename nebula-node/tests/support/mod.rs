@@ -257,7 +257,13 @@ impl Lab {
 impl Lab {
     /// Send 300 numbered UDP datagrams of ~1,000 bytes from `from_ns` to `to_ip`:`port` and
     /// return (received, corrupted): every received datagram must be one that was sent, intact.
-    pub fn udp_transfer(&mut self, from_ns: &str, to_ns: &str, to_ip: &str, port: u16) -> (usize, usize) {
+    pub fn udp_transfer(
+        &mut self,
+        from_ns: &str,
+        to_ns: &str,
+        to_ip: &str,
+        port: u16,
+    ) -> (usize, usize) {
         let dst = self.path(&format!("udp-{port}.out"));
         let server = self.spawn(
             to_ns,
@@ -272,7 +278,11 @@ impl Lab {
                 "for i in $(seq 1 300); do printf 'dgram-%05d-{pad}\\n' $i; sleep 0.002; done | timeout 15 nc -u -w 1 {to_ip} {port}"
             ),
         );
-        assert!(o.status.success(), "udp sender failed: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "udp sender failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         std::thread::sleep(Duration::from_millis(500));
         self.kill(server, "TERM");
         let _ = self.wait_exit(server, Duration::from_secs(5));
