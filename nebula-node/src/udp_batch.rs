@@ -728,6 +728,17 @@ pub fn reachable_from(local: SocketAddr, ip: IpAddr) -> bool {
     }
 }
 
+/// `::ffff:a.b.c.d:p` -> `a.b.c.d:p`, so callers see one form of an IPv4 peer.
+pub fn canonical(a: SocketAddr) -> SocketAddr {
+    match a.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
+            None => a,
+        },
+        IpAddr::V4(_) => a,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -782,16 +793,5 @@ mod tests {
             ..RecvMeta::default()
         };
         assert_eq!(odd.datagrams(&buf).count(), 3);
-    }
-}
-
-/// `::ffff:a.b.c.d:p` -> `a.b.c.d:p`, so callers see one form of an IPv4 peer.
-pub fn canonical(a: SocketAddr) -> SocketAddr {
-    match a.ip() {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
-            None => a,
-        },
-        IpAddr::V4(_) => a,
     }
 }
