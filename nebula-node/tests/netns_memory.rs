@@ -88,9 +88,9 @@ fn a_thousand_idle_tunnels_fit_in_64_mib() {
         // answers carry in their header.
         let mut by_index: HashMap<u32, usize> = HashMap::new();
         let mut buf = vec![0u8; 9001];
-        // A hundred handshakes at a time, so none times out while the others are served.
-        for chunk in 0..PEERS.div_ceil(100) {
-            let range = chunk * 100..((chunk + 1) * 100).min(PEERS);
+        // Fifty handshakes at a time, so none times out while the others are served.
+        for chunk in 0..PEERS.div_ceil(50) {
+            let range = chunk * 50..((chunk + 1) * 50).min(PEERS);
             for i in range.clone() {
                 let mut out = Outputs::default();
                 engines[i].send_test_request(Instant::now(), hub_vpn, b"hi", &mut out);
@@ -155,7 +155,9 @@ fn a_thousand_idle_tunnels_fit_in_64_mib() {
                 .iter()
                 .filter(|e| e.counts().0 > 0)
                 .count();
-            println!("chunk {chunk}: {got} tunnels up");
+            if got < range.len() {
+                println!("chunk {chunk}: only {got} tunnels up");
+            }
         }
         let up = engines.iter().filter(|e| e.counts().0 > 0).count();
         up
