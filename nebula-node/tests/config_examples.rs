@@ -107,7 +107,8 @@ fn check_common(l: &LoadedConfig) {
     assert!(c.tun.routes.is_empty());
     assert!(c.tun.unsafe_routes.is_empty());
     assert!(!c.tun.use_system_route_table);
-    assert!(!c.tun.use_offloads);
+    assert!(c.tun.use_offloads, "upstream master's default");
+    assert!(c.listen.udp_offloads, "upstream master's default");
     assert_eq!(c.tun.max_mtu(), 1300);
 
     assert_eq!(c.logging.level, LogLevel::Info);
@@ -263,6 +264,7 @@ listen:
   send_recv_error: always
   accept_recv_error: always
   so_mark: 0
+  udp_offloads: true
 routines: 1
 punchy: {punch: true, respond: true, delay: 1s, respond_delay: 5s, target_all_remotes: false}
 cipher: chachapoly
