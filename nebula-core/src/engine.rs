@@ -1733,23 +1733,7 @@ impl Engine {
             .primary(&vpn)
             .and_then(|i| self.hostmap.get(i))
             .is_some_and(|t| t.confirmed);
-        let evicted = self.hostmap.insert(tunnel, !has_confirmed_primary);
-        for e in evicted {
-            out.events.push(Event::TunnelDown {
-                vpn_addr: e.vpn_addr,
-                local_index: e.local_index,
-                reason: CloseReason::Replaced,
-            });
-        }
-        if let Via::Udp(a) = via {
-            self.remotes.entry(vpn).or_default().learn(a);
-        } else {
-            self.schedule_direct_probe(now, local_index);
-        }
-        self.timers.add(
-            now + self.cfg.connection_alive_interval,
-            Timer::ConnectionCheck { local_index },
-        );
+        self.install_tunnel(now, tunnel, !has_confirmed_primary, via, out);
         self.send_via(via, &datagram2, out);
         out.events.push(Event::TunnelUp {
             vpn_addr: vpn,
@@ -1898,23 +1882,7 @@ impl Engine {
             None => true,
             Some(cur) => self.newer_wins(now, &tunnel, cur),
         };
-        let evicted = self.hostmap.insert(tunnel, promote);
-        for e in evicted {
-            out.events.push(Event::TunnelDown {
-                vpn_addr: e.vpn_addr,
-                local_index: e.local_index,
-                reason: CloseReason::Replaced,
-            });
-        }
-        if let Via::Udp(a) = via {
-            self.remotes.entry(vpn).or_default().learn(a);
-        } else {
-            self.schedule_direct_probe(now, idx);
-        }
-        self.timers.add(
-            now + self.cfg.connection_alive_interval,
-            Timer::ConnectionCheck { local_index: idx },
-        );
+        self.install_tunnel(now, tunnel, promote, via, out);
         out.events.push(Event::TunnelUp {
             vpn_addr: vpn,
             remote: via.udp(),
@@ -1934,6 +1902,35 @@ impl Engine {
         if self.cfg.lighthouses.contains(&vpn) {
             self.flush_deferred(now, out);
         }
+    }
+
+    /// Put a finished tunnel in the host map (as primary or behind the current one) and start its
+    /// upkeep: connection checks, and the peer's address learned (or a direct probe if relayed).
+    fn install_tunnel(
+        &mut self,
+        now: Instant,
+        tunnel: Tunnel,
+        primary: bool,
+        via: Via,
+        out: &mut Outputs,
+    ) {
+        let (vpn, local_index) = (tunnel.vpn_addr, tunnel.local_index);
+        for e in self.hostmap.insert(tunnel, primary) {
+            out.events.push(Event::TunnelDown {
+                vpn_addr: e.vpn_addr,
+                local_index: e.local_index,
+                reason: CloseReason::Replaced,
+            });
+        }
+        if let Via::Udp(a) = via {
+            self.remotes.entry(vpn).or_default().learn(a);
+        } else {
+            self.schedule_direct_probe(now, local_index);
+        }
+        self.timers.add(
+            now + self.cfg.connection_alive_interval,
+            Timer::ConnectionCheck { local_index },
+        );
     }
 
     /// Send what a pending handshake to `vpn` had queued, over the current primary tunnel.
