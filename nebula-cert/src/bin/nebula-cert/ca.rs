@@ -328,12 +328,7 @@ pub fn run(
     write_output(&out_crt, crt_pem.as_bytes(), out)
         .map_err(|e| CliError::failed(format!("error while writing out-crt: {e}")))?;
 
-    if !out_qr.is_empty() {
-        let png = qr::encode_png(crt_pem.as_bytes())
-            .map_err(|e| CliError::failed(format!("error while generating qr code: {e}")))?;
-        write_output(&out_qr, &png, out)
-            .map_err(|e| CliError::failed(format!("error while writing out-qr: {e}")))?;
-    }
+    qr::write_qr(&out_qr, &crt_pem, out)?;
     Ok(())
 }
 

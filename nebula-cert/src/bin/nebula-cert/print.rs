@@ -8,7 +8,7 @@ use nebula_cert::cert::{go_json_string, Certificate};
 
 use crate::common::{must_flag_string, parse_flags, CliError};
 use crate::qr;
-use crate::stdio::{is_stdio, read_input, write_output, IoClaims, STDIO_HELP_TEXT};
+use crate::stdio::{is_stdio, read_input, IoClaims, STDIO_HELP_TEXT};
 
 /// The mode's one-line summary.
 pub fn summary() -> &'static str {
@@ -106,12 +106,7 @@ pub fn run(args: &[String], out: &mut dyn Write) -> Result<(), CliError> {
         );
     }
 
-    if !out_qr.is_empty() {
-        let png = qr::encode_png(qr_pem.as_bytes())
-            .map_err(|e| CliError::failed(format!("error while generating qr code: {e}")))?;
-        write_output(&out_qr, &png, out)
-            .map_err(|e| CliError::failed(format!("error while writing out-qr: {e}")))?;
-    }
+    qr::write_qr(&out_qr, &qr_pem, out)?;
     let _ = out.flush();
     Ok(())
 }

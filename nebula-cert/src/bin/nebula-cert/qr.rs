@@ -56,6 +56,22 @@ pub fn encode_png(content: &[u8]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// `-out-qr`: write a PNG QR code of `pem` to `path` (nothing when `path` is empty).
+pub fn write_qr(
+    path: &str,
+    pem: &str,
+    stdout: &mut dyn std::io::Write,
+) -> Result<(), crate::common::CliError> {
+    if path.is_empty() {
+        return Ok(());
+    }
+    let png = encode_png(pem.as_bytes()).map_err(|e| {
+        crate::common::CliError::failed(format!("error while generating qr code: {e}"))
+    })?;
+    crate::stdio::write_output(path, &png, stdout)
+        .map_err(|e| crate::common::CliError::failed(format!("error while writing out-qr: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -352,12 +352,7 @@ pub fn run(
     write_output(&out_crt, pem.as_bytes(), out)
         .map_err(|e| CliError::failed(format!("error while writing out-crt: {e}")))?;
 
-    if !out_qr.is_empty() {
-        let png = qr::encode_png(pem.as_bytes())
-            .map_err(|e| CliError::failed(format!("error while generating qr code: {e}")))?;
-        write_output(&out_qr, &png, out)
-            .map_err(|e| CliError::failed(format!("error while writing out-qr: {e}")))?;
-    }
+    qr::write_qr(&out_qr, &pem, out)?;
     Ok(())
 }
 
