@@ -9,12 +9,12 @@ use nebula_cert::pool::CaPool;
 use nebula_cert::{keys, Version};
 use nebula_core::aead::CipherKind;
 use nebula_core::engine::{EngineConfig, PunchyConfig, RecvErrorPolicy};
-use nebula_core::firewall::{Action, Firewall, FirewallConfig as CoreFirewallConfig, RuleConfig};
+use nebula_core::firewall::{Action, Firewall, FirewallConfig as CoreFirewallConfig};
 use nebula_core::pki::Pki;
 use nebula_core::remotes::{AllowList, CalculatedRemote, RemoteAllowList};
 use thiserror::Error;
 
-use crate::config::{self, Cipher, Config, ConfigError, FirewallAction, RawFirewallRule};
+use crate::config::{self, Cipher, Config, ConfigError, FirewallAction};
 
 /// Why the node cannot start (or a reload was refused). Each names the config key at fault.
 #[derive(Debug, Error)]
@@ -108,21 +108,6 @@ pub fn resolve_static_hosts(cfg: &Config) -> Result<HashMap<IpAddr, Vec<SocketAd
     Ok(out)
 }
 
-fn rule(r: &RawFirewallRule) -> RuleConfig {
-    RuleConfig {
-        port: r.port.clone(),
-        code: r.code.clone(),
-        proto: r.proto.clone(),
-        host: r.host.clone(),
-        group: r.group.clone(),
-        groups: r.groups.clone(),
-        cidr: r.cidr.clone(),
-        local_cidr: r.local_cidr.clone(),
-        ca_name: r.ca_name.clone(),
-        ca_sha: r.ca_sha.clone(),
-    }
-}
-
 fn action(a: FirewallAction) -> Action {
     match a {
         FirewallAction::Drop => Action::Drop,
@@ -134,8 +119,8 @@ fn action(a: FirewallAction) -> Action {
 pub fn build_firewall(cfg: &Config, pki: &Pki) -> Result<Firewall, SetupError> {
     let f = &cfg.firewall;
     let core = CoreFirewallConfig {
-        outbound: f.outbound.iter().map(rule).collect(),
-        inbound: f.inbound.iter().map(rule).collect(),
+        outbound: f.outbound.clone(),
+        inbound: f.inbound.clone(),
         inbound_action: action(f.inbound_action),
         outbound_action: action(f.outbound_action),
         tcp_timeout: f.conntrack.tcp_timeout,

@@ -16,31 +16,9 @@ pub enum FirewallAction {
     Reject,
 }
 
-/// One rule as written, every field as Go's `%v` text. Go's checks (proto known, port syntax,
-/// one of host/group/cidr/... present, `group` with `groups`) are nebula-core's job.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RawFirewallRule {
-    /// `port`: `any`, `N`, `N-M`, `fragment`.
-    pub port: Option<String>,
-    /// `code`: same syntax as port (deprecated in 1.11).
-    pub code: Option<String>,
-    /// `proto`: `any`, `tcp`, `udp`, `icmp`.
-    pub proto: Option<String>,
-    /// `host`: `any` or a cert name.
-    pub host: Option<String>,
-    /// `group`: one group (a one-entry list is flattened, as Go does).
-    pub group: Option<String>,
-    /// `groups`: a list (a single string becomes a one-entry list).
-    pub groups: Option<Vec<String>>,
-    /// `cidr`.
-    pub cidr: Option<String>,
-    /// `local_cidr`.
-    pub local_cidr: Option<String>,
-    /// `ca_name`.
-    pub ca_name: Option<String>,
-    /// `ca_sha`.
-    pub ca_sha: Option<String>,
-}
+/// One rule as written, every field as Go's `%v` text: nebula-core's [`RuleConfig`], whose
+/// parser makes Go's checks (proto known, port syntax, a selector present, `group` xor `groups`).
+pub use nebula_core::firewall::RuleConfig as RawFirewallRule;
 
 const RULE_KEYS: &[&str] = &[
     "port",
