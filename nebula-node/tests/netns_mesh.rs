@@ -12,24 +12,6 @@ const LH_VPN: &str = "10.66.0.1";
 const A_VPN: &str = "10.66.0.2";
 const B_VPN: &str = "10.66.0.3";
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Impl {
-    Ours,
-    Go161,
-    Go1110,
-}
-
-impl Impl {
-    fn cmd(self, cfg: &std::path::Path) -> String {
-        let bin = match self {
-            Impl::Ours => our_nebula(),
-            Impl::Go161 => go_binary(GO_161),
-            Impl::Go1110 => go_binary(GO_1110),
-        };
-        format!("{} -config {}", bin.display(), cfg.display())
-    }
-}
-
 struct Mesh {
     lab: Lab,
     a: String,

@@ -13,24 +13,6 @@ const A_VPN: &str = "10.77.0.2";
 const B_VPN: &str = "10.77.0.3";
 const LH_IP: &str = "192.0.2.1";
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Impl {
-    Ours,
-    Go161,
-    Go1110,
-}
-
-impl Impl {
-    fn cmd(self, cfg: &std::path::Path) -> String {
-        let bin = match self {
-            Impl::Ours => our_nebula(),
-            Impl::Go161 => go_binary(GO_161),
-            Impl::Go1110 => go_binary(GO_1110),
-        };
-        format!("{} -config {}", bin.display(), cfg.display())
-    }
-}
-
 /// How the two NAT routers behave.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Nats {

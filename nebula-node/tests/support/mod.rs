@@ -17,6 +17,26 @@ pub const GO_1110: &str = "/opt/go-nebula/1.11.0/usr/bin/nebula";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// Which nebula a test node runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Impl {
+    Ours,
+    Go161,
+    Go1110,
+}
+
+impl Impl {
+    /// The command line that runs this implementation with `cfg`.
+    pub fn cmd(self, cfg: &Path) -> String {
+        let bin = match self {
+            Impl::Ours => our_nebula(),
+            Impl::Go161 => go_binary(GO_161),
+            Impl::Go1110 => go_binary(GO_1110),
+        };
+        format!("{} -config {}", bin.display(), cfg.display())
+    }
+}
+
 /// Path of our `nebula` binary (built by cargo for integration tests).
 pub fn our_nebula() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_nebula"))
