@@ -1,57 +1,11 @@
 //! Fuzz target: v2 (ASN.1 DER) certificates: `Certificate::from_bytes(V2, ..)` and the handshake
-//! recombine path (`recombine_from_handshake`) with both curves. No panics; parse∘marshal is stable.
+//! recombine path with both curves (body shared with the other version in `cert_common.rs`).
 #![no_main]
 
+#[path = "cert_common.rs"]
+mod cert_common;
+
 use libfuzzer_sys::fuzz_target;
-use nebula_cert::cert::Certificate;
-use nebula_cert::{Curve, Version};
+use nebula_cert::Version;
 
-/// Stand-in peer static keys (any bytes of the right length are accepted as a key by recombine).
-const X25519_KEY: [u8; 32] = [7; 32];
-const P256_KEY: [u8; 65] = [4; 65];
-
-fn check_stable(c: &Certificate, version: Version) {
-    let again =
-        Certificate::from_bytes(version, &c.marshal()).expect("re-parsing our own marshal failed");
-    assert_eq!(again.marshal(), c.marshal(), "marshal is not stable");
-    assert_eq!(
-        again.fingerprint(),
-        c.fingerprint(),
-        "fingerprint changed after a round trip"
-    );
-    let _ = c.to_json();
-    let _ = c.to_json_v1_6();
-    let _ = c.to_string_v1_6();
-    let _ = c.to_string();
-    let _ = c.check_signature(c.public_key());
-    let _ = c.alternate_fingerprint();
-}
-
-fuzz_target!(|data: &[u8]| {
-    if let Ok(c) = Certificate::from_bytes(Version::V2, data) {
-        check_stable(&c, Version::V2);
-        // The handshake form recombines to the same cert when given its own key.
-        if !c.public_key().is_empty() {
-            let hs = c.marshal_for_handshake();
-            if let Ok(back) =
-                Certificate::recombine_from_handshake(Version::V2, &hs, c.public_key(), c.curve())
-            {
-                assert_eq!(
-                    back.fingerprint(),
-                    c.fingerprint(),
-                    "handshake recombine changed the cert"
-                );
-            }
-        }
-    }
-    for (key, curve) in [
-        (&X25519_KEY[..], Curve::Curve25519),
-        (&P256_KEY[..], Curve::P256),
-    ] {
-        if let Ok(c) = Certificate::recombine_from_handshake(Version::V2, data, key, curve) {
-            assert_eq!(c.public_key(), key, "recombine did not insert the peer key");
-            assert_eq!(c.curve(), curve, "recombine accepted another curve");
-            check_stable(&c, Version::V2);
-        }
-    }
-});
+fuzz_target!(|data: &[u8]| cert_common::run(Version::V2, data));

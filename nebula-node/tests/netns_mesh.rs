@@ -50,22 +50,13 @@ fn mesh_with(
         pki.host(&dir, name, &format!("{vpn}/16"), &[name]);
     }
     for (name, _, ns, imp, am_lh) in hosts {
-        let cfg = node_config(&NodeOpts {
+        let cfg = node_config(&lighthouse_mesh_node(
             name,
-            dir: &dir,
-            listen_port: if am_lh { 4242 } else { 0 },
-            am_lighthouse: am_lh,
-            lighthouse: if am_lh {
-                None
-            } else {
-                Some((LH_VPN, "192.0.2.1:4242"))
-            },
-            statics: vec![],
+            &dir,
+            am_lh,
+            (LH_VPN, "192.0.2.1:4242"),
             cipher,
-            dev: "nebula1",
-            inbound: ALLOW_ALL_IN,
-            punchy: true,
-        });
+        ));
         let cfg = if offloads || imp != Impl::Ours {
             cfg
         } else {

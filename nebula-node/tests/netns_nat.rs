@@ -87,22 +87,13 @@ fn nat_mesh(tag: &str, imps: [Impl; 3], nats: Nats, relay: bool) -> NatMesh {
     }
     let mut procs = Vec::new();
     for (name, _, ns, imp, am_lh) in hosts {
-        let mut cfg = node_config(&NodeOpts {
+        let mut cfg = node_config(&lighthouse_mesh_node(
             name,
-            dir: &dir,
-            listen_port: if am_lh { 4242 } else { 0 },
-            am_lighthouse: am_lh,
-            lighthouse: if am_lh {
-                None
-            } else {
-                Some((LH_VPN, "192.0.2.1:4242"))
-            },
-            statics: vec![],
-            cipher: "aes",
-            dev: "nebula1",
-            inbound: ALLOW_ALL_IN,
-            punchy: true,
-        });
+            &dir,
+            am_lh,
+            (LH_VPN, "192.0.2.1:4242"),
+            "aes",
+        ));
         if relay {
             if am_lh {
                 cfg.push_str("relay:\n  am_relay: true\n");

@@ -492,5 +492,32 @@ pub fn static_node<'a>(
     }
 }
 
+/// Options for a node of a lighthouse mesh: the lighthouse listens on 4242 at `lighthouse`
+/// (vpn, "ip:port"); the others use a random port, punch, and know only the lighthouse.
+pub fn lighthouse_mesh_node<'a>(
+    name: &'a str,
+    dir: &'a Path,
+    am_lighthouse: bool,
+    lighthouse: (&'a str, &'a str),
+    cipher: &'a str,
+) -> NodeOpts<'a> {
+    NodeOpts {
+        name,
+        dir,
+        listen_port: if am_lighthouse { 4242 } else { 0 },
+        am_lighthouse,
+        lighthouse: if am_lighthouse {
+            None
+        } else {
+            Some(lighthouse)
+        },
+        statics: vec![],
+        cipher,
+        dev: "nebula1",
+        inbound: ALLOW_ALL_IN,
+        punchy: true,
+    }
+}
+
 /// Inbound rules allowing everything.
 pub const ALLOW_ALL_IN: &str = "    - port: any\n      proto: any\n      host: any\n";
