@@ -1,7 +1,8 @@
 //! Data-plane AEAD: the per-tunnel AES-256-GCM / ChaCha20-Poly1305 ciphers keyed from the Noise split,
 //! Nebula's nonce layout and counter limits, in-place seal/open, AD-only relay tags and the `Session` glue.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
 
@@ -255,9 +256,10 @@ fn tag_bytes(tag: &Tag) -> [u8; TAG_LEN] {
     out
 }
 
-/// The keys, send counter and replay window of one established tunnel. The send path needs only `&self`
-/// (atomic counter, stateless ciphers); the receive path needs `&mut self` for the replay window, so the
-/// owner serialises receives (or wraps the session as it sees fit).
+/// The keys, send counter, replay window and activity flags of one established tunnel, shared
+/// (behind an `Arc`) by the engine and the data-plane workers. Everything is `&self`: the send
+/// counter and the flags are atomics, the replay window sits behind its own small lock, taken
+/// twice per received packet and only ever contended when two workers receive from one peer.
 #[derive(Debug)]
 pub struct Session {
     /// Encrypts what we send.
@@ -266,7 +268,13 @@ pub struct Session {
     pub recv: SessionCipher,
     send_counter: AtomicU64,
     /// Replay window for received counters, seeded with the handshake's counters 1 and 2.
-    pub replay: ReplayWindow,
+    replay: Mutex<ReplayWindow>,
+    /// An authenticated packet arrived since the last connection check.
+    traffic_in: AtomicBool,
+    /// We sent a packet since the last connection check.
+    traffic_out: AtomicBool,
+    /// Packets sent from the TUN (drives path promotion and lighthouse re-queries).
+    sent_from_tun: AtomicU32,
 }
 
 impl Session {
@@ -277,8 +285,42 @@ impl Session {
             send,
             recv,
             send_counter: AtomicU64::new(2),
-            replay: ReplayWindow::after_handshake(),
+            replay: Mutex::new(ReplayWindow::after_handshake()),
+            traffic_in: AtomicBool::new(false),
+            traffic_out: AtomicBool::new(false),
+            sent_from_tun: AtomicU32::new(0),
         }
+    }
+
+    /// The replay window (a panic elsewhere cannot leave it half-updated: every update is a
+    /// single call, so a poisoned lock is still consistent).
+    pub fn replay(&self) -> MutexGuard<'_, ReplayWindow> {
+        self.replay.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Note inbound (authenticated) traffic.
+    pub fn mark_in(&self) {
+        self.traffic_in.store(true, Ordering::Relaxed);
+    }
+
+    /// Note outbound traffic.
+    pub fn mark_out(&self) {
+        self.traffic_out.store(true, Ordering::Relaxed);
+    }
+
+    /// Read and clear the (in, out) traffic flags (the connection check).
+    pub fn take_traffic(&self) -> (bool, bool) {
+        (
+            self.traffic_in.swap(false, Ordering::Relaxed),
+            self.traffic_out.swap(false, Ordering::Relaxed),
+        )
+    }
+
+    /// Count one packet sent from the TUN; returns the new count (wrapping).
+    pub fn count_sent_from_tun(&self) -> u32 {
+        self.sent_from_tun
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(1)
     }
 
     /// Reserves the next send counter (pre-increment: the first call after the handshake returns 3).
@@ -314,16 +356,16 @@ impl Session {
     /// Receive path for an encrypted frame `ad || ciphertext || tag`: replay check, decrypt in place,
     /// replay update. Returns the plaintext slice. Nothing is committed to the window on failure.
     pub fn open_frame<'a>(
-        &mut self,
+        &self,
         counter: u64,
         frame: &'a mut [u8],
         ad_len: usize,
     ) -> Result<&'a mut [u8], AeadError> {
-        if !self.replay.check(counter) {
+        if !self.replay().check(counter) {
             return Err(AeadError::Replay);
         }
         let plaintext = self.recv.open_frame(counter, frame, ad_len)?;
-        if !self.replay.update(counter) {
+        if !self.replay().update(counter) {
             return Err(AeadError::Replay);
         }
         Ok(plaintext)
@@ -332,15 +374,15 @@ impl Session {
     /// Receive path for a relay frame `ad || tag`: replay check, verify, replay update (1.11 behaviour).
     /// Returns the authenticated `ad` part.
     pub fn open_ad_only_frame<'a>(
-        &mut self,
+        &self,
         counter: u64,
         frame: &'a [u8],
     ) -> Result<&'a [u8], AeadError> {
-        if !self.replay.check(counter) {
+        if !self.replay().check(counter) {
             return Err(AeadError::Replay);
         }
         let ad = self.recv.open_ad_only_frame(counter, frame)?;
-        if !self.replay.update(counter) {
+        if !self.replay().update(counter) {
             return Err(AeadError::Replay);
         }
         Ok(ad)
@@ -610,7 +652,7 @@ mod tests {
     fn session_counters_and_replay() {
         let a = SessionCipher::new(CipherKind::ChaChaPoly, &KEY).unwrap();
         let b = SessionCipher::new(CipherKind::ChaChaPoly, &[3u8; 32]).unwrap();
-        let mut s = Session::new(a, b);
+        let s = Session::new(a, b);
         assert_eq!(s.send_counter(), 2);
         assert_eq!(s.next_counter(), Ok(3));
         assert_eq!(s.next_counter(), Ok(4));
@@ -635,7 +677,7 @@ mod tests {
             s.open_frame(1000, &mut bad, 16),
             Err(AeadError::Authentication)
         );
-        assert!(s.replay.check(1000));
+        assert!(s.replay().check(1000));
         // Relay frame
         let ad = b"relay header and inner";
         let tag = peer.seal_ad_only(4, ad).unwrap();

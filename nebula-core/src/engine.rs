@@ -320,7 +320,11 @@ pub struct Engine {
     pending_by_vpn: HashMap<IpAddr, u32>,
     remotes: HashMap<IpAddr, RemoteList>,
     timers: Timers,
-    filter: Box<dyn PacketFilter>,
+    filter: Arc<dyn PacketFilter>,
+    /// The hostmap, routes or firewall changed since the last [`Engine::data_table`].
+    table_dirty: bool,
+    /// Bumped each time a new data table is built.
+    table_generation: u64,
     lighthouse_server: Option<Box<dyn LighthouseServer>>,
     /// Wall clock anchor: `unix_nanos` at `mono`.
     wall: (Instant, u64),
@@ -357,7 +361,9 @@ impl Engine {
             pending_by_vpn: HashMap::new(),
             remotes,
             timers: Timers::default(),
-            filter,
+            filter: Arc::from(filter),
+            table_dirty: true,
+            table_generation: 0,
             lighthouse_server: None,
             wall: (now, unix_nanos),
             started: false,
@@ -422,12 +428,16 @@ impl Engine {
 
     /// Replace the packet filter entirely (drops its connection state).
     pub fn set_filter(&mut self, filter: Box<dyn PacketFilter>) {
-        self.filter = filter;
+        self.filter = Arc::from(filter);
+        self.table_dirty = true;
     }
 
     /// New firewall rules (SIGHUP): open connections are re-checked against them on next use.
     pub fn reload_firewall(&mut self, firewall: crate::firewall::Firewall) {
-        self.filter.reload(firewall);
+        if let Some(f) = self.filter.with_rules(firewall) {
+            self.filter = f;
+        }
+        self.table_dirty = true;
     }
 
     fn ca_name_of(&self, cert: &Certificate) -> String {
@@ -442,6 +452,7 @@ impl Engine {
     /// verifies are closed at their next connection check, and new handshakes use the new cert.
     pub fn reload_pki(&mut self, pki: Pki) {
         self.pki = pki;
+        self.table_dirty = true;
         // Tunnels made with the old credentials re-handshake at their next connection check
         // (Go 1.7+).
         self.pki_generation += 1;
@@ -495,6 +506,34 @@ impl Engine {
     /// The relay table (tests, diagnostics).
     pub fn relays(&self) -> &RelayTable {
         &self.relays
+    }
+
+    /// A new data-plane snapshot if anything in it changed since the last call (tunnels, their
+    /// addresses, primaries, the firewall, our networks); `None` if the last one is still right.
+    pub fn data_table(&mut self) -> Option<Arc<crate::dataplane::DataTable>> {
+        if !self.table_dirty {
+            return None;
+        }
+        self.table_dirty = false;
+        self.table_generation += 1;
+        let inputs = crate::dataplane::TableInputs {
+            generation: self.table_generation,
+            networks: self.pki.networks(),
+            unsafe_routes: &self.cfg.unsafe_routes,
+            filter: Arc::clone(&self.filter),
+            try_promote_every: self.cfg.try_promote_every,
+            requery_every: self.cfg.requery_every_packets,
+        };
+        Some(Arc::new(crate::dataplane::DataTable::build(
+            &self.hostmap,
+            inputs,
+        )))
+    }
+
+    /// The data plane sent the `count`th TUN packet on tunnel `local_index` and that count is
+    /// due for path promotion or a lighthouse re-query ([`crate::dataplane::FastInside::Send`]).
+    pub fn sent_from_tun(&mut self, now: Instant, local_index: u32, count: u32, out: &mut Outputs) {
+        self.try_promote_best(now, local_index, count, out);
     }
 
     /// The next time [`Engine::handle_timeout`] must be called.
@@ -584,7 +623,7 @@ impl Engine {
             Route::Nowhere => {
                 // Relayed, but the relay is gone: count it as outbound traffic so the connection
                 // check notices the silence and retires the tunnel (as Go does).
-                t.traffic_out = true;
+                t.session.mark_out();
                 return InsideOutcome::Dropped(DropReason::NoRoute);
             }
         };
@@ -608,9 +647,8 @@ impl Engine {
         {
             return InsideOutcome::Dropped(DropReason::CounterExhausted);
         }
-        t.traffic_out = true;
-        t.promote_counter = t.promote_counter.wrapping_add(1);
-        let promote = t.promote_counter;
+        t.session.mark_out();
+        let promote = t.session.count_sent_from_tun();
         let outcome = match route {
             Route::Direct(to) => InsideOutcome::Send { to, len: total },
             Route::Relay {
@@ -686,7 +724,7 @@ impl Engine {
             .seal_ad_only(counter, &buf[..HEADER_LEN + inner_len])
             .ok()?;
         buf[HEADER_LEN + inner_len..total].copy_from_slice(&tag);
-        hop.traffic_out = true;
+        hop.session.mark_out();
         Some(total)
     }
 
@@ -859,7 +897,7 @@ impl Engine {
             return;
         };
         if t != MessageType::CloseTunnel {
-            tun.traffic_out = true;
+            tun.session.mark_out();
         }
         if let Some(to) = remote {
             out.transmits.push(Transmit { to, payload: d });
@@ -1061,10 +1099,11 @@ impl Engine {
         let Some(t) = self.hostmap.get_mut(idx) else {
             return;
         };
-        t.traffic_in = true;
+        t.session.mark_in();
         let newly_confirmed = !t.confirmed;
         if newly_confirmed {
             t.confirmed = true;
+            self.table_dirty = true;
             t.confirmed_at = Some(now);
         }
         self.roam(now, idx, via, out);
@@ -1177,6 +1216,7 @@ impl Engine {
         };
         if promote {
             self.hostmap.make_primary(idx);
+            self.table_dirty = true;
         }
     }
 
@@ -1215,6 +1255,7 @@ impl Engine {
         if t.remote == Some(from) {
             return;
         }
+        self.table_dirty = true;
         if !self
             .cfg
             .remote_allow_list
@@ -1294,6 +1335,7 @@ impl Engine {
 
     fn remove_tunnel(&mut self, idx: u32, reason: CloseReason, out: &mut Outputs) {
         if let Some(t) = self.hostmap.remove(idx) {
+            self.table_dirty = true;
             out.events.push(Event::TunnelDown {
                 vpn_addr: t.vpn_addr,
                 local_index: idx,
@@ -1705,7 +1747,7 @@ impl Engine {
             peer_ca_name: self.ca_name_of(&resp.peer_cert),
             peer_issuer_hex: resp.peer_cert.issuer_hex(),
             peer_cert: Arc::new(resp.peer_cert),
-            session: resp.session,
+            session: Arc::new(resp.session),
             remote: via.udp(),
             last_roam: None,
             initiator: false,
@@ -1715,14 +1757,11 @@ impl Engine {
             confirmed: false,
             created: now,
             confirmed_at: None,
-            traffic_in: false,
-            traffic_out: false,
             pending_deletion: false,
             cert_version: resp.our_version,
             recv_errors: 0,
             pki_generation: self.pki_generation,
             relays: via.relays(),
-            promote_counter: 0,
             next_requery: None,
         };
         let cert_name = tunnel.peer_cert.name().to_string();
@@ -1811,7 +1850,7 @@ impl Engine {
                 peer_ca_name: String::new(),
                 peer_issuer_hex: String::new(),
                 peer_cert: Arc::new(done.peer_cert),
-                session: done.session,
+                session: Arc::new(done.session),
                 remote: via.udp(),
                 last_roam: None,
                 initiator: true,
@@ -1821,14 +1860,11 @@ impl Engine {
                 confirmed: true,
                 created: now,
                 confirmed_at: Some(now),
-                traffic_in: false,
-                traffic_out: false,
                 pending_deletion: false,
                 cert_version: p.version,
                 recv_errors: 0,
                 pki_generation: self.pki_generation,
                 relays: Vec::new(),
-                promote_counter: 0,
                 next_requery: None,
             };
             if let Some(d) = seal_message(&mut tmp, MessageType::CloseTunnel, 0, &[]) {
@@ -1856,7 +1892,7 @@ impl Engine {
             peer_ca_name: self.ca_name_of(&done.peer_cert),
             peer_issuer_hex: done.peer_cert.issuer_hex(),
             peer_cert: Arc::new(done.peer_cert),
-            session: done.session,
+            session: Arc::new(done.session),
             remote: via.udp(),
             last_roam: None,
             initiator: true,
@@ -1866,14 +1902,11 @@ impl Engine {
             confirmed: true,
             created: now,
             confirmed_at: Some(now),
-            traffic_in: true,
-            traffic_out: false,
             pending_deletion: false,
             cert_version: p.version,
             recv_errors: 0,
             pki_generation: self.pki_generation,
             relays: via.relays(),
-            promote_counter: 0,
             next_requery: None,
         };
         let cert_name = tunnel.peer_cert.name().to_string();
@@ -1915,6 +1948,7 @@ impl Engine {
         out: &mut Outputs,
     ) {
         let (vpn, local_index) = (tunnel.vpn_addr, tunnel.local_index);
+        self.table_dirty = true;
         for e in self.hostmap.insert(tunnel, primary) {
             out.events.push(Event::TunnelDown {
                 vpn_addr: e.vpn_addr,
@@ -2046,9 +2080,7 @@ impl Engine {
             self.remove_tunnel(idx, CloseReason::CounterExhausted, out);
             return;
         }
-        let (tin, tout) = (t.traffic_in, t.traffic_out);
-        t.traffic_in = false;
-        t.traffic_out = false;
+        let (tin, tout) = t.session.take_traffic();
         if !t.confirmed && !is_primary && !tin {
             // An answer to a stage 1 that nobody followed up: a replay or a lost race.
             self.remove_tunnel(idx, CloseReason::Replaced, out);
@@ -2525,23 +2557,13 @@ fn seal_relay_frame(t: &mut Tunnel, relay_remote: u32, inner: &[u8]) -> Option<V
     d.extend_from_slice(inner);
     let tag = t.session.send.seal_ad_only(counter, &d).ok()?;
     d.extend_from_slice(&tag);
-    t.traffic_out = true;
+    t.session.mark_out();
     Some(d)
 }
 
 /// Seal one message for a tunnel into a fresh datagram (control plane).
 fn seal_message(t: &mut Tunnel, mt: MessageType, st: u8, payload: &[u8]) -> Option<Vec<u8>> {
-    let counter = t.session.next_counter().ok()?;
-    let mut d = vec![0u8; HEADER_LEN + payload.len() + TAG_LEN];
-    Header::new(mt, st, t.remote_index, counter)
-        .encode(&mut d[..HEADER_LEN])
-        .ok()?;
-    d[HEADER_LEN..HEADER_LEN + payload.len()].copy_from_slice(payload);
-    t.session
-        .send
-        .seal_frame(counter, &mut d, HEADER_LEN)
-        .ok()?;
-    Some(d)
+    crate::dataplane::seal_datagram(&t.session, t.remote_index, mt, st, payload)
 }
 
 fn reorder_first(mut addrs: Vec<IpAddr>, first: IpAddr) -> Vec<IpAddr> {

@@ -1,7 +1,9 @@
 //! The seam between the engine and the firewall: a per-packet verdict for a peer, plus the small
 //! IP-header reads the engine itself needs (destination address for routing, reject replies).
 
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use nebula_cert::cert::Certificate;
@@ -39,31 +41,91 @@ impl<'a> PeerIdentity<'a> {
     }
 }
 
-/// The firewall as the engine sees it. `incoming`: from a tunnel towards the TUN.
-pub trait PacketFilter: Send {
-    fn check(
-        &mut self,
-        now: Instant,
-        packet: &[u8],
-        incoming: bool,
-        peer: &PeerIdentity<'_>,
-    ) -> Verdict;
+/// The firewall as the engine and the data-plane workers see it: shared (`&self`), so whatever
+/// state it keeps is synchronised inside. `incoming`: from a tunnel towards the TUN.
+pub trait PacketFilter: Send + Sync {
+    fn check(&self, now: Instant, packet: &[u8], incoming: bool, peer: &PeerIdentity<'_>)
+        -> Verdict;
 
-    /// New rules (SIGHUP). Connections admitted under the old rules are re-checked on next use.
-    fn reload(&mut self, _firewall: Firewall) {}
+    /// The same filter with new rules (SIGHUP), keeping its connection state: connections
+    /// admitted under the old rules are re-checked on next use. `None`: this filter has no rules.
+    fn with_rules(&self, _firewall: Firewall) -> Option<Arc<dyn PacketFilter>> {
+        None
+    }
+}
+
+/// Conntrack shards: a flow's packets in both directions share a key, so they meet in one shard.
+const CONNTRACK_SHARDS: usize = 64;
+
+/// The conntrack table split into independently locked shards by flow hash, so workers handling
+/// different flows never wait for each other.
+pub struct ShardedConntrack {
+    shards: Box<[Mutex<Conntrack>]>,
+}
+
+impl Default for ShardedConntrack {
+    fn default() -> Self {
+        ShardedConntrack {
+            shards: (0..CONNTRACK_SHARDS)
+                .map(|_| Mutex::new(Conntrack::new()))
+                .collect(),
+        }
+    }
+}
+
+impl ShardedConntrack {
+    /// The shard that holds `key`, locked.
+    pub fn shard(&self, key: &Packet) -> MutexGuard<'_, Conntrack> {
+        let mut h = FlowHasher::default();
+        key.hash(&mut h);
+        let i = (h.finish() as usize) % self.shards.len();
+        // Every conntrack operation completes or leaves the table as it was, so a poisoned
+        // shard is still consistent.
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Flows tracked in all shards.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A small multiply-rotate hash for picking a shard (not for hash tables facing the network:
+/// each shard's own map keeps the standard keyed hasher).
+#[derive(Default)]
+struct FlowHasher(u64);
+
+impl Hasher for FlowHasher {
+    fn finish(&self) -> u64 {
+        // Fold the high bits in: the modulo below only sees the low ones.
+        self.0 ^ (self.0 >> 29)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
 }
 
 /// Go Nebula's group firewall with its connection tracking.
 pub struct GroupFirewall {
     firewall: Firewall,
-    conntrack: Conntrack,
+    conntrack: Arc<ShardedConntrack>,
 }
 
 impl GroupFirewall {
     pub fn new(firewall: Firewall) -> GroupFirewall {
         GroupFirewall {
             firewall,
-            conntrack: Conntrack::new(),
+            conntrack: Arc::new(ShardedConntrack::default()),
         }
     }
 
@@ -71,14 +133,14 @@ impl GroupFirewall {
         &self.firewall
     }
 
-    pub fn conntrack(&self) -> &Conntrack {
+    pub fn conntrack(&self) -> &ShardedConntrack {
         &self.conntrack
     }
 }
 
 impl PacketFilter for GroupFirewall {
     fn check(
-        &mut self,
+        &self,
         now: Instant,
         packet: &[u8],
         incoming: bool,
@@ -95,9 +157,10 @@ impl PacketFilter for GroupFirewall {
             ca_name: peer.ca_name,
             ca_sha: peer.issuer_hex,
         };
+        let mut conntrack = self.conntrack.shard(&pkt);
         match self
             .firewall
-            .drop(&pkt, incoming, &info, &mut self.conntrack, now)
+            .drop(&pkt, incoming, &info, &mut conntrack, now)
         {
             Ok(()) => Verdict::Allow,
             Err(_) => match self.firewall.action(incoming) {
@@ -107,8 +170,11 @@ impl PacketFilter for GroupFirewall {
         }
     }
 
-    fn reload(&mut self, firewall: Firewall) {
-        self.firewall = firewall;
+    fn with_rules(&self, firewall: Firewall) -> Option<Arc<dyn PacketFilter>> {
+        Some(Arc::new(GroupFirewall {
+            firewall,
+            conntrack: Arc::clone(&self.conntrack),
+        }))
     }
 }
 
@@ -116,7 +182,7 @@ impl PacketFilter for GroupFirewall {
 pub struct AllowAll;
 
 impl PacketFilter for AllowAll {
-    fn check(&mut self, _: Instant, _: &[u8], _: bool, _: &PeerIdentity<'_>) -> Verdict {
+    fn check(&self, _: Instant, _: &[u8], _: bool, _: &PeerIdentity<'_>) -> Verdict {
         Verdict::Allow
     }
 }

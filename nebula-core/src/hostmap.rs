@@ -28,8 +28,8 @@ pub struct Tunnel {
     pub peer_ca_name: String,
     /// Hex fingerprint of that CA (firewall `ca_sha`).
     pub peer_issuer_hex: String,
-    /// Keys, send counter and replay window.
-    pub session: Session,
+    /// Keys, send counter, replay window and traffic flags (shared with the data-plane workers).
+    pub session: Arc<Session>,
     /// Current underlay address of the peer; `None` while only reachable through a relay.
     pub remote: Option<SocketAddr>,
     /// Where the peer was before the last roam, and when it moved (for roaming suppression).
@@ -49,9 +49,6 @@ pub struct Tunnel {
     pub created: Instant,
     /// When it was confirmed.
     pub confirmed_at: Option<Instant>,
-    /// Traffic flags for the connection check, cleared at each check.
-    pub traffic_in: bool,
-    pub traffic_out: bool,
     /// A test request was sent for lack of inbound traffic; no reply by the next check = dead.
     pub pending_deletion: bool,
     /// The certificate version we used for this tunnel.
@@ -60,8 +57,6 @@ pub struct Tunnel {
     pub recv_errors: u32,
     /// Relay hosts (vpn addresses) this peer is reached through while `remote` is `None`.
     pub relays: Vec<IpAddr>,
-    /// Packets sent from the TUN on this tunnel (drives path promotion and re-queries).
-    pub promote_counter: u32,
     /// No lighthouse re-query for this peer before this time (`timers.requery_wait_duration`).
     pub next_requery: Option<Instant>,
     /// The engine's credential generation when this tunnel was made (a SIGHUP with a new

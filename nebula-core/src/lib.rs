@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod aead;
+pub mod dataplane;
 pub mod engine;
 pub mod filter;
 pub mod firewall;

@@ -772,8 +772,8 @@ mod tests {
                 assert_ne!(i_keys.initiator_to_responder, i_keys.responder_to_initiator);
 
                 // The pieces compose: initiator's send opens with the responder's recv and back.
-                let mut i_sess = i_keys.into_session(true).unwrap();
-                let mut r_sess = t.r_keys.clone().into_session(false).unwrap();
+                let i_sess = i_keys.into_session(true).unwrap();
+                let r_sess = t.r_keys.clone().into_session(false).unwrap();
                 let mut frame = [0u8; 16 + 4 + 16];
                 frame[16..20].copy_from_slice(b"data");
                 let c = i_sess.next_counter().unwrap();

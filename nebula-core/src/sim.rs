@@ -4,6 +4,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -14,6 +15,7 @@ use nebula_cert::{keys, Curve, Version};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::dataplane::{DataTable, FastInside, FastOutside};
 use crate::engine::{Engine, EngineConfig, Event, InsideOutcome, Outputs, OutsideOutcome};
 use crate::filter::{AllowAll, PacketFilter};
 use crate::pki::Pki;
@@ -222,6 +224,10 @@ pub struct SimNode {
     /// Packets delivered to this node's TUN.
     pub tun: Vec<Vec<u8>>,
     pub events: Vec<Event>,
+    /// The engine's latest data-plane snapshot, used first for every packet as the node does.
+    pub table: Option<Arc<DataTable>>,
+    /// Packets the snapshot handled without the engine: (from the TUN, from the network).
+    pub fast_packets: (u64, u64),
 }
 
 /// The whole simulation.
@@ -239,6 +245,8 @@ pub struct Sim {
     flights: HashMap<usize, Datagram>,
     seq: u64,
     rng: StdRng,
+    /// Use the data-plane snapshot before the engine (on by default, as the node does).
+    pub fast_path: bool,
 }
 
 impl Sim {
@@ -256,6 +264,7 @@ impl Sim {
             flights: HashMap::new(),
             seq: 0,
             rng: StdRng::seed_from_u64(seed),
+            fast_path: true,
         }
     }
 
@@ -293,6 +302,8 @@ impl Sim {
             addr: addr.parse().expect("sim node address"),
             tun: Vec::new(),
             events: Vec::new(),
+            table: None,
+            fast_packets: (0, 0),
         });
         let i = self.nodes.len() - 1;
         let mut out = Outputs::default();
@@ -313,6 +324,7 @@ impl Sim {
             self.now,
             self.unix_nanos(),
         );
+        self.nodes[i].table = None;
         let mut out = Outputs::default();
         let now = self.now;
         self.nodes[i].engine.start(now, &mut out);
@@ -330,6 +342,26 @@ impl Sim {
         buf[16..16 + packet.len()].copy_from_slice(packet);
         let mut out = Outputs::default();
         let now = self.now;
+        self.refresh_table(i);
+        if let Some(table) = self.nodes[i].table.clone().filter(|_| self.fast_path) {
+            match table.seal_inside(now, &mut buf, packet.len()) {
+                FastInside::Send { to, len, promote } => {
+                    self.nodes[i].fast_packets.0 += 1;
+                    let from = self.nodes[i].addr;
+                    self.send(from, to, buf[..len].to_vec());
+                    if let Some((idx, count)) = promote {
+                        self.nodes[i].engine.sent_from_tun(now, idx, count, &mut out);
+                    }
+                    self.dispatch(i, out);
+                    return InsideOutcome::Send { to, len };
+                }
+                FastInside::Dropped(reason) => {
+                    self.nodes[i].fast_packets.0 += 1;
+                    return InsideOutcome::Dropped(reason);
+                }
+                FastInside::Engine => {}
+            }
+        }
         let r = self.nodes[i]
             .engine
             .handle_inside(now, &mut buf, packet.len(), &mut out);
@@ -344,6 +376,13 @@ impl Sim {
     /// Put a raw datagram on the wire (an attacker, a replay).
     pub fn inject(&mut self, from: SocketAddr, to: SocketAddr, payload: Vec<u8>) {
         self.send(from, to, payload);
+    }
+
+    /// Take the engine's new data-plane snapshot, if it made one.
+    fn refresh_table(&mut self, i: usize) {
+        if let Some(t) = self.nodes[i].engine.data_table() {
+            self.nodes[i].table = Some(t);
+        }
     }
 
     /// Apply a node's outputs: transmits onto the network, TUN packets and events recorded.
@@ -475,6 +514,23 @@ impl Sim {
         let mut payload = d.payload;
         let mut out = Outputs::default();
         let now = self.now;
+        self.refresh_table(i);
+        if let Some(table) = self.nodes[i].table.clone().filter(|_| self.fast_path) {
+            match table.open_outside(now, d.from, &mut payload) {
+                FastOutside::Tun { start, end } => {
+                    self.nodes[i].fast_packets.1 += 1;
+                    self.nodes[i].tun.push(payload[start..end].to_vec());
+                    return;
+                }
+                FastOutside::Dropped(_, reply) => {
+                    self.nodes[i].fast_packets.1 += 1;
+                    out.transmits.extend(reply);
+                    self.dispatch(i, out);
+                    return;
+                }
+                FastOutside::Engine => {}
+            }
+        }
         let r = self.nodes[i]
             .engine
             .handle_outside(now, d.from, &mut payload, &mut out);

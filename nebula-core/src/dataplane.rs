@@ -1,0 +1,637 @@
+//! The data plane's lock-free view of the engine: an immutable snapshot of the direct tunnels,
+//! routes and firewall with which workers seal and open ordinary packets without the engine.
+//!
+//! The engine publishes a new [`DataTable`] (see [`crate::Engine::data_table`]) whenever a
+//! tunnel appears, goes, moves, is confirmed or becomes primary, and when the firewall or our
+//! certificate changes. A worker loads the current table once per batch and handles every
+//! ordinary packet with it: plain `Message` datagrams from a confirmed tunnel's current address,
+//! and TUN packets for a vpn address whose primary tunnel is direct. Everything else, and
+//! everything that needs the engine to act (a roaming peer, a new flow that must be rejected,
+//! a packet with no tunnel yet) is answered [`FastInside::Engine`] / [`FastOutside::Engine`]:
+//! the caller hands that packet, untouched, to the engine.
+//!
+//! Tunnels share their [`Session`] with the engine (an `Arc`): send counters are atomics, so the
+//! engine's control messages and every worker draw from one counter; the replay window is one
+//! small lock per tunnel.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ipnet::IpNet;
+use nebula_cert::cert::Certificate;
+use proto::header::{subtype, Header, MessageType, HEADER_LEN};
+
+use crate::aead::{AeadError, Session, TAG_LEN};
+use crate::engine::{DropReason, Transmit};
+use crate::filter::{PacketFilter, PeerIdentity, Verdict};
+use crate::hostmap::{HostMap, Tunnel};
+
+/// One direct tunnel as the data plane sees it.
+pub struct DataTunnel {
+    pub local_index: u32,
+    pub remote_index: u32,
+    /// The peer's underlay address (the tunnel is direct).
+    pub remote: SocketAddr,
+    pub session: Arc<Session>,
+    peer_cert: Arc<Certificate>,
+    vpn_addrs: Vec<IpAddr>,
+    ca_name: String,
+    issuer_hex: String,
+}
+
+impl DataTunnel {
+    fn of(t: &Tunnel, remote: SocketAddr) -> DataTunnel {
+        DataTunnel {
+            local_index: t.local_index,
+            remote_index: t.remote_index,
+            remote,
+            session: Arc::clone(&t.session),
+            peer_cert: Arc::clone(&t.peer_cert),
+            vpn_addrs: t.vpn_addrs.clone(),
+            ca_name: t.peer_ca_name.clone(),
+            issuer_hex: t.peer_issuer_hex.clone(),
+        }
+    }
+
+    fn peer(&self) -> PeerIdentity<'_> {
+        PeerIdentity {
+            cert: &self.peer_cert,
+            vpn_addrs: &self.vpn_addrs,
+            ca_name: &self.ca_name,
+            issuer_hex: &self.issuer_hex,
+        }
+    }
+}
+
+/// What [`DataTable::seal_inside`] did with a TUN packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FastInside {
+    /// `buf[..len]` is a sealed datagram for `to`. With `promote`, call
+    /// [`crate::Engine::sent_from_tun`] with it (every `counters.try_promote` /
+    /// `requery_every_packets` packets the engine looks for better paths).
+    Send {
+        to: SocketAddr,
+        len: usize,
+        promote: Option<(u32, u32)>,
+    },
+    /// Dropped (the firewall, an exhausted counter); nothing to do.
+    Dropped(DropReason),
+    /// Not for the fast path: give the packet, untouched, to [`crate::Engine::handle_inside`].
+    Engine,
+}
+
+/// What [`DataTable::open_outside`] did with a datagram.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FastOutside {
+    /// `datagram[start..end]` is a decrypted IP packet for the TUN.
+    Tun { start: usize, end: usize },
+    /// Dropped; with a reject answer (`inbound_action: reject`) to send.
+    Dropped(DropReason, Option<Transmit>),
+    /// Not for the fast path: give the datagram, untouched, to [`crate::Engine::handle_outside`].
+    Engine,
+}
+
+/// An immutable snapshot of what the data plane needs. Cheap to share (`Arc`), rebuilt by the
+/// engine when something in it changes.
+pub struct DataTable {
+    generation: u64,
+    /// Confirmed direct tunnels by our local index (the index peers put in their headers).
+    by_index: HashMap<u32, Arc<DataTunnel>>,
+    /// The primary tunnel of each vpn address, when it is direct.
+    by_vpn: HashMap<IpAddr, Arc<DataTunnel>>,
+    networks: Vec<IpNet>,
+    unsafe_routes: Vec<(IpNet, IpAddr)>,
+    filter: Arc<dyn PacketFilter>,
+    try_promote_every: u32,
+    requery_every: u32,
+}
+
+/// What the engine hands to [`DataTable::build`] besides its host map.
+pub(crate) struct TableInputs<'a> {
+    pub generation: u64,
+    pub networks: &'a [IpNet],
+    pub unsafe_routes: &'a [(IpNet, IpAddr)],
+    pub filter: Arc<dyn PacketFilter>,
+    pub try_promote_every: u32,
+    pub requery_every: u32,
+}
+
+impl DataTable {
+    pub(crate) fn build(hostmap: &HostMap, inputs: TableInputs<'_>) -> DataTable {
+        let mut direct: HashMap<u32, Arc<DataTunnel>> = HashMap::new();
+        for t in hostmap.tunnels() {
+            if let Some(remote) = t.remote {
+                direct.insert(t.local_index, Arc::new(DataTunnel::of(t, remote)));
+            }
+        }
+        let mut by_vpn = HashMap::new();
+        for vpn in hostmap.vpn_addrs() {
+            if let Some(d) = hostmap.primary(vpn).and_then(|i| direct.get(&i)) {
+                by_vpn.insert(*vpn, Arc::clone(d));
+            }
+        }
+        let by_index = direct
+            .into_iter()
+            .filter(|(i, _)| hostmap.get(*i).is_some_and(|t| t.confirmed))
+            .collect();
+        DataTable {
+            generation: inputs.generation,
+            by_index,
+            by_vpn,
+            networks: inputs.networks.to_vec(),
+            unsafe_routes: inputs.unsafe_routes.to_vec(),
+            filter: inputs.filter,
+            try_promote_every: inputs.try_promote_every,
+            requery_every: inputs.requery_every,
+        }
+    }
+
+    /// Which build this is (each table the engine publishes has a higher number).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Direct tunnels that receive on the fast path.
+    pub fn inbound_tunnels(&self) -> usize {
+        self.by_index.len()
+    }
+
+    /// Vpn addresses that send on the fast path.
+    pub fn outbound_peers(&self) -> usize {
+        self.by_vpn.len()
+    }
+
+    /// The vpn address carrying traffic for `dst`: the host itself, or an unsafe-route gateway
+    /// (the longest matching route), as the engine routes.
+    fn route(&self, dst: &IpAddr) -> Option<IpAddr> {
+        if self.networks.iter().any(|n| n.contains(dst)) {
+            return Some(*dst);
+        }
+        self.unsafe_routes
+            .iter()
+            .filter(|(net, _)| net.contains(dst))
+            .max_by_key(|(net, _)| net.prefix_len())
+            .map(|(_, via)| *via)
+    }
+
+    /// A packet read from the TUN, at `buf[HEADER_LEN..HEADER_LEN + len]` with `TAG_LEN` spare
+    /// bytes after it (the same layout as [`crate::Engine::handle_inside`]).
+    pub fn seal_inside(&self, now: Instant, buf: &mut [u8], len: usize) -> FastInside {
+        let total = HEADER_LEN + len + TAG_LEN;
+        let Some(packet) = buf.get(HEADER_LEN..HEADER_LEN + len) else {
+            return FastInside::Engine;
+        };
+        if buf.len() < total {
+            return FastInside::Engine;
+        }
+        let Some(dst) = crate::filter::destination(packet) else {
+            return FastInside::Engine;
+        };
+        if self.networks.iter().any(|n| n.addr() == dst) {
+            return FastInside::Engine;
+        }
+        let Some(t) = self.route(&dst).and_then(|vpn| self.by_vpn.get(&vpn)) else {
+            return FastInside::Engine;
+        };
+        match self.filter.check(now, packet, false, &t.peer()) {
+            Verdict::Allow => {}
+            Verdict::Drop => return FastInside::Dropped(DropReason::Firewall),
+            // The engine writes the reject answer to the TUN (it checks the packet again and
+            // reaches the same verdict: a refused packet leaves no conntrack state).
+            Verdict::Reject => return FastInside::Engine,
+        }
+        let Ok(counter) = t.session.next_counter() else {
+            return FastInside::Dropped(DropReason::CounterExhausted);
+        };
+        let h = Header::new(
+            MessageType::Message,
+            subtype::MESSAGE_NONE,
+            t.remote_index,
+            counter,
+        );
+        if h.encode(&mut buf[..HEADER_LEN]).is_err()
+            || t.session
+                .send
+                .seal_frame(counter, &mut buf[..total], HEADER_LEN)
+                .is_err()
+        {
+            return FastInside::Dropped(DropReason::CounterExhausted);
+        }
+        t.session.mark_out();
+        let n = t.session.count_sent_from_tun();
+        let due = |every: u32| every != 0 && n.is_multiple_of(every);
+        let promote =
+            (due(self.try_promote_every) || due(self.requery_every)).then_some((t.local_index, n));
+        FastInside::Send {
+            to: t.remote,
+            len: total,
+            promote,
+        }
+    }
+
+    /// A datagram from the UDP socket. On [`FastOutside::Tun`] it was decrypted in place.
+    pub fn open_outside(&self, now: Instant, from: SocketAddr, datagram: &mut [u8]) -> FastOutside {
+        let Ok(h) = Header::parse(datagram) else {
+            return FastOutside::Engine;
+        };
+        if h.msg_type != MessageType::Message
+            || h.subtype != subtype::MESSAGE_NONE
+            || h.check_strict().is_err()
+            || datagram.len() < HEADER_LEN + TAG_LEN
+        {
+            return FastOutside::Engine;
+        }
+        let Some(t) = self.by_index.get(&h.remote_index) else {
+            return FastOutside::Engine;
+        };
+        // A peer at a new address may be roaming: the engine decides.
+        if t.remote != from {
+            return FastOutside::Engine;
+        }
+        let plain_len = match t
+            .session
+            .open_frame(h.message_counter, datagram, HEADER_LEN)
+        {
+            Ok(p) => p.len(),
+            Err(AeadError::Replay) => return FastOutside::Dropped(DropReason::Replay, None),
+            Err(_) => return FastOutside::Dropped(DropReason::Decrypt, None),
+        };
+        t.session.mark_in();
+        let (start, end) = (HEADER_LEN, HEADER_LEN + plain_len);
+        let packet = &datagram[start..end];
+        match self.filter.check(now, packet, true, &t.peer()) {
+            Verdict::Allow => FastOutside::Tun { start, end },
+            Verdict::Drop => FastOutside::Dropped(DropReason::Firewall, None),
+            Verdict::Reject => {
+                let reply = crate::filter::reject_reply(packet).and_then(|r| seal_reply(t, &r));
+                FastOutside::Dropped(DropReason::Firewall, reply)
+            }
+        }
+    }
+}
+
+/// Seal `payload` as an ordinary message on tunnel `t` (a reject answer).
+fn seal_reply(t: &DataTunnel, payload: &[u8]) -> Option<Transmit> {
+    let d = seal_datagram(
+        &t.session,
+        t.remote_index,
+        MessageType::Message,
+        subtype::MESSAGE_NONE,
+        payload,
+    )?;
+    t.session.mark_out();
+    Some(Transmit {
+        to: t.remote,
+        payload: d,
+    })
+}
+
+/// Seal one message into a fresh datagram: header for the peer's `remote_index`, the next send
+/// counter, `payload` encrypted.
+pub(crate) fn seal_datagram(
+    session: &Session,
+    remote_index: u32,
+    mt: MessageType,
+    st: u8,
+    payload: &[u8],
+) -> Option<Vec<u8>> {
+    let counter = session.next_counter().ok()?;
+    let mut d = vec![0u8; HEADER_LEN + payload.len() + TAG_LEN];
+    Header::new(mt, st, remote_index, counter)
+        .encode(&mut d[..HEADER_LEN])
+        .ok()?;
+    d[HEADER_LEN..HEADER_LEN + payload.len()].copy_from_slice(payload);
+    session.send.seal_frame(counter, &mut d, HEADER_LEN).ok()?;
+    Some(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, HashSet};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::engine::{EngineConfig, Event, InsideOutcome, Outputs};
+    use crate::filter::{AllowAll, GroupFirewall};
+    use crate::firewall::{Action, Firewall, FirewallConfig, RuleConfig};
+    use crate::sim::{udp_packet, Sim, TestCa};
+    use nebula_cert::{Curve, Version};
+
+    const A: &str = "192.0.2.1:4242";
+    const B: &str = "192.0.2.2:4242";
+
+    fn cfg_to(vpn: &str, addr: &str) -> EngineConfig {
+        let mut m: HashMap<IpAddr, Vec<SocketAddr>> = HashMap::new();
+        m.insert(vpn.parse().expect("vpn"), vec![addr.parse().expect("addr")]);
+        EngineConfig {
+            static_host_map: m,
+            ..EngineConfig::default()
+        }
+    }
+
+    /// Two nodes (a = 10.42.0.1, b = 10.42.0.2) with a tunnel up.
+    fn pair(fa: Box<dyn PacketFilter>, fb: Box<dyn PacketFilter>) -> Sim {
+        let ca = TestCa::new("ca", Curve::Curve25519, Version::V1);
+        let mut sim = Sim::new(7);
+        let a_pki = ca.pki("a", "10.42.0.1/16");
+        let b_pki = ca.pki("b", "10.42.0.2/16");
+        sim.add_node_with_filter("a", A, cfg_to("10.42.0.2", B), a_pki, fa);
+        sim.add_node_with_filter("b", B, cfg_to("10.42.0.1", A), b_pki, fb);
+        sim.inside(0, &pkt(0, 1, 53, 0));
+        sim.run_for(Duration::from_secs(1));
+        // b answers, which confirms the tunnel on both sides.
+        sim.inside(1, &pkt(1, 0, 53, 0));
+        sim.run_for(Duration::from_millis(50));
+        sim
+    }
+
+    fn vpn(i: usize) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(10, 42, 0, 1 + i as u8)
+    }
+
+    /// A UDP packet from node `from` to node `to`, destination port `port`, tagged `n`.
+    fn pkt(from: usize, to: usize, port: u16, n: u32) -> Vec<u8> {
+        udp_packet(vpn(from), vpn(to), 40_000, port, &n.to_be_bytes())
+    }
+
+    fn got(sim: &Sim, node: usize, n: u32) -> usize {
+        sim.nodes[node]
+            .tun
+            .iter()
+            .filter(|p| p.get(28..32) == Some(&n.to_be_bytes()[..]))
+            .count()
+    }
+
+    fn allow_all() -> Box<dyn PacketFilter> {
+        Box::new(AllowAll)
+    }
+
+    #[test]
+    fn ordinary_packets_take_the_fast_path_both_ways() {
+        for fast in [true, false] {
+            let mut sim = pair(allow_all(), allow_all());
+            sim.fast_path = fast;
+            let before = (sim.nodes[0].fast_packets, sim.nodes[1].fast_packets);
+            for n in 1..=50 {
+                assert!(matches!(
+                    sim.inside(0, &pkt(0, 1, 53, n)),
+                    InsideOutcome::Send { .. }
+                ));
+                assert!(matches!(
+                    sim.inside(1, &pkt(1, 0, 53, n + 1000)),
+                    InsideOutcome::Send { .. }
+                ));
+                sim.run_for(Duration::from_millis(10));
+            }
+            for n in 1..=50 {
+                assert_eq!(got(&sim, 1, n), 1, "packet {n} a->b");
+                assert_eq!(got(&sim, 0, n + 1000), 1, "packet {n} b->a");
+            }
+            let after = (sim.nodes[0].fast_packets, sim.nodes[1].fast_packets);
+            if fast {
+                assert_eq!(after.0 .0 - before.0 .0, 50, "a sealed on the fast path");
+                assert_eq!(after.1 .1 - before.1 .1, 50, "b opened on the fast path");
+                assert_eq!(after.1 .0 - before.1 .0, 50, "b sealed on the fast path");
+                assert_eq!(after.0 .1 - before.0 .1, 50, "a opened on the fast path");
+            } else {
+                assert_eq!(after, before);
+            }
+        }
+    }
+
+    #[test]
+    fn fast_path_and_engine_share_the_send_counter_and_replay_window() {
+        let mut sim = pair(allow_all(), allow_all());
+        let a_addr: SocketAddr = A.parse().expect("addr");
+        let b_addr: SocketAddr = B.parse().expect("addr");
+        let mut sent = Vec::new();
+        for n in 1..=40u32 {
+            let p = pkt(0, 1, 53, n);
+            let mut buf = vec![0u8; p.len() + 64];
+            buf[HEADER_LEN..HEADER_LEN + p.len()].copy_from_slice(&p);
+            let len = if n % 2 == 0 {
+                // Through the engine.
+                let mut out = Outputs::default();
+                let now = sim.now;
+                match sim.nodes[0]
+                    .engine
+                    .handle_inside(now, &mut buf, p.len(), &mut out)
+                {
+                    InsideOutcome::Send { len, .. } => len,
+                    other => panic!("engine: {other:?}"),
+                }
+            } else {
+                let table = sim.nodes[0].table.clone().expect("table");
+                match table.seal_inside(sim.now, &mut buf, p.len()) {
+                    FastInside::Send { len, .. } => len,
+                    other => panic!("fast path: {other:?}"),
+                }
+            };
+            sent.push(buf[..len].to_vec());
+            sim.inject(a_addr, b_addr, buf[..len].to_vec());
+        }
+        sim.run_for(Duration::from_millis(50));
+        for n in 1..=40 {
+            assert_eq!(got(&sim, 1, n), 1, "packet {n} delivered once");
+        }
+        let counters: HashSet<u64> = sent
+            .iter()
+            .map(|d| Header::parse(d).expect("header").message_counter)
+            .collect();
+        assert_eq!(counters.len(), 40, "no counter used twice");
+        // Replays of either path's datagrams are refused by the shared window.
+        for d in sent.iter().take(4) {
+            sim.inject(a_addr, b_addr, d.clone());
+        }
+        sim.run_for(Duration::from_millis(50));
+        for n in 1..=4 {
+            assert_eq!(got(&sim, 1, n), 1, "replayed packet {n} refused");
+        }
+    }
+
+    #[test]
+    fn a_roaming_peer_goes_through_the_engine_and_the_table_follows() {
+        let mut sim = pair(allow_all(), allow_all());
+        let moved: SocketAddr = "192.0.2.9:5000".parse().expect("addr");
+        let old_gen = sim.nodes[1].table.as_ref().map(|t| t.generation());
+        sim.nodes[0].addr = moved;
+        sim.inside(0, &pkt(0, 1, 53, 1));
+        sim.run_for(Duration::from_millis(20));
+        assert_eq!(got(&sim, 1, 1), 1);
+        assert!(sim.nodes[1]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Roamed { to, .. } if *to == moved)));
+        // b's next packet uses a table that knows the new address, on the fast path.
+        let fast_before = sim.nodes[1].fast_packets.0;
+        assert!(matches!(
+            sim.inside(1, &pkt(1, 0, 53, 2)),
+            InsideOutcome::Send { to, .. } if to == moved
+        ));
+        assert_eq!(sim.nodes[1].fast_packets.0, fast_before + 1);
+        assert!(sim.nodes[1].table.as_ref().map(|t| t.generation()) > old_gen);
+        sim.run_for(Duration::from_millis(20));
+        assert_eq!(got(&sim, 0, 2), 1);
+        // And a's later packets from the new address open on b's fast path again.
+        let fast_in = sim.nodes[1].fast_packets.1;
+        sim.inside(0, &pkt(0, 1, 53, 3));
+        sim.run_for(Duration::from_millis(20));
+        assert_eq!(got(&sim, 1, 3), 1);
+        assert_eq!(sim.nodes[1].fast_packets.1, fast_in + 1);
+    }
+
+    #[test]
+    fn a_closed_tunnel_leaves_the_table() {
+        let mut sim = pair(allow_all(), allow_all());
+        let table = sim.nodes[0].table.clone().expect("table");
+        assert_eq!(table.outbound_peers(), 1);
+        assert_eq!(table.inbound_tunnels(), 1);
+        assert!(sim.nodes[0].engine.data_table().is_none(), "nothing changed");
+        let mut out = Outputs::default();
+        sim.nodes[0]
+            .engine
+            .close_tunnel(&IpAddr::V4(vpn(1)), &mut out);
+        let next = sim.nodes[0].engine.data_table().expect("a new table");
+        assert!(next.generation() > table.generation());
+        assert_eq!(next.outbound_peers(), 0);
+        assert_eq!(next.inbound_tunnels(), 0);
+        let p = pkt(0, 1, 53, 9);
+        let mut buf = vec![0u8; p.len() + 64];
+        buf[HEADER_LEN..HEADER_LEN + p.len()].copy_from_slice(&p);
+        assert_eq!(next.seal_inside(sim.now, &mut buf, p.len()), FastInside::Engine);
+    }
+
+    fn firewall(inbound_port: &str, action: Action, mine: &str) -> Box<dyn PacketFilter> {
+        let rule = |port: &str| RuleConfig {
+            proto: Some("udp".into()),
+            port: Some(port.into()),
+            host: Some("any".into()),
+            ..RuleConfig::default()
+        };
+        let cfg = FirewallConfig {
+            inbound: vec![rule(inbound_port)],
+            outbound: vec![rule("53")],
+            inbound_action: action,
+            ..FirewallConfig::default()
+        };
+        let net: IpNet = mine.parse().expect("net");
+        Box::new(GroupFirewall::new(
+            Firewall::new(&cfg, &[net], &[]).expect("firewall"),
+        ))
+    }
+
+    #[test]
+    fn the_firewall_decides_on_the_fast_path() {
+        let mut sim = pair(
+            firewall("53", Action::Drop, "10.42.0.1/16"),
+            firewall("53", Action::Reject, "10.42.0.2/16"),
+        );
+        // Outbound: a may only send to port 53.
+        let fast = sim.nodes[0].fast_packets.0;
+        assert_eq!(
+            sim.inside(0, &pkt(0, 1, 2000, 1)),
+            InsideOutcome::Dropped(DropReason::Firewall)
+        );
+        assert_eq!(sim.nodes[0].fast_packets.0, fast + 1);
+        sim.inside(0, &pkt(0, 1, 53, 2));
+        sim.run_for(Duration::from_millis(20));
+        assert_eq!(got(&sim, 1, 2), 1, "allowed packet delivered");
+        // b's outbound rules drop its own packet to port 2000 before anything is sealed.
+        let wire = sim.wire_log.len();
+        sim.inside(1, &pkt(1, 0, 2000, 3));
+        sim.run_for(Duration::from_millis(20));
+        assert_eq!(got(&sim, 0, 3), 0);
+        assert_eq!(sim.wire_log.len(), wire, "nothing went out");
+        // Inbound: b only takes port 53 and rejects the rest. Seal a packet to b:2000 by hand
+        // (a's own outbound rules would stop it) and check b refuses it on the fast path and
+        // answers with a reject.
+        let b_fast_in = sim.nodes[1].fast_packets.1;
+        let p = pkt(0, 1, 2000, 4);
+        let mut buf = vec![0u8; p.len() + 64];
+        buf[HEADER_LEN..HEADER_LEN + p.len()].copy_from_slice(&p);
+        let t = sim.nodes[0].table.clone().expect("table");
+        let d = t.by_vpn.get(&IpAddr::V4(vpn(1))).expect("tunnel");
+        let counter = d.session.next_counter().expect("counter");
+        Header::new(
+            MessageType::Message,
+            subtype::MESSAGE_NONE,
+            d.remote_index,
+            counter,
+        )
+        .encode(&mut buf[..HEADER_LEN])
+        .expect("header");
+        let total = HEADER_LEN + p.len() + TAG_LEN;
+        d.session
+            .send
+            .seal_frame(counter, &mut buf[..total], HEADER_LEN)
+            .expect("seal");
+        sim.inject(A.parse().expect("a"), B.parse().expect("b"), buf[..total].to_vec());
+        let wire = sim.wire_log.len();
+        sim.run_for(Duration::from_millis(20));
+        assert_eq!(got(&sim, 1, 4), 0, "b's inbound rules refuse port 2000");
+        assert_eq!(sim.nodes[1].fast_packets.1, b_fast_in + 1, "decided on the fast path");
+        let b_addr: SocketAddr = B.parse().expect("b");
+        assert!(
+            sim.wire_log[wire..].iter().any(|(_, d)| d.from == b_addr),
+            "b sent a reject back"
+        );
+    }
+
+    #[test]
+    fn concurrent_workers_never_share_a_counter_or_open_a_datagram_twice() {
+        let sim = pair(allow_all(), allow_all());
+        let a_table = sim.nodes[0].table.clone().expect("table");
+        let b_table = sim.nodes[1].table.clone().expect("table");
+        let now = sim.now;
+        let seal = |worker: u32| {
+            let t = Arc::clone(&a_table);
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                for n in 0..2000u32 {
+                    let p = pkt(0, 1, 53, worker * 10_000 + n);
+                    let mut buf = vec![0u8; p.len() + 64];
+                    buf[HEADER_LEN..HEADER_LEN + p.len()].copy_from_slice(&p);
+                    if let FastInside::Send { len, .. } = t.seal_inside(now, &mut buf, p.len()) {
+                        buf.truncate(len);
+                        out.push(buf);
+                    }
+                }
+                out
+            })
+        };
+        let (w1, w2) = (seal(1), seal(2));
+        let mut all = w1.join().expect("worker 1");
+        all.extend(w2.join().expect("worker 2"));
+        assert_eq!(all.len(), 4000);
+        let counters: HashSet<u64> = all
+            .iter()
+            .map(|d| Header::parse(d).expect("header").message_counter)
+            .collect();
+        assert_eq!(counters.len(), 4000, "every datagram has its own counter");
+        all.sort_by_key(|d| Header::parse(d).map(|h| h.message_counter).unwrap_or(0));
+        // Two receiving workers are handed every datagram (a duplicating network): each counter
+        // may open at most once in total.
+        let from: SocketAddr = A.parse().expect("a");
+        let open = |copy: Vec<Vec<u8>>| {
+            let t = Arc::clone(&b_table);
+            std::thread::spawn(move || {
+                let mut opened = Vec::new();
+                for mut d in copy {
+                    let c = Header::parse(&d).map(|h| h.message_counter).unwrap_or(0);
+                    if matches!(t.open_outside(now, from, &mut d), FastOutside::Tun { .. }) {
+                        opened.push(c);
+                    }
+                }
+                opened
+            })
+        };
+        let (r1, r2) = (open(all.clone()), open(all));
+        let mut opened = r1.join().expect("receiver 1");
+        opened.extend(r2.join().expect("receiver 2"));
+        let unique: HashSet<u64> = opened.iter().copied().collect();
+        assert_eq!(unique.len(), opened.len(), "a datagram was opened twice");
+        assert!(unique.len() >= 2000, "most datagrams open: {}", unique.len());
+    }
+}
