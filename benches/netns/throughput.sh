@@ -22,7 +22,7 @@ UDP_WINDOW=4M     # iperf3 -w for UDP: socket buffers of iperf3's own sockets (n
 MTU=1420
 CIPHER=aes
 BUFFERS=""        # listen.read_buffer / write_buffer for both nebulas; empty = their default
-TARGETS="veth,go-1.11.0,ours,wireguard-go"
+TARGETS="veth,go-1.11.0,ours,ours-2,wireguard-go"
 OURS=$ROOT/target/release/nebula
 GO_NEBULA=/opt/go-nebula/1.11.0/usr/bin/nebula
 GO_CERT=/opt/go-nebula/1.11.0/usr/bin/nebula-cert
@@ -34,7 +34,8 @@ usage() {
 usage: sudo bash benches/netns/throughput.sh [options]
   --rounds N          rounds; each runs every target once, in order (default $ROUNDS)
   -o FILE             also write the results (raw rounds, medians, ratios) as JSON to FILE
-  --targets LIST      comma-separated subset of: veth,go-1.11.0,ours,wireguard-go (default all)
+  --targets LIST      comma-separated subset of: veth,go-1.11.0,ours,ours-2,wireguard-go
+                      (default all; ours-2 is ours with routines: 2)
   --duration S        seconds per TCP test (default $DURATION); UDP steps last $UDP_DURATION s
   --mtu N             tunnel MTU, also the bare veth's (default $MTU)
   --cipher C          nebula cipher, aes or chachapoly (default $CIPHER; WireGuard has only ChaCha20)
@@ -186,6 +187,8 @@ EOF
 write_configs() {
   nebula_config a 10.200.0.2 192.0.2.2 > "$WORK/a.yml"
   nebula_config b 10.200.0.1 192.0.2.1 > "$WORK/b.yml"
+  # ours-2: the same with two data-plane workers
+  for s in a b; do { cat "$WORK/$s.yml"; echo "routines: 2"; } > "$WORK/$s-2.yml"; done
 }
 
 # ---------------------------------------------------------------- daemons
@@ -208,10 +211,10 @@ stop_daemons() {
   rm -f "/var/run/wireguard/$WGA.sock" "/var/run/wireguard/$WGB.sock"
 }
 
-start_nebula() { # binary logprefix
-  ip netns exec "$NA" "$1" -config "$WORK/a.yml" > "$2-a.log" 2>&1 &
+start_nebula() { # binary logprefix [config-suffix]
+  ip netns exec "$NA" "$1" -config "$WORK/a${3:-}.yml" > "$2-a.log" 2>&1 &
   DAEMONS+=($!)
-  ip netns exec "$NB" "$1" -config "$WORK/b.yml" > "$2-b.log" 2>&1 &
+  ip netns exec "$NB" "$1" -config "$WORK/b${3:-}.yml" > "$2-b.log" 2>&1 &
   DAEMONS+=($!)
 }
 
@@ -344,6 +347,7 @@ run_target() { # round target
     veth) dst=198.51.100.2 ;;
     go-*) dst=10.200.0.2; start_nebula "$GO_NEBULA" "$lp" ;;
     ours) dst=10.200.0.2; start_nebula "$OURS" "$lp" ;;
+    ours-2) dst=10.200.0.2; start_nebula "$OURS" "$lp" -2 ;;
     wireguard-go) dst=10.200.0.2; start_wireguard "$lp" || err="wireguard-go setup failed" ;;
   esac
   if [ -z "$err" ] && ! wait_tunnel "$dst"; then err="tunnel to $dst did not come up within 20 s"; fi
@@ -405,7 +409,7 @@ for t in "${WANT[@]}"; do
     go-1.11.0|go)
       if [ -x "$GO_NEBULA" ]; then RUN+=("go-1.11.0")
       else log "skipping go-1.11.0: no Go nebula at $GO_NEBULA (run .ci/install-go-nebula.sh)"; fi ;;
-    ours)
+    ours|ours-2)
       if [ -x "$OURS" ]; then RUN+=("$t")
       else log "skipping ours: no binary at $OURS (cargo build --release -p nebula-node -p nebula-cert)"; fi ;;
     wireguard-go|wg)

@@ -198,6 +198,22 @@ impl CaPool {
     /// validity, certificate validity, signature, CA constraints, then the alternate P256 fingerprint
     /// against the blocklist.
     pub fn verify(&self, now_unix: i64, cert: &Certificate) -> Result<(), CertError> {
+        self.verify_inner(now_unix, cert, true)
+    }
+
+    /// [`CaPool::verify`] for a certificate whose signature this same pool already checked (a
+    /// peer's certificate, re-checked periodically): validity times, CA constraints and the
+    /// blocklist, without the signature check.
+    pub fn reverify(&self, now_unix: i64, cert: &Certificate) -> Result<(), CertError> {
+        self.verify_inner(now_unix, cert, false)
+    }
+
+    fn verify_inner(
+        &self,
+        now_unix: i64,
+        cert: &Certificate,
+        check_signature: bool,
+    ) -> Result<(), CertError> {
         if self.blocklist.contains(&cert.fingerprint_hex()) {
             return Err(CertError::Blocklisted);
         }
@@ -221,7 +237,7 @@ impl CaPool {
                 not_before: cert.not_before(),
             });
         }
-        if !cert.check_signature(ca.public_key()) {
+        if check_signature && !cert.check_signature(ca.public_key()) {
             return Err(CertError::SignatureMismatch);
         }
         check_ca_constraints(ca, cert)?;
@@ -418,6 +434,29 @@ mod tests {
             let forged = sign_unchecked(&t, &ca.fingerprint(), &other);
             assert_eq!(pool.verify(now, &forged), Err(CertError::SignatureMismatch));
         }
+    }
+
+    #[test]
+    fn reverify_skips_only_the_signature() {
+        let (_, ca, host) = fixed_pair(Version::V1);
+        let mut pool = pool_of(&[&ca]);
+        let now = host.not_before() + 1;
+        let mut sig = host.signature().to_vec();
+        sig[0] ^= 1;
+        let tampered = with_signature(&host, sig);
+        assert_eq!(pool.reverify(now, &host), Ok(()));
+        assert_eq!(pool.reverify(now, &tampered), Ok(()));
+        assert_eq!(
+            pool.verify(now, &tampered),
+            Err(CertError::SignatureMismatch)
+        );
+        // Everything else is still checked.
+        assert!(matches!(
+            pool.reverify(host.not_after() + 1, &host),
+            Err(CertError::Expired { .. })
+        ));
+        pool.blocklist_fingerprint(&host.fingerprint_hex());
+        assert_eq!(pool.reverify(now, &host), Err(CertError::Blocklisted));
     }
 
     #[test]

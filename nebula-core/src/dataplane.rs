@@ -488,7 +488,10 @@ mod tests {
         let table = sim.nodes[0].table.clone().expect("table");
         assert_eq!(table.outbound_peers(), 1);
         assert_eq!(table.inbound_tunnels(), 1);
-        assert!(sim.nodes[0].engine.data_table().is_none(), "nothing changed");
+        assert!(
+            sim.nodes[0].engine.data_table().is_none(),
+            "nothing changed"
+        );
         let mut out = Outputs::default();
         sim.nodes[0]
             .engine
@@ -500,7 +503,10 @@ mod tests {
         let p = pkt(0, 1, 53, 9);
         let mut buf = vec![0u8; p.len() + 64];
         buf[HEADER_LEN..HEADER_LEN + p.len()].copy_from_slice(&p);
-        assert_eq!(next.seal_inside(sim.now, &mut buf, p.len()), FastInside::Engine);
+        assert_eq!(
+            next.seal_inside(sim.now, &mut buf, p.len()),
+            FastInside::Engine
+        );
     }
 
     fn firewall(inbound_port: &str, action: Action, mine: &str) -> Box<dyn PacketFilter> {
@@ -567,11 +573,19 @@ mod tests {
             .send
             .seal_frame(counter, &mut buf[..total], HEADER_LEN)
             .expect("seal");
-        sim.inject(A.parse().expect("a"), B.parse().expect("b"), buf[..total].to_vec());
+        sim.inject(
+            A.parse().expect("a"),
+            B.parse().expect("b"),
+            buf[..total].to_vec(),
+        );
         let wire = sim.wire_log.len();
         sim.run_for(Duration::from_millis(20));
         assert_eq!(got(&sim, 1, 4), 0, "b's inbound rules refuse port 2000");
-        assert_eq!(sim.nodes[1].fast_packets.1, b_fast_in + 1, "decided on the fast path");
+        assert_eq!(
+            sim.nodes[1].fast_packets.1,
+            b_fast_in + 1,
+            "decided on the fast path"
+        );
         let b_addr: SocketAddr = B.parse().expect("b");
         assert!(
             sim.wire_log[wire..].iter().any(|(_, d)| d.from == b_addr),
@@ -632,6 +646,10 @@ mod tests {
         opened.extend(r2.join().expect("receiver 2"));
         let unique: HashSet<u64> = opened.iter().copied().collect();
         assert_eq!(unique.len(), opened.len(), "a datagram was opened twice");
-        assert!(unique.len() >= 2000, "most datagrams open: {}", unique.len());
+        assert!(
+            unique.len() >= 2000,
+            "most datagrams open: {}",
+            unique.len()
+        );
     }
 }

@@ -2062,8 +2062,13 @@ impl Engine {
         };
         let vpn = t.vpn_addr;
         let is_primary = self.hostmap.primary(&vpn) == Some(idx);
-        // Certificate still good?
-        let cert_check = self.pki.ca_pool().verify(unix_secs, &t.peer_cert);
+        // Certificate still good? Its signature was checked by the handshake; only a new CA
+        // pool (a reload) makes that worth doing again.
+        let cert_check = if t.pki_generation == self.pki_generation {
+            self.pki.ca_pool().reverify(unix_secs, &t.peer_cert)
+        } else {
+            self.pki.ca_pool().verify(unix_secs, &t.peer_cert)
+        };
         if let Err(e) = cert_check {
             let blocklisted = self.pki.ca_pool().is_blocklisted(&t.peer_cert);
             if blocklisted || self.cfg.disconnect_invalid {

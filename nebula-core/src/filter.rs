@@ -1,7 +1,6 @@
 //! The seam between the engine and the firewall: a per-packet verdict for a peer, plus the small
 //! IP-header reads the engine itself needs (destination address for routing, reject replies).
 
-use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -44,8 +43,13 @@ impl<'a> PeerIdentity<'a> {
 /// The firewall as the engine and the data-plane workers see it: shared (`&self`), so whatever
 /// state it keeps is synchronised inside. `incoming`: from a tunnel towards the TUN.
 pub trait PacketFilter: Send + Sync {
-    fn check(&self, now: Instant, packet: &[u8], incoming: bool, peer: &PeerIdentity<'_>)
-        -> Verdict;
+    fn check(
+        &self,
+        now: Instant,
+        packet: &[u8],
+        incoming: bool,
+        peer: &PeerIdentity<'_>,
+    ) -> Verdict;
 
     /// The same filter with new rules (SIGHUP), keeping its connection state: connections
     /// admitted under the old rules are re-checked on next use. `None`: this filter has no rules.
@@ -76,9 +80,7 @@ impl Default for ShardedConntrack {
 impl ShardedConntrack {
     /// The shard that holds `key`, locked.
     pub fn shard(&self, key: &Packet) -> MutexGuard<'_, Conntrack> {
-        let mut h = FlowHasher::default();
-        key.hash(&mut h);
-        let i = (h.finish() as usize) % self.shards.len();
+        let i = shard_index(key, self.shards.len());
         // Every conntrack operation completes or leaves the table as it was, so a poisoned
         // shard is still consistent.
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
@@ -97,22 +99,24 @@ impl ShardedConntrack {
     }
 }
 
-/// A small multiply-rotate hash for picking a shard (not for hash tables facing the network:
-/// each shard's own map keeps the standard keyed hasher).
-#[derive(Default)]
-struct FlowHasher(u64);
-
-impl Hasher for FlowHasher {
-    fn finish(&self) -> u64 {
-        // Fold the high bits in: the modulo below only sees the low ones.
-        self.0 ^ (self.0 >> 29)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+/// Which of `n` shards holds a flow: a multiply-xor mix of the tuple (picking a shard needs
+/// no keyed hash: each shard's own map keeps the standard keyed hasher against flooding).
+fn shard_index(key: &Packet, n: usize) -> usize {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let fold = |a: &IpAddr| match a {
+        IpAddr::V4(v4) => u64::from(u32::from(*v4)),
+        IpAddr::V6(v6) => {
+            let x = u128::from(*v6);
+            (x as u64) ^ ((x >> 64) as u64)
         }
-    }
+    };
+    let ports = (u64::from(key.local_port) << 32)
+        | (u64::from(key.remote_port) << 16)
+        | (u64::from(key.protocol) << 8)
+        | u64::from(key.fragment);
+    let h = (fold(&key.local_addr).wrapping_mul(K) ^ fold(&key.remote_addr)).wrapping_mul(K);
+    let h = (h ^ ports).wrapping_mul(K);
+    ((h >> 32) as usize) % n.max(1)
 }
 
 /// Go Nebula's group firewall with its connection tracking.
@@ -244,5 +248,85 @@ mod tests {
         assert_eq!(destination(&v4[..10]), None);
         assert_eq!(destination(&[0x50; 40]), None);
         assert_eq!(destination(&[]), None);
+    }
+
+    #[test]
+    fn flows_spread_over_the_conntrack_shards() {
+        let mut used = std::collections::HashSet::new();
+        for port in 0..1000u16 {
+            let p = Packet {
+                local_addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+                remote_addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+                local_port: 443,
+                remote_port: 40_000 + port,
+                protocol: 6,
+                fragment: false,
+            };
+            used.insert(shard_index(&p, CONNTRACK_SHARDS));
+        }
+        // 1,000 flows of one host pair reach (nearly) every shard.
+        assert!(
+            used.len() >= CONNTRACK_SHARDS * 9 / 10,
+            "{} shards",
+            used.len()
+        );
+    }
+
+    #[test]
+    fn a_reply_checked_on_another_thread_finds_the_outbound_flow() {
+        use crate::firewall::{FirewallConfig, RuleConfig};
+        use crate::sim::{udp_packet, TestCa};
+        let ca = TestCa::new(
+            "ca",
+            nebula_cert::Curve::Curve25519,
+            nebula_cert::Version::V1,
+        );
+        let (peer_cert, _) = ca.host("peer", "10.1.0.2/16", &[]);
+        let any = RuleConfig {
+            proto: Some("any".into()),
+            port: Some("any".into()),
+            host: Some("any".into()),
+            ..RuleConfig::default()
+        };
+        let cfg = FirewallConfig {
+            outbound: vec![any],
+            ..FirewallConfig::default()
+        };
+        let mine: ipnet::IpNet = "10.1.0.1/16".parse().expect("net");
+        let fw = Arc::new(GroupFirewall::new(
+            Firewall::new(&cfg, &[mine], &[]).expect("firewall"),
+        ));
+        let (me, them) = (Ipv4Addr::new(10, 1, 0, 1), Ipv4Addr::new(10, 1, 0, 2));
+        let vpn_addrs = [IpAddr::V4(them)];
+        let now = Instant::now();
+        let check = |fw: &GroupFirewall, packet: &[u8], incoming: bool| {
+            let peer = PeerIdentity {
+                cert: &peer_cert,
+                vpn_addrs: &vpn_addrs,
+                ca_name: "ca",
+                issuer_hex: "",
+            };
+            fw.check(now, packet, incoming, &peer)
+        };
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for port in 0..500 {
+                    let out = udp_packet(me, them, 30_000 + port, 53, b"q");
+                    assert_eq!(check(&fw, &out, false), Verdict::Allow);
+                }
+            });
+        });
+        assert_eq!(fw.conntrack().len(), 500);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for port in 0..500 {
+                    let reply = udp_packet(them, me, 53, 30_000 + port, b"a");
+                    assert_eq!(check(&fw, &reply, true), Verdict::Allow, "reply {port}");
+                }
+                // No rule admits an inbound flow nobody opened.
+                let stranger = udp_packet(them, me, 53, 29_999, b"x");
+                assert_eq!(check(&fw, &stranger, true), Verdict::Drop);
+            });
+        });
     }
 }

@@ -350,7 +350,9 @@ impl Sim {
                     let from = self.nodes[i].addr;
                     self.send(from, to, buf[..len].to_vec());
                     if let Some((idx, count)) = promote {
-                        self.nodes[i].engine.sent_from_tun(now, idx, count, &mut out);
+                        self.nodes[i]
+                            .engine
+                            .sent_from_tun(now, idx, count, &mut out);
                     }
                     self.dispatch(i, out);
                     return InsideOutcome::Send { to, len };

@@ -1,5 +1,6 @@
-//! The daemon's event loop: one thread polling the UDP socket, the TUN device and a signal pipe,
-//! feeding the engine and carrying out what it asks; SIGHUP reloads, SIGTERM/SIGINT close cleanly.
+//! The daemon's threads: `routines` data-plane workers, each with its own UDP socket
+//! (`SO_REUSEPORT`) and TUN queue, and a control thread for timers and signals (SIGHUP reloads,
+//! SIGTERM/SIGINT close cleanly).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -10,14 +11,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nebula_core::engine::{Engine, Event, Outputs};
 use nebula_core::filter::GroupFirewall;
+use nebula_core::pki::Pki;
 use nebula_lighthouse::AddressBook;
 use rand::SeedableRng;
 use thiserror::Error;
 
 use crate::config::{Config, LoadedConfig};
 use crate::datapath::DataPath;
+use crate::plane::Plane;
 use crate::setup::{self, SetupError};
-use crate::tun::VIRTIO_NET_HDR_LEN;
+use crate::tun::{Tun, TunQueue};
 use crate::udp_batch::{BatchOptions, BatchSocket, DEFAULT_SOCKET_BUFFER};
 
 /// Largest packet we handle (Go's internal `mtu` constant).
@@ -70,14 +73,18 @@ pub fn validate(loaded: &LoadedConfig) -> Result<Vec<String>, SetupError> {
 }
 
 /// The running node.
-pub struct Node<D: Device> {
-    pub engine: Engine,
-    data: DataPath,
-    tun: Option<D>,
+pub struct Node {
+    plane: Plane,
+    /// One data path (socket and buffers) per worker.
+    workers: Vec<DataPath>,
+    /// The control thread's handle on worker 0's socket, for what the engine sends on timers.
+    control: DataPath,
+    /// Read end of the pipe workers write to when the engine needs its timers sooner.
+    wake: UnixStream,
+    tun: Option<Tun>,
     config_path: PathBuf,
     sighup: UnixStream,
     sigterm: UnixStream,
-    stop: bool,
     drop_filter: LocalDrop,
 }
 
@@ -126,10 +133,10 @@ fn signal_pipe(signals: &[i32]) -> io::Result<UnixStream> {
     Ok(read)
 }
 
-fn drain(s: &mut UnixStream) -> bool {
+fn drain(mut s: &UnixStream) -> bool {
     let mut b = [0u8; 64];
     let mut any = false;
-    while let Ok(n) = io::Read::read(s, &mut b) {
+    while let Ok(n) = io::Read::read(&mut s, &mut b) {
         if n == 0 {
             break;
         }
@@ -138,13 +145,14 @@ fn drain(s: &mut UnixStream) -> bool {
     any
 }
 
-impl<D: Device> Node<D> {
-    /// Build the node from a loaded config. `tun` is `None` when `tun.disabled`.
+impl Node {
+    /// Build the node from a loaded config. `tun` is `None` when `tun.disabled`; otherwise it
+    /// has one queue per worker (`routines`).
     pub fn new(
         loaded: &LoadedConfig,
         config_path: &Path,
-        tun: Option<D>,
-    ) -> Result<Node<D>, DaemonError> {
+        tun: Option<Tun>,
+    ) -> Result<Node, DaemonError> {
         let cfg = &loaded.config;
         let (pki, warnings) = setup::load_pki(cfg, unix_secs())?;
         for w in warnings {
@@ -171,25 +179,37 @@ impl<D: Device> Node<D> {
                 DEFAULT_SOCKET_BUFFER
             }
         };
+        let workers = cfg.routines.max(1);
         let opts = BatchOptions {
             gso: cfg.listen.udp_offloads,
             gro: cfg.listen.udp_offloads,
             recv_buffer: buffer(cfg.listen.read_buffer),
             send_buffer: buffer(cfg.listen.write_buffer),
             mark: cfg.listen.so_mark,
+            reuse_port: workers > 1,
         };
         let udp = BatchSocket::bind(SocketAddr::new(host, cfg.listen.port), &opts)
             .map_err(DaemonError::Listen)?;
+        let bound = udp.local_addr().map_err(DaemonError::Listen)?;
+        // The other workers' sockets join the first one's port (which may have been picked by
+        // the kernel).
+        let mut sockets = vec![udp];
+        for _ in 1..workers {
+            sockets.push(BatchSocket::bind(bound, &opts).map_err(DaemonError::Listen)?);
+        }
+        let control = DataPath::new(sockets[0].try_clone().map_err(DaemonError::Listen)?, 1);
+        let batch = cfg.listen.batch as usize;
+        let udp = &sockets[0];
         let (offloads, buffers) = (udp.offloads(), udp.buffers());
         tracing::info!(
             gso = offloads.gso,
             gro = offloads.gro,
             recv_buffer = buffers.recv,
             send_buffer = buffers.send,
+            workers,
             "UDP socket offloads"
         );
         let drop_filter = LocalDrop::new(&cfg.tun, pki.networks().to_vec());
-        let bound = udp.local_addr().map_err(DaemonError::Listen)?;
         let static_hosts = setup::resolve_static_hosts(cfg)?;
         let advertise = advertise_addrs(cfg, pki.networks(), bound.port());
         let ecfg = setup::engine_config(cfg, static_hosts, advertise);
@@ -217,184 +237,199 @@ impl<D: Device> Node<D> {
         let sighup = signal_pipe(&[signal_hook::consts::SIGHUP]).map_err(DaemonError::Signals)?;
         let sigterm = signal_pipe(&[signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
             .map_err(DaemonError::Signals)?;
+        let (wake, wake_tx) = UnixStream::pair().map_err(DaemonError::Signals)?;
+        wake.set_nonblocking(true).map_err(DaemonError::Signals)?;
+        wake_tx
+            .set_nonblocking(true)
+            .map_err(DaemonError::Signals)?;
         Ok(Node {
-            engine,
-            data: DataPath::new(udp),
+            plane: Plane::new(engine, wake_tx),
+            workers: sockets
+                .into_iter()
+                .map(|s| DataPath::new(s, batch))
+                .collect(),
+            control,
+            wake,
             tun,
             config_path: config_path.to_path_buf(),
             sighup,
             sigterm,
-            stop: false,
             drop_filter,
         })
     }
 
     /// The TUN device, if the node has one.
-    pub fn device(&self) -> Option<&D> {
+    pub fn device(&self) -> Option<&Tun> {
         self.tun.as_ref()
     }
 
-    pub fn udp_addr(&self) -> io::Result<SocketAddr> {
-        self.data.udp.local_addr()
+    /// Our credentials (a copy: the engine lives behind the workers' lock).
+    pub fn pki(&self) -> Pki {
+        self.plane.lock().pki().clone()
     }
 
-    /// The TUN offloads the kernel accepted (`Tun::enable_offloads`), for the data path.
+    pub fn udp_addr(&self) -> io::Result<SocketAddr> {
+        self.control.udp.local_addr()
+    }
+
+    /// The TUN offloads the kernel accepted (`Tun::enable_offloads`), for the data paths.
     pub fn set_tun_offloads(&mut self, offloads: u32) {
         let vnet = self.tun.as_ref().is_some_and(|t| t.vnet_hdr());
-        self.data.set_tun_offloads(vnet, offloads);
+        for w in &mut self.workers {
+            w.set_tun_offloads(vnet, offloads);
+        }
+        self.control.set_tun_offloads(vnet, offloads);
     }
 
-    fn flush(&mut self, out: &mut Outputs) {
-        if !out.transmits.is_empty() {
-            self.data.send_transmits(&out.transmits);
-            out.transmits.clear();
-        }
-        for p in out.tun.drain(..) {
-            if let Some(tun) = &self.tun {
-                if tun.vnet_hdr() {
-                    let mut framed = vec![0u8; VIRTIO_NET_HDR_LEN + p.len()];
-                    framed[VIRTIO_NET_HDR_LEN..].copy_from_slice(&p);
-                    let _ = tun.write_packet(&framed);
-                } else {
-                    let _ = tun.write_packet(&p);
+    /// Run until SIGTERM/SIGINT: the workers on their own threads, the control loop on this one.
+    pub fn run(self) -> Result<(), DaemonError> {
+        let Node {
+            plane,
+            workers,
+            mut control,
+            wake,
+            tun,
+            config_path,
+            sighup,
+            sigterm,
+            drop_filter,
+        } = self;
+        let queue0 = tun.as_ref().and_then(|t| t.queues().first());
+        let mut out = Outputs::default();
+        plane.with_engine(|e| e.start(Instant::now(), &mut out));
+        control.flush_outputs(queue0, &mut out);
+        crate::notify::notify("READY=1");
+        let (stop_rx, mut stop_tx) = UnixStream::pair().map_err(DaemonError::Signals)?;
+        let result = std::thread::scope(|s| {
+            for (i, data) in workers.into_iter().enumerate() {
+                let queue = tun.as_ref().and_then(|t| t.queues().get(i));
+                let (plane, drop_filter, stop) = (&plane, &drop_filter, &stop_rx);
+                let spawned = std::thread::Builder::new()
+                    .name(format!("nebula-worker-{i}"))
+                    .spawn_scoped(s, move || worker(plane, data, queue, drop_filter, stop));
+                if let Err(e) = spawned {
+                    let _ = io::Write::write(&mut stop_tx, &[1]);
+                    return Err(DaemonError::Signals(e));
                 }
             }
-        }
-        for e in out.events.drain(..) {
-            log_event(&e);
-        }
+            let ctl = Control {
+                plane: &plane,
+                data: &mut control,
+                queue0,
+                wake: &wake,
+                sighup: &sighup,
+                sigterm: &sigterm,
+                config_path: &config_path,
+            };
+            let r = ctl.run();
+            // Every worker polls the stop pipe: one byte, never read, wakes them all.
+            let _ = io::Write::write(&mut stop_tx, &[1]);
+            r
+        });
+        crate::notify::notify("STOPPING=1");
+        tracing::info!("Closing all tunnels");
+        plane.with_engine(|e| e.close_all(&mut out));
+        control.flush_outputs(queue0, &mut out);
+        result
     }
+}
 
-    /// Run until SIGTERM/SIGINT.
-    pub fn run(&mut self) -> Result<(), DaemonError> {
+/// The control thread: the engine's timers, SIGHUP reloads, SIGTERM/SIGINT.
+struct Control<'a> {
+    plane: &'a Plane,
+    data: &'a mut DataPath,
+    queue0: Option<&'a TunQueue>,
+    wake: &'a UnixStream,
+    sighup: &'a UnixStream,
+    sigterm: &'a UnixStream,
+    config_path: &'a Path,
+}
+
+impl Control<'_> {
+    /// Until SIGTERM/SIGINT.
+    fn run(self) -> Result<(), DaemonError> {
         let mut out = Outputs::default();
-        self.engine.start(Instant::now(), &mut out);
-        self.flush(&mut out);
-        crate::notify::notify("READY=1");
-        while !self.stop {
-            let timeout = self
-                .engine
-                .poll_timeout()
+        loop {
+            let next = {
+                let engine = self.plane.lock();
+                let next = engine.poll_timeout();
+                self.plane.set_control_deadline(next);
+                next
+            };
+            let timeout = next
                 .map(|t| t.saturating_duration_since(Instant::now()))
                 .unwrap_or(Duration::from_secs(1))
                 .min(Duration::from_secs(1));
-            let mut fds = vec![
-                libc::pollfd {
-                    fd: self.data.udp.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.sighup.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.sigterm.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
+            let mut fds = [
+                pollin(self.sighup.as_raw_fd()),
+                pollin(self.sigterm.as_raw_fd()),
+                pollin(self.wake.as_raw_fd()),
             ];
-            if let Some(t) = &self.tun {
-                fds.push(libc::pollfd {
-                    fd: t.fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                });
+            poll(&mut fds, timeout)?;
+            if fds[2].revents & libc::POLLIN != 0 {
+                drain(self.wake);
             }
-            let ms = i32::try_from(timeout.as_millis())
-                .unwrap_or(1000)
-                .max(if timeout.is_zero() { 0 } else { 1 });
-            // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
-            let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(DaemonError::Poll(e));
-                }
-            }
-            if fds[0].revents & libc::POLLIN != 0 {
-                self.read_udp(&mut out);
-            }
-            if fds.len() > 3 && fds[3].revents & libc::POLLIN != 0 {
-                self.read_tun(&mut out);
-            }
-            self.engine.handle_timeout(Instant::now(), &mut out);
-            self.flush(&mut out);
-            if fds[1].revents & libc::POLLIN != 0 && drain(&mut self.sighup) {
+            self.plane
+                .with_engine(|e| e.handle_timeout(Instant::now(), &mut out));
+            self.data.flush_outputs(self.queue0, &mut out);
+            if fds[0].revents & libc::POLLIN != 0 && drain(self.sighup) {
                 crate::notify::notify("RELOADING=1");
-                self.reload(&mut out);
+                reload(self.plane, self.config_path, &mut out);
+                self.data.flush_outputs(self.queue0, &mut out);
                 crate::notify::notify("READY=1");
             }
-            if fds[2].revents & libc::POLLIN != 0 && drain(&mut self.sigterm) {
+            if fds[1].revents & libc::POLLIN != 0 && drain(self.sigterm) {
                 tracing::info!("Caught signal, shutting down");
-                self.stop = true;
+                return Ok(());
             }
         }
-        crate::notify::notify("STOPPING=1");
-        tracing::info!("Closing all tunnels");
-        self.engine.close_all(&mut out);
-        self.flush(&mut out);
-        Ok(())
     }
+}
 
-    fn read_udp(&mut self, out: &mut Outputs) {
-        self.data.read_udp(&mut self.engine, self.tun.as_ref(), out);
-        self.flush(out);
-    }
-
-    fn read_tun(&mut self, out: &mut Outputs) {
-        let Some(tun) = self.tun.as_ref() else { return };
-        let filter = &self.drop_filter;
-        self.data
-            .read_tun(&mut self.engine, tun, &|p: &[u8]| filter.drops(p), out);
-        self.flush(out);
-    }
-
-    /// SIGHUP: re-read the config; swap pki, firewall and lighthouse hosts. A broken new config
-    /// is refused as a whole and the node keeps running on the old one.
-    pub fn reload(&mut self, out: &mut Outputs) {
-        tracing::info!(path = %self.config_path.display(), "Caught HUP, reloading config");
-        let loaded = match Config::load(&self.config_path) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "Failed to reload config, keeping the old one");
-                return;
-            }
-        };
-        let cfg = &loaded.config;
-        let (pki, _) = match setup::load_pki(cfg, unix_secs()) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "Failed to reload pki, keeping the old one");
-                return;
-            }
-        };
-        let firewall = match setup::build_firewall(cfg, &pki) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::error!(error = %e, "Failed to reload firewall, keeping the old one");
-                return;
-            }
-        };
-        let static_hosts = match setup::resolve_static_hosts(cfg) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "Failed to reload static_host_map");
-                return;
-            }
-        };
-        tracing::info!(rules = %firewall.rules_hash(), "Firewall reloaded");
-        self.engine.reload_firewall(firewall);
-        self.engine.reload_pki(pki);
-        self.engine.reload_lighthouses(
+/// SIGHUP: re-read the config; swap pki, firewall and lighthouse hosts. A broken new config
+/// is refused as a whole and the node keeps running on the old one.
+fn reload(plane: &Plane, config_path: &Path, out: &mut Outputs) {
+    tracing::info!(path = %config_path.display(), "Caught HUP, reloading config");
+    let loaded = match Config::load(config_path) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "Failed to reload config, keeping the old one");
+            return;
+        }
+    };
+    let cfg = &loaded.config;
+    let (pki, _) = match setup::load_pki(cfg, unix_secs()) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "Failed to reload pki, keeping the old one");
+            return;
+        }
+    };
+    let firewall = match setup::build_firewall(cfg, &pki) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(error = %e, "Failed to reload firewall, keeping the old one");
+            return;
+        }
+    };
+    let static_hosts = match setup::resolve_static_hosts(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "Failed to reload static_host_map");
+            return;
+        }
+    };
+    tracing::info!(rules = %firewall.rules_hash(), "Firewall reloaded");
+    plane.with_engine(|engine| {
+        engine.reload_firewall(firewall);
+        engine.reload_pki(pki);
+        engine.reload_lighthouses(
             cfg.lighthouse.hosts.clone(),
             static_hosts,
             Instant::now(),
             out,
         );
-        self.flush(out);
-    }
+    });
 }
 
 fn advertise_addrs(cfg: &Config, vpn: &[ipnet::IpNet], port: u16) -> Vec<SocketAddr> {
@@ -417,7 +452,69 @@ fn advertise_addrs(cfg: &Config, vpn: &[ipnet::IpNet], port: u16) -> Vec<SocketA
     out
 }
 
-fn log_event(e: &Event) {
+/// One data-plane worker: its socket and TUN queue, until the stop pipe becomes readable.
+fn worker(
+    plane: &Plane,
+    mut data: DataPath,
+    queue: Option<&TunQueue>,
+    drop_filter: &LocalDrop,
+    stop: &UnixStream,
+) {
+    let mut out = Outputs::default();
+    let is_dropped = |p: &[u8]| drop_filter.drops(p);
+    loop {
+        let mut fds = [
+            pollin(data.udp.as_raw_fd()),
+            pollin(stop.as_raw_fd()),
+            pollin(queue.map(|q| q.as_raw_fd()).unwrap_or(-1)),
+        ];
+        let n = if queue.is_some() { 3 } else { 2 };
+        if let Err(e) = poll(&mut fds[..n], Duration::from_secs(1)) {
+            tracing::error!(error = %e, "worker poll failed");
+            return;
+        }
+        if fds[1].revents & libc::POLLIN != 0 {
+            return;
+        }
+        if fds[0].revents & libc::POLLIN != 0 {
+            data.read_udp(plane, queue, &mut out);
+            data.flush_outputs(queue, &mut out);
+        }
+        if let (Some(q), true) = (queue, fds[2].revents & libc::POLLIN != 0) {
+            data.read_tun(plane, q, &is_dropped, &mut out);
+            data.flush_outputs(queue, &mut out);
+        }
+    }
+}
+
+fn pollin(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// `poll(2)` for at most `timeout`; an interrupted call counts as a wake-up with nothing ready.
+fn poll(fds: &mut [libc::pollfd], timeout: Duration) -> Result<(), DaemonError> {
+    let ms = i32::try_from(timeout.as_millis())
+        .unwrap_or(1000)
+        .max(if timeout.is_zero() { 0 } else { 1 });
+    // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(DaemonError::Poll(e));
+        }
+        for f in fds.iter_mut() {
+            f.revents = 0;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn log_event(e: &Event) {
     match e {
         Event::TunnelUp {
             vpn_addr,

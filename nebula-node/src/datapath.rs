@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Instant;
 
-use nebula_core::engine::{Engine, InsideOutcome, Outputs, OutsideOutcome};
+use nebula_core::dataplane::{FastInside, FastOutside};
+use nebula_core::engine::{InsideOutcome, Outputs, OutsideOutcome};
 use proto::header::HEADER_LEN;
 
 use crate::daemon::Device;
@@ -14,11 +15,13 @@ use crate::offload::{
     complete_checksum, Coalescer, CoalescerConfig, Pushed, Segmenter, VNET_F_NEEDS_CSUM,
     VNET_GSO_NONE,
 };
+use crate::plane::{Plane, TableView};
 use crate::tun::{offload as tun_offload, VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 use crate::udp_batch::{BatchSocket, RecvMeta, Transmit, GRO_BUFFER_LEN};
 
-/// Datagrams read per `recvmmsg`.
-const RECV_BATCH: usize = 32;
+/// Most datagrams read per `recvmmsg` (`listen.batch` is capped here: every slot is a 64 KiB
+/// GRO buffer).
+pub const MAX_RECV_BATCH: usize = 256;
 /// Sealed bytes gathered before a send: a few superpackets' worth.
 const ARENA_LEN: usize = 1 << 20;
 /// Room one TUN read can need in the arena (a 64 KiB superpacket plus its sealed segments).
@@ -29,6 +32,8 @@ const TUN_BATCH: usize = 64;
 /// The socket, the buffers, and the TUN offload state.
 pub struct DataPath {
     pub udp: BatchSocket,
+    /// This worker's view of the engine's data table.
+    view: TableView,
     rx_bufs: Vec<Vec<u8>>,
     rx_meta: Vec<RecvMeta>,
     /// Sealed datagrams waiting to be sent, and where each one is.
@@ -40,11 +45,14 @@ pub struct DataPath {
 }
 
 impl DataPath {
-    pub fn new(udp: BatchSocket) -> DataPath {
+    /// `batch`: datagrams per `recvmmsg` (`listen.batch`).
+    pub fn new(udp: BatchSocket, batch: usize) -> DataPath {
+        let batch = batch.clamp(1, MAX_RECV_BATCH);
         DataPath {
             udp,
-            rx_bufs: (0..RECV_BATCH).map(|_| vec![0u8; GRO_BUFFER_LEN]).collect(),
-            rx_meta: vec![RecvMeta::default(); RECV_BATCH],
+            view: TableView::default(),
+            rx_bufs: (0..batch).map(|_| vec![0u8; GRO_BUFFER_LEN]).collect(),
+            rx_meta: vec![RecvMeta::default(); batch],
             arena: vec![0u8; ARENA_LEN],
             pending: Vec::with_capacity(256),
             vnet: false,
@@ -79,6 +87,29 @@ impl DataPath {
         send_all(&mut self.udp, &list);
     }
 
+    /// Carry out what the engine asked: send its datagrams, write its packets to the TUN, log
+    /// its events.
+    pub fn flush_outputs<D: Device>(&mut self, tun: Option<&D>, out: &mut Outputs) {
+        if !out.transmits.is_empty() {
+            self.send_transmits(&out.transmits);
+            out.transmits.clear();
+        }
+        for p in out.tun.drain(..) {
+            if let Some(tun) = tun {
+                if tun.vnet_hdr() {
+                    let mut framed = vec![0u8; VIRTIO_NET_HDR_LEN + p.len()];
+                    framed[VIRTIO_NET_HDR_LEN..].copy_from_slice(&p);
+                    let _ = tun.write_packet(&framed);
+                } else {
+                    let _ = tun.write_packet(&p);
+                }
+            }
+        }
+        for e in out.events.drain(..) {
+            crate::daemon::log_event(&e);
+        }
+    }
+
     /// Send the sealed datagrams gathered in the arena.
     fn flush_pending(&mut self) {
         if self.pending.is_empty() {
@@ -98,8 +129,10 @@ impl DataPath {
     }
 
     /// Read datagrams until the socket is empty (bounded), open them, write to the TUN.
-    pub fn read_udp<D: Device>(&mut self, engine: &mut Engine, tun: Option<&D>, out: &mut Outputs) {
+    /// Ordinary packets are opened with the data table; the rest go to the engine.
+    pub fn read_udp<D: Device>(&mut self, plane: &Plane, tun: Option<&D>, out: &mut Outputs) {
         let mut tun_frames = 0usize;
+        let batch = self.rx_bufs.len();
         for _ in 0..8 {
             let n = match self.udp.recv_batch(&mut self.rx_bufs, &mut self.rx_meta) {
                 Ok(n) => n,
@@ -118,18 +151,31 @@ impl DataPath {
                     let Some(d) = buf.get_mut(start..end) else {
                         break;
                     };
-                    if let OutsideOutcome::Tun { start: s, end: e } =
-                        engine.handle_outside(now, meta.addr, d, out)
-                    {
-                        if let Some(t) = tun {
-                            tun_frames += 1;
-                            deliver(t, self.vnet, self.coalescer.as_mut(), d, s, e);
+                    let fast = match self.view.current(plane) {
+                        Some(table) => table.open_outside(now, meta.addr, d),
+                        None => FastOutside::Engine,
+                    };
+                    let opened = match fast {
+                        FastOutside::Tun { start, end } => Some((start, end)),
+                        FastOutside::Dropped(_, reply) => {
+                            out.transmits.extend(reply);
+                            None
                         }
+                        FastOutside::Engine => {
+                            match plane.with_engine(|e| e.handle_outside(now, meta.addr, d, out)) {
+                                OutsideOutcome::Tun { start, end } => Some((start, end)),
+                                _ => None,
+                            }
+                        }
+                    };
+                    if let (Some((s, e)), Some(t)) = (opened, tun) {
+                        tun_frames += 1;
+                        deliver(t, self.vnet, self.coalescer.as_mut(), d, s, e);
                     }
                     start = end;
                 }
             }
-            if n < RECV_BATCH {
+            if n < batch {
                 break;
             }
         }
@@ -143,9 +189,10 @@ impl DataPath {
     }
 
     /// Read packets (or superpackets) from the TUN, seal them, send them in batches.
+    /// Ordinary packets are sealed with the data table; the rest go to the engine.
     pub fn read_tun<D: Device>(
         &mut self,
-        engine: &mut Engine,
+        plane: &Plane,
         tun: &D,
         is_dropped: &dyn Fn(&[u8]) -> bool,
         out: &mut Outputs,
@@ -202,9 +249,7 @@ impl DataPath {
                         if is_dropped(&slot[HEADER_LEN..HEADER_LEN + len]) {
                             continue;
                         }
-                        if let InsideOutcome::Send { to, len: dl } =
-                            engine.handle_inside(now, slot, len, out)
-                        {
+                        if let Some((to, dl)) = seal(&mut self.view, plane, now, slot, len, out) {
                             self.pending.push((to, w..w + dl));
                             w += dl;
                         }
@@ -221,9 +266,7 @@ impl DataPath {
                         continue;
                     }
                     let slot = &mut self.arena[off..];
-                    if let InsideOutcome::Send { to, len } =
-                        engine.handle_inside(now, slot, plen, out)
-                    {
+                    if let Some((to, len)) = seal(&mut self.view, plane, now, slot, plen, out) {
                         self.pending.push((to, off..off + len));
                         off += len;
                     }
@@ -235,6 +278,35 @@ impl DataPath {
             }
         }
         self.flush_pending();
+    }
+}
+
+/// Seal one TUN packet (at `slot[HEADER_LEN..HEADER_LEN + len]`) with the data table, or with
+/// the engine when the table cannot. Returns where the datagram goes and its length.
+fn seal(
+    view: &mut TableView,
+    plane: &Plane,
+    now: Instant,
+    slot: &mut [u8],
+    len: usize,
+    out: &mut Outputs,
+) -> Option<(SocketAddr, usize)> {
+    let fast = match view.current(plane) {
+        Some(table) => table.seal_inside(now, slot, len),
+        None => FastInside::Engine,
+    };
+    match fast {
+        FastInside::Send { to, len, promote } => {
+            if let Some((idx, count)) = promote {
+                plane.with_engine(|e| e.sent_from_tun(now, idx, count, out));
+            }
+            Some((to, len))
+        }
+        FastInside::Dropped(_) => None,
+        FastInside::Engine => match plane.with_engine(|e| e.handle_inside(now, slot, len, out)) {
+            InsideOutcome::Send { to, len } => Some((to, len)),
+            _ => None,
+        },
     }
 }
 

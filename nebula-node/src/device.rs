@@ -8,15 +8,15 @@ use nebula_core::pki::Pki;
 
 use crate::config::Config;
 use crate::daemon::Device;
-use crate::tun::{offload, Tun, TunError, TunOptions, TunSetup};
+use crate::tun::{offload, Tun, TunError, TunOptions, TunQueue, TunSetup};
 
-impl Device for Tun {
+impl Device for TunQueue {
     fn fd(&self) -> RawFd {
-        self.queues().first().map(|q| q.as_raw_fd()).unwrap_or(-1)
+        self.as_raw_fd()
     }
 
     fn vnet_hdr(&self) -> bool {
-        Tun::vnet_hdr(self)
+        TunQueue::vnet_hdr(self)
     }
 
     fn read_packet(&self, buf: &mut [u8]) -> io::Result<usize> {
@@ -28,15 +28,18 @@ impl Device for Tun {
     }
 }
 
-/// Open the TUN device unless `tun.disabled`.
+/// Open the TUN device unless `tun.disabled`: one queue per worker (`routines`), multi-queue
+/// when there are several.
 pub fn open(cfg: &Config) -> Result<Option<Tun>, TunError> {
     if cfg.tun.disabled {
         return Ok(None);
     }
+    let queues = cfg.routines.max(1);
     let opts = TunOptions {
         name: cfg.tun.dev.clone(),
         vnet_hdr: cfg.tun.use_offloads,
-        ..TunOptions::default()
+        queues,
+        multi_queue: queues > 1,
     };
     match Tun::open(&opts) {
         Ok(t) => Ok(Some(t)),

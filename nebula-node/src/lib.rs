@@ -9,6 +9,7 @@ pub mod localaddrs;
 pub mod netlink;
 pub mod notify;
 pub mod offload;
+pub mod plane;
 pub mod setup;
 pub mod tun;
 pub mod udp_batch;

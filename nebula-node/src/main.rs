@@ -120,7 +120,7 @@ fn main() -> ExitCode {
         }
     };
     if let Some(t) = node.device() {
-        match device::configure(t, &loaded.config, node.engine.pki()) {
+        match device::configure(t, &loaded.config, &node.pki()) {
             Ok(offloads) => node.set_tun_offloads(offloads),
             Err(e) => {
                 tracing::error!(error = %e, "Failed to configure the tun device");

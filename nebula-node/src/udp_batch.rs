@@ -73,6 +73,9 @@ pub struct BatchOptions {
     pub send_buffer: usize,
     /// `SO_MARK` for outgoing packets (`listen.so_mark`); 0 leaves it unset.
     pub mark: u32,
+    /// `SO_REUSEPORT` before binding: several sockets (one per worker) share the port and the
+    /// kernel spreads peers over them by address hash, so one peer stays on one socket.
+    pub reuse_port: bool,
 }
 
 impl Default for BatchOptions {
@@ -83,6 +86,7 @@ impl Default for BatchOptions {
             recv_buffer: DEFAULT_SOCKET_BUFFER,
             send_buffer: DEFAULT_SOCKET_BUFFER,
             mark: 0,
+            reuse_port: false,
         }
     }
 }
@@ -403,6 +407,19 @@ impl BatchSocket {
         Ok(s)
     }
 
+    /// A second handle on the same socket (a duplicated descriptor) with the same offloads, for
+    /// a thread that only sends.
+    pub fn try_clone(&self) -> io::Result<BatchSocket> {
+        Ok(BatchSocket {
+            sock: self.sock.try_clone()?,
+            v6: self.v6,
+            available: self.available,
+            active: self.active,
+            buffers: self.buffers,
+            scratch: Scratch::new(),
+        })
+    }
+
     /// Takes over a raw UDP socket descriptor (see [`BatchSocket::new`]).
     pub fn from_fd(fd: OwnedFd, opts: &BatchOptions) -> io::Result<BatchSocket> {
         BatchSocket::new(UdpSocket::from(fd), opts)
@@ -418,6 +435,9 @@ impl BatchSocket {
         let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
         if addr.is_ipv6() {
             s.set_only_v6(!addr.ip().is_unspecified())?;
+        }
+        if opts.reuse_port {
+            setsockopt_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
         }
         s.bind(&addr.into())?;
         BatchSocket::new(s.into(), opts)

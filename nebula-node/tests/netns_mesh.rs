@@ -21,18 +21,35 @@ struct Mesh {
 
 /// Lighthouse on the wan, A on the wan, B behind a NAT. Everyone knows only the lighthouse.
 fn mesh(tag: &str, lh_impl: Impl, a_impl: Impl, b_impl: Impl, cipher: &str) -> Mesh {
-    mesh_with(tag, lh_impl, a_impl, b_impl, cipher, true)
+    mesh_with(tag, lh_impl, a_impl, b_impl, cipher, Tuning::default())
 }
 
-/// As `mesh`; `offloads: false` turns off our TUN and UDP offloads (`tun.use_offloads`,
-/// `listen.udp_offloads`).
+/// How our nodes in a mesh are tuned.
+#[derive(Clone, Copy)]
+struct Tuning {
+    /// `false` turns off our TUN and UDP offloads (`tun.use_offloads`, `listen.udp_offloads`).
+    offloads: bool,
+    /// `routines`: data-plane workers.
+    routines: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            offloads: true,
+            routines: 1,
+        }
+    }
+}
+
+/// As `mesh`, with our nodes tuned.
 fn mesh_with(
     tag: &str,
     lh_impl: Impl,
     a_impl: Impl,
     b_impl: Impl,
     cipher: &str,
-    offloads: bool,
+    tuning: Tuning,
 ) -> Mesh {
     let mut lab = Lab::new(tag);
     let lh = lab.public_host("lh", "192.0.2.1");
@@ -57,11 +74,16 @@ fn mesh_with(
             (LH_VPN, "192.0.2.1:4242"),
             cipher,
         ));
-        let cfg = if offloads || imp != Impl::Ours {
+        let cfg = if tuning.offloads || imp != Impl::Ours {
             cfg
         } else {
             cfg.replacen("tun:\n", "tun:\n  use_offloads: false\n", 1)
                 .replacen("listen:\n", "listen:\n  udp_offloads: false\n", 1)
+        };
+        let cfg = if imp == Impl::Ours {
+            format!("{cfg}routines: {}\n", tuning.routines)
+        } else {
+            cfg
         };
         let path = lab.write(&format!("{name}.yml"), &cfg);
         let idx = lab.spawn(ns, &imp.cmd(&path), &format!("{name}.log"));
@@ -115,6 +137,16 @@ fn ping_and_transfer(m: &mut Mesh, label: &str) {
         "{label}: tcp b -> a\n{}",
         m.logs()
     );
+    for (from, to, ip, port) in [(&a, &b, B_VPN, 5003), (&b, &a, A_VPN, 5004)] {
+        let (ok, bad) = m.lab.udp_transfer(from, to, ip, port);
+        assert_eq!(bad, 0, "{label}: corrupted UDP datagrams\n{}", m.logs());
+        // Local veths drop nothing; allow a few for a loaded machine.
+        assert!(
+            ok >= 290,
+            "{label}: only {ok} of 300 UDP datagrams to {ip}\n{}",
+            m.logs()
+        );
+    }
 }
 
 #[test]
@@ -127,10 +159,38 @@ fn ours_with_ours_both_ciphers() {
 
 #[test]
 fn ours_without_offloads_with_ours_and_go() {
-    let mut m = mesh_with("nof", Impl::Ours, Impl::Ours, Impl::Ours, "aes", false);
+    let off = Tuning {
+        offloads: false,
+        ..Tuning::default()
+    };
+    let mut m = mesh_with("nof", Impl::Ours, Impl::Ours, Impl::Ours, "aes", off);
     ping_and_transfer(&mut m, "ours, offloads off");
-    let mut m = mesh_with("nog", Impl::Go1110, Impl::Ours, Impl::Go1110, "aes", false);
+    let mut m = mesh_with("nog", Impl::Go1110, Impl::Ours, Impl::Go1110, "aes", off);
     ping_and_transfer(&mut m, "go1110 lh and b, ours a with offloads off");
+}
+
+#[test]
+fn ours_with_several_workers_with_ours_and_go() {
+    // Two workers per node: two TUN queues, two SO_REUSEPORT sockets, one shared session table.
+    let two = Tuning {
+        routines: 2,
+        ..Tuning::default()
+    };
+    let mut m = mesh_with("rt2", Impl::Ours, Impl::Ours, Impl::Ours, "aes", two);
+    ping_and_transfer(&mut m, "ours, 2 routines");
+    for (name, _) in &m.procs {
+        let log = m.lab.log(&format!("{name}.log"));
+        assert!(log.contains("workers=2"), "{name} runs 2 workers\n{log}");
+    }
+    let mut m = mesh_with(
+        "rtg",
+        Impl::Go1110,
+        Impl::Ours,
+        Impl::Go1110,
+        "chachapoly",
+        two,
+    );
+    ping_and_transfer(&mut m, "go1110 lh and b, ours a with 2 routines");
 }
 
 #[test]

@@ -105,7 +105,7 @@ pub const KNOWN_KEYS: &[KnownKey] = &[
         OtherPlatform("macOS"),
         Leaf,
     ),
-    k("routines", NotYetImplemented, Leaf),
+    k("routines", Implemented, Leaf),
     k("punchy", Implemented, Section),
     k("punchy.punch", Implemented, Leaf),
     k("punchy.respond", Implemented, Leaf),
