@@ -1,5 +1,7 @@
-//! Fuzz the engine's `handle_outside` (and `handle_inside`) after a real handshake: arbitrary
-//! datagrams, datagrams carrying the live tunnel's index, and stage-1 lookalikes must never panic.
+//! Fuzz the data table's fast path and the engine's `handle_outside` (and `handle_inside`) after a
+//! real handshake: arbitrary datagrams, datagrams carrying the live tunnel's index, and stage-1
+//! lookalikes must never panic. Packets go to the table first and to the engine when it declines,
+//! as in the node.
 #![no_main]
 
 use std::cell::RefCell;
@@ -8,7 +10,8 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use nebula_cert::{Curve, Version};
-use nebula_core::engine::{EngineConfig, Outputs};
+use nebula_core::dataplane::{FastInside, FastOutside};
+use nebula_core::engine::{Engine, EngineConfig, Outputs};
 use nebula_core::sim::{udp_packet, Sim, TestCa};
 
 struct World {
@@ -46,11 +49,24 @@ fuzz_target!(|data: &[u8]| {
         let now = w.sim.now;
         let from: SocketAddr = "192.0.2.1:4242".parse().expect("addr");
         let mut out = Outputs::default();
-        let engine = &mut w.sim.nodes[1].engine;
+        let node = &mut w.sim.nodes[1];
+        if let Some(t) = node.engine.data_table() {
+            node.table = Some(t);
+        }
+        let table = node.table.clone();
+        let engine = &mut node.engine;
+        let outside = |engine: &mut Engine, d: &mut [u8], out: &mut Outputs| {
+            if let Some(t) = &table {
+                if t.open_outside(now, from, d) != FastOutside::Engine {
+                    return;
+                }
+            }
+            let _ = engine.handle_outside(now, from, d, out);
+        };
         match mode % 4 {
             0 => {
                 let mut d = rest.to_vec();
-                let _ = engine.handle_outside(now, from, &mut d, &mut out);
+                outside(engine, &mut d, &mut out);
             }
             1 => {
                 // A header naming the live tunnel, any type, then fuzz bytes.
@@ -58,7 +74,7 @@ fuzz_target!(|data: &[u8]| {
                 d.extend_from_slice(&index.to_be_bytes());
                 d.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 3]);
                 d.extend_from_slice(rest.get(1..).unwrap_or(&[]));
-                let _ = engine.handle_outside(now, from, &mut d, &mut out);
+                outside(engine, &mut d, &mut out);
             }
             2 => {
                 // A stage-1 lookalike.
@@ -69,7 +85,13 @@ fuzz_target!(|data: &[u8]| {
             _ => {
                 let mut buf = vec![0u8; rest.len() + 64];
                 buf[16..16 + rest.len()].copy_from_slice(rest);
-                let _ = engine.handle_inside(now, &mut buf, rest.len(), &mut out);
+                let fast = table
+                    .as_ref()
+                    .map(|t| t.seal_inside(now, &mut buf, rest.len()))
+                    .unwrap_or(FastInside::Engine);
+                if fast == FastInside::Engine {
+                    let _ = engine.handle_inside(now, &mut buf, rest.len(), &mut out);
+                }
             }
         }
         let _ = engine.handle_timeout(now, &mut out);
