@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nebula_core::engine::{Engine, Event, Outputs};
@@ -39,6 +40,8 @@ pub enum DaemonError {
     Signals(io::Error),
     #[error("poll: {0}")]
     Poll(io::Error),
+    #[error("a data-plane worker stopped unexpectedly (see the log above)")]
+    WorkerDied,
 }
 
 /// A packet device the loop reads from and writes to (the TUN).
@@ -300,19 +303,30 @@ impl Node {
         control.flush_outputs(queue0, &mut out);
         crate::notify::notify("READY=1");
         let (stop_rx, mut stop_tx) = UnixStream::pair().map_err(DaemonError::Signals)?;
+        let died = AtomicBool::new(false);
         let result = std::thread::scope(|s| {
             for (i, data) in workers.into_iter().enumerate() {
                 let queue = tun.as_ref().and_then(|t| t.queues().get(i));
-                let (plane, drop_filter, stop) = (&plane, &drop_filter, &stop_rx);
+                let (plane, drop_filter, stop, died) = (&plane, &drop_filter, &stop_rx, &died);
                 let spawned = std::thread::Builder::new()
                     .name(format!("nebula-worker-{i}"))
-                    .spawn_scoped(s, move || worker(plane, data, queue, drop_filter, stop));
+                    .spawn_scoped(s, move || {
+                        // However the worker ends before the stop pipe asks (an error, a panic),
+                        // the control thread hears of it and stops the node.
+                        let mut notice = DeathNotice {
+                            plane,
+                            died,
+                            asked_to_stop: false,
+                        };
+                        notice.asked_to_stop = worker(plane, data, queue, drop_filter, stop);
+                    });
                 if let Err(e) = spawned {
                     let _ = io::Write::write(&mut stop_tx, &[1]);
                     return Err(DaemonError::Signals(e));
                 }
             }
             let ctl = Control {
+                died: &died,
                 plane: &plane,
                 data: &mut control,
                 queue0,
@@ -336,6 +350,8 @@ impl Node {
 
 /// The control thread: the engine's timers, SIGHUP reloads, SIGTERM/SIGINT.
 struct Control<'a> {
+    /// Set when a worker ended without being asked to.
+    died: &'a AtomicBool,
     plane: &'a Plane,
     data: &'a mut DataPath,
     queue0: Option<&'a TunQueue>,
@@ -368,6 +384,9 @@ impl Control<'_> {
             poll(&mut fds, timeout)?;
             if fds[2].revents & libc::POLLIN != 0 {
                 drain(self.wake);
+            }
+            if self.died.load(Ordering::Acquire) {
+                return Err(DaemonError::WorkerDied);
             }
             self.plane
                 .with_engine(|e| e.handle_timeout(Instant::now(), &mut out));
@@ -452,14 +471,35 @@ fn advertise_addrs(cfg: &Config, vpn: &[ipnet::IpNet], port: u16) -> Vec<SocketA
     out
 }
 
-/// One data-plane worker: its socket and TUN queue, until the stop pipe becomes readable.
+/// Marks a worker that ends on its own (not through the stop pipe) and wakes the control thread.
+struct DeathNotice<'a> {
+    plane: &'a Plane,
+    died: &'a AtomicBool,
+    asked_to_stop: bool,
+}
+
+impl Drop for DeathNotice<'_> {
+    fn drop(&mut self) {
+        if !self.asked_to_stop {
+            tracing::error!(
+                panicked = std::thread::panicking(),
+                "a data-plane worker stopped"
+            );
+            self.died.store(true, Ordering::Release);
+            self.plane.wake_control();
+        }
+    }
+}
+
+/// One data-plane worker: its socket and TUN queue, until the stop pipe becomes readable (returns
+/// true) or poll fails (returns false).
 fn worker(
     plane: &Plane,
     mut data: DataPath,
     queue: Option<&TunQueue>,
     drop_filter: &LocalDrop,
     stop: &UnixStream,
-) {
+) -> bool {
     let mut out = Outputs::default();
     let is_dropped = |p: &[u8]| drop_filter.drops(p);
     loop {
@@ -471,10 +511,10 @@ fn worker(
         let n = if queue.is_some() { 3 } else { 2 };
         if let Err(e) = poll(&mut fds[..n], Duration::from_secs(1)) {
             tracing::error!(error = %e, "worker poll failed");
-            return;
+            return false;
         }
         if fds[1].revents & libc::POLLIN != 0 {
-            return;
+            return true;
         }
         if fds[0].revents & libc::POLLIN != 0 {
             data.read_udp(plane, queue, &mut out);

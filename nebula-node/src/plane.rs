@@ -58,11 +58,16 @@ impl Plane {
         self.publish(&mut engine);
         if let Some(next) = engine.poll_timeout() {
             if self.nanos(next) < self.control_deadline.load(Ordering::Acquire) {
-                // A full pipe already means "wake up": the error is of no interest.
-                let _ = (&self.wake).write(&[1]);
+                self.wake_control();
             }
         }
         r
+    }
+
+    /// Wake the control thread now.
+    pub fn wake_control(&self) {
+        // A full pipe already means "wake up": the error is of no interest.
+        let _ = (&self.wake).write(&[1]);
     }
 
     /// Publish the engine's new data table, if it made one. Call with the engine locked.
