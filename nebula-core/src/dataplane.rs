@@ -97,6 +97,8 @@ pub enum FastOutside {
 /// engine when something in it changes.
 pub struct DataTable {
     generation: u64,
+    /// Every direct tunnel by our local index (kept so the next build can reuse entries).
+    direct: HashMap<u32, Arc<DataTunnel>>,
     /// Confirmed direct tunnels by our local index (the index peers put in their headers).
     by_index: HashMap<u32, Arc<DataTunnel>>,
     /// The primary tunnel of each vpn address, when it is direct.
@@ -119,12 +121,25 @@ pub(crate) struct TableInputs<'a> {
 }
 
 impl DataTable {
-    pub(crate) fn build(hostmap: &HostMap, inputs: TableInputs<'_>) -> DataTable {
-        let mut direct: HashMap<u32, Arc<DataTunnel>> = HashMap::new();
+    /// Build from the host map. Entries of `prev` whose tunnel still has the same session and
+    /// address are reused (an `Arc` clone), so a change to one tunnel costs a map insert per
+    /// other tunnel, not a copy of its identity.
+    pub(crate) fn build(
+        hostmap: &HostMap,
+        inputs: TableInputs<'_>,
+        prev: Option<&DataTable>,
+    ) -> DataTable {
+        let mut direct: HashMap<u32, Arc<DataTunnel>> = HashMap::with_capacity(hostmap.len());
         for t in hostmap.tunnels() {
-            if let Some(remote) = t.remote {
-                direct.insert(t.local_index, Arc::new(DataTunnel::of(t, remote)));
-            }
+            let Some(remote) = t.remote else {
+                continue;
+            };
+            let reused = prev
+                .and_then(|p| p.direct.get(&t.local_index))
+                .filter(|d| d.remote == remote && Arc::ptr_eq(&d.session, &t.session))
+                .cloned();
+            let d = reused.unwrap_or_else(|| Arc::new(DataTunnel::of(t, remote)));
+            direct.insert(t.local_index, d);
         }
         let mut by_vpn = HashMap::new();
         for vpn in hostmap.vpn_addrs() {
@@ -133,11 +148,13 @@ impl DataTable {
             }
         }
         let by_index = direct
-            .into_iter()
-            .filter(|(i, _)| hostmap.get(*i).is_some_and(|t| t.confirmed))
+            .iter()
+            .filter(|(i, _)| hostmap.get(**i).is_some_and(|t| t.confirmed))
+            .map(|(i, d)| (*i, Arc::clone(d)))
             .collect();
         DataTable {
             generation: inputs.generation,
+            direct,
             by_index,
             by_vpn,
             networks: inputs.networks.to_vec(),
@@ -364,6 +381,14 @@ mod tests {
             .count()
     }
 
+    /// Node `i`'s newest table (the engine may have made one since the sim last asked).
+    fn latest(sim: &mut Sim, i: usize) -> Arc<DataTable> {
+        if let Some(t) = sim.nodes[i].engine.data_table() {
+            sim.nodes[i].table = Some(t);
+        }
+        sim.nodes[i].table.clone().expect("a table")
+    }
+
     fn allow_all() -> Box<dyn PacketFilter> {
         Box::new(AllowAll)
     }
@@ -480,6 +505,45 @@ mod tests {
         sim.run_for(Duration::from_millis(20));
         assert_eq!(got(&sim, 1, 3), 1);
         assert_eq!(sim.nodes[1].fast_packets.1, fast_in + 1);
+    }
+
+    #[test]
+    fn a_rebuild_reuses_the_entries_of_unchanged_tunnels() {
+        let ca = TestCa::new("ca", Curve::Curve25519, Version::V1);
+        let mut sim = Sim::new(11);
+        let mut hub = EngineConfig::default();
+        for (vpn, addr) in [("10.42.0.2", B), ("10.42.0.3", "192.0.2.3:4242")] {
+            hub.static_host_map
+                .insert(vpn.parse().expect("vpn"), vec![addr.parse().expect("addr")]);
+        }
+        sim.add_node("a", A, hub, ca.pki("a", "10.42.0.1/16"));
+        sim.add_node("b", B, cfg_to("10.42.0.1", A), ca.pki("b", "10.42.0.2/16"));
+        sim.add_node(
+            "c",
+            "192.0.2.3:4242",
+            cfg_to("10.42.0.1", A),
+            ca.pki("c", "10.42.0.3/16"),
+        );
+        sim.inside(0, &pkt(0, 1, 53, 1));
+        sim.run_for(Duration::from_secs(1));
+        let before = latest(&mut sim, 0);
+        let b_entry = Arc::clone(before.by_vpn.get(&IpAddr::V4(vpn(1))).expect("b"));
+        // A second tunnel (to c) makes a new table; b's entry is carried over as is.
+        sim.inside(0, &pkt(0, 2, 53, 2));
+        sim.run_for(Duration::from_secs(1));
+        let after = latest(&mut sim, 0);
+        assert!(after.generation() > before.generation());
+        assert!(after.by_vpn.contains_key(&IpAddr::V4(vpn(2))));
+        let b_again = after.by_vpn.get(&IpAddr::V4(vpn(1))).expect("b");
+        assert!(Arc::ptr_eq(&b_entry, b_again), "b's entry was rebuilt");
+        // b moving makes a fresh entry for b.
+        sim.nodes[1].addr = "192.0.2.9:4000".parse().expect("addr");
+        sim.inside(1, &pkt(1, 0, 53, 4));
+        sim.run_for(Duration::from_millis(20));
+        let moved = latest(&mut sim, 0);
+        let b_moved = moved.by_vpn.get(&IpAddr::V4(vpn(1))).expect("b");
+        assert!(!Arc::ptr_eq(&b_entry, b_moved));
+        assert_eq!(b_moved.remote, sim.nodes[1].addr);
     }
 
     #[test]

@@ -325,6 +325,8 @@ pub struct Engine {
     table_dirty: bool,
     /// Bumped each time a new data table is built.
     table_generation: u64,
+    /// The last table built (its entries are reused by the next build).
+    last_table: Option<Arc<crate::dataplane::DataTable>>,
     lighthouse_server: Option<Box<dyn LighthouseServer>>,
     /// Wall clock anchor: `unix_nanos` at `mono`.
     wall: (Instant, u64),
@@ -364,6 +366,7 @@ impl Engine {
             filter: Arc::from(filter),
             table_dirty: true,
             table_generation: 0,
+            last_table: None,
             lighthouse_server: None,
             wall: (now, unix_nanos),
             started: false,
@@ -524,10 +527,13 @@ impl Engine {
             try_promote_every: self.cfg.try_promote_every,
             requery_every: self.cfg.requery_every_packets,
         };
-        Some(Arc::new(crate::dataplane::DataTable::build(
+        let table = Arc::new(crate::dataplane::DataTable::build(
             &self.hostmap,
             inputs,
-        )))
+            self.last_table.as_deref(),
+        ));
+        self.last_table = Some(Arc::clone(&table));
+        Some(table)
     }
 
     /// The data plane sent the `count`th TUN packet on tunnel `local_index` and that count is
