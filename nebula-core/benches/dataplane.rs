@@ -2,9 +2,8 @@
 //! (route, firewall with a conntrack hit, counter, AES-GCM) and open it on the peer (replay
 //! window, AES-GCM, firewall), 1,400-byte packets, between two engines with a tunnel up.
 
-use std::collections::HashMap;
 use std::hint::black_box;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -12,29 +11,19 @@ use nebula_cert::{Curve, Version};
 use nebula_core::dataplane::{FastInside, FastOutside};
 use nebula_core::engine::EngineConfig;
 use nebula_core::filter::{GroupFirewall, PacketFilter};
-use nebula_core::firewall::{Firewall, FirewallConfig, RuleConfig};
-use nebula_core::sim::{udp_packet, Sim, TestCa};
+use nebula_core::firewall::{Firewall, FirewallConfig};
+use nebula_core::sim::{rule_from_anyone, static_config, udp_packet, Sim, TestCa};
 use proto::header::HEADER_LEN;
 
 const A: &str = "192.0.2.1:4242";
 const B: &str = "192.0.2.2:4242";
 
 fn cfg_to(vpn: &str, addr: &str) -> EngineConfig {
-    let mut m: HashMap<IpAddr, Vec<SocketAddr>> = HashMap::new();
-    m.insert(vpn.parse().expect("vpn"), vec![addr.parse().expect("addr")]);
-    EngineConfig {
-        static_host_map: m,
-        ..EngineConfig::default()
-    }
+    static_config(&[(vpn, addr)])
 }
 
 fn firewall(mine: &str) -> Box<dyn PacketFilter> {
-    let any = RuleConfig {
-        proto: Some("any".into()),
-        port: Some("any".into()),
-        host: Some("any".into()),
-        ..RuleConfig::default()
-    };
+    let any = rule_from_anyone("any", "any");
     let cfg = FirewallConfig {
         inbound: vec![any.clone()],
         outbound: vec![any],

@@ -361,14 +361,7 @@ impl Session {
         frame: &'a mut [u8],
         ad_len: usize,
     ) -> Result<&'a mut [u8], AeadError> {
-        if !self.replay().check(counter) {
-            return Err(AeadError::Replay);
-        }
-        let plaintext = self.recv.open_frame(counter, frame, ad_len)?;
-        if !self.replay().update(counter) {
-            return Err(AeadError::Replay);
-        }
-        Ok(plaintext)
+        self.replay_guarded(counter, || self.recv.open_frame(counter, frame, ad_len))
     }
 
     /// Receive path for a relay frame `ad || tag`: replay check, verify, replay update (1.11 behaviour).
@@ -378,14 +371,24 @@ impl Session {
         counter: u64,
         frame: &'a [u8],
     ) -> Result<&'a [u8], AeadError> {
+        self.replay_guarded(counter, || self.recv.open_ad_only_frame(counter, frame))
+    }
+
+    /// Check `counter` against the replay window, run `open`, and only if it authenticates
+    /// commit the counter (a second packet with it that got there first wins).
+    fn replay_guarded<T>(
+        &self,
+        counter: u64,
+        open: impl FnOnce() -> Result<T, AeadError>,
+    ) -> Result<T, AeadError> {
         if !self.replay().check(counter) {
             return Err(AeadError::Replay);
         }
-        let ad = self.recv.open_ad_only_frame(counter, frame)?;
+        let opened = open()?;
         if !self.replay().update(counter) {
             return Err(AeadError::Replay);
         }
-        Ok(ad)
+        Ok(opened)
     }
 }
 

@@ -180,19 +180,6 @@ impl DataTable {
         self.by_vpn.len()
     }
 
-    /// The vpn address carrying traffic for `dst`: the host itself, or an unsafe-route gateway
-    /// (the longest matching route), as the engine routes.
-    fn route(&self, dst: &IpAddr) -> Option<IpAddr> {
-        if self.networks.iter().any(|n| n.contains(dst)) {
-            return Some(*dst);
-        }
-        self.unsafe_routes
-            .iter()
-            .filter(|(net, _)| net.contains(dst))
-            .max_by_key(|(net, _)| net.prefix_len())
-            .map(|(_, via)| *via)
-    }
-
     /// A packet read from the TUN, at `buf[HEADER_LEN..HEADER_LEN + len]` with `TAG_LEN` spare
     /// bytes after it (the same layout as [`crate::Engine::handle_inside`]).
     pub fn seal_inside(&self, now: Instant, buf: &mut [u8], len: usize) -> FastInside {
@@ -209,7 +196,9 @@ impl DataTable {
         if self.networks.iter().any(|n| n.addr() == dst) {
             return FastInside::Engine;
         }
-        let Some(t) = self.route(&dst).and_then(|vpn| self.by_vpn.get(&vpn)) else {
+        let Some(t) =
+            route(&self.networks, &self.unsafe_routes, &dst).and_then(|vpn| self.by_vpn.get(&vpn))
+        else {
             return FastInside::Engine;
         };
         match self.filter.check(now, packet, false, &t.peer()) {
@@ -219,22 +208,14 @@ impl DataTable {
             // reaches the same verdict: a refused packet leaves no conntrack state).
             Verdict::Reject => return FastInside::Engine,
         }
-        let Ok(counter) = t.session.next_counter() else {
-            return FastInside::Dropped(DropReason::CounterExhausted);
-        };
-        let h = Header::new(
+        if let Err(reason) = seal_in_place(
+            &t.session,
+            t.remote_index,
             MessageType::Message,
             subtype::MESSAGE_NONE,
-            t.remote_index,
-            counter,
-        );
-        if h.encode(&mut buf[..HEADER_LEN]).is_err()
-            || t.session
-                .send
-                .seal_frame(counter, &mut buf[..total], HEADER_LEN)
-                .is_err()
-        {
-            return FastInside::Dropped(DropReason::CounterExhausted);
+            &mut buf[..total],
+        ) {
+            return FastInside::Dropped(reason);
         }
         t.session.mark_out();
         let n = t.session.count_sent_from_tun();
@@ -305,8 +286,48 @@ fn seal_reply(t: &DataTunnel, payload: &[u8]) -> Option<Transmit> {
     })
 }
 
-/// Seal one message into a fresh datagram: header for the peer's `remote_index`, the next send
-/// counter, `payload` encrypted.
+/// The vpn address carrying traffic for `dst`: the host itself if it is in one of our
+/// `networks`, else the gateway of the longest matching unsafe route.
+pub(crate) fn route(
+    networks: &[IpNet],
+    unsafe_routes: &[(IpNet, IpAddr)],
+    dst: &IpAddr,
+) -> Option<IpAddr> {
+    if networks.iter().any(|n| n.contains(dst)) {
+        return Some(*dst);
+    }
+    unsafe_routes
+        .iter()
+        .filter(|(net, _)| net.contains(dst))
+        .max_by_key(|(net, _)| net.prefix_len())
+        .map(|(_, via)| *via)
+}
+
+/// Seal `frame` (`header room || plaintext || TAG_LEN room`) in place: a header of type `mt`/`st`
+/// for the peer's `remote_index` with the session's next send counter, then the AEAD.
+pub(crate) fn seal_in_place(
+    session: &Session,
+    remote_index: u32,
+    mt: MessageType,
+    st: u8,
+    frame: &mut [u8],
+) -> Result<(), DropReason> {
+    let counter = session
+        .next_counter()
+        .map_err(|_| DropReason::CounterExhausted)?;
+    let header = frame
+        .get_mut(..HEADER_LEN)
+        .ok_or(DropReason::BufferTooSmall)?;
+    Header::new(mt, st, remote_index, counter)
+        .encode(header)
+        .map_err(|_| DropReason::BufferTooSmall)?;
+    session
+        .send
+        .seal_frame(counter, frame, HEADER_LEN)
+        .map_err(|_| DropReason::CounterExhausted)
+}
+
+/// Seal one message into a fresh datagram (see [`seal_in_place`]).
 pub(crate) fn seal_datagram(
     session: &Session,
     remote_index: u32,
@@ -314,38 +335,29 @@ pub(crate) fn seal_datagram(
     st: u8,
     payload: &[u8],
 ) -> Option<Vec<u8>> {
-    let counter = session.next_counter().ok()?;
     let mut d = vec![0u8; HEADER_LEN + payload.len() + TAG_LEN];
-    Header::new(mt, st, remote_index, counter)
-        .encode(&mut d[..HEADER_LEN])
-        .ok()?;
     d[HEADER_LEN..HEADER_LEN + payload.len()].copy_from_slice(payload);
-    session.send.seal_frame(counter, &mut d, HEADER_LEN).ok()?;
+    seal_in_place(session, remote_index, mt, st, &mut d).ok()?;
     Some(d)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{HashMap, HashSet};
+    use std::collections::HashSet;
     use std::time::Duration;
 
     use super::*;
     use crate::engine::{EngineConfig, Event, InsideOutcome, Outputs};
     use crate::filter::{AllowAll, GroupFirewall};
-    use crate::firewall::{Action, Firewall, FirewallConfig, RuleConfig};
-    use crate::sim::{udp_packet, Sim, TestCa};
+    use crate::firewall::{Action, Firewall, FirewallConfig};
+    use crate::sim::{rule_from_anyone, static_config, udp_packet, Sim, TestCa};
     use nebula_cert::{Curve, Version};
 
     const A: &str = "192.0.2.1:4242";
     const B: &str = "192.0.2.2:4242";
 
     fn cfg_to(vpn: &str, addr: &str) -> EngineConfig {
-        let mut m: HashMap<IpAddr, Vec<SocketAddr>> = HashMap::new();
-        m.insert(vpn.parse().expect("vpn"), vec![addr.parse().expect("addr")]);
-        EngineConfig {
-            static_host_map: m,
-            ..EngineConfig::default()
-        }
+        static_config(&[(vpn, addr)])
     }
 
     /// Two nodes (a = 10.42.0.1, b = 10.42.0.2) with a tunnel up.
@@ -574,15 +586,9 @@ mod tests {
     }
 
     fn firewall(inbound_port: &str, action: Action, mine: &str) -> Box<dyn PacketFilter> {
-        let rule = |port: &str| RuleConfig {
-            proto: Some("udp".into()),
-            port: Some(port.into()),
-            host: Some("any".into()),
-            ..RuleConfig::default()
-        };
         let cfg = FirewallConfig {
-            inbound: vec![rule(inbound_port)],
-            outbound: vec![rule("53")],
+            inbound: vec![rule_from_anyone("udp", inbound_port)],
+            outbound: vec![rule_from_anyone("udp", "53")],
             inbound_action: action,
             ..FirewallConfig::default()
         };

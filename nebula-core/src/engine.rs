@@ -15,7 +15,7 @@ use proto::header::{subtype, Header, MessageType, HEADER_LEN};
 use proto::lighthouse::{AddrEncoding, NebulaMeta, NebulaMetaType};
 use rand_core::CryptoRngCore;
 
-use crate::aead::{CipherKind, TAG_LEN};
+use crate::aead::{CipherKind, Session, TAG_LEN};
 use crate::filter::{PacketFilter, PeerIdentity, Verdict};
 use crate::handshake::{self, PendingHandshake, QueuedPacket, MAX_QUEUED_PACKETS};
 use crate::hostmap::{
@@ -321,8 +321,11 @@ pub struct Engine {
     remotes: HashMap<IpAddr, RemoteList>,
     timers: Timers,
     filter: Arc<dyn PacketFilter>,
-    /// The hostmap, routes or firewall changed since the last [`Engine::data_table`].
+    /// The firewall or our networks changed since the last [`Engine::data_table`] (host map
+    /// changes are told by its generation).
     table_dirty: bool,
+    /// The host map's generation the last table was built from.
+    table_hostmap_generation: u64,
     /// Bumped each time a new data table is built.
     table_generation: u64,
     /// The last table built (its entries are reused by the next build).
@@ -365,6 +368,7 @@ impl Engine {
             timers: Timers::default(),
             filter: Arc::from(filter),
             table_dirty: true,
+            table_hostmap_generation: 0,
             table_generation: 0,
             last_table: None,
             lighthouse_server: None,
@@ -514,10 +518,11 @@ impl Engine {
     /// A new data-plane snapshot if anything in it changed since the last call (tunnels, their
     /// addresses, primaries, the firewall, our networks); `None` if the last one is still right.
     pub fn data_table(&mut self) -> Option<Arc<crate::dataplane::DataTable>> {
-        if !self.table_dirty {
+        if !self.table_dirty && self.hostmap.generation() == self.table_hostmap_generation {
             return None;
         }
         self.table_dirty = false;
+        self.table_hostmap_generation = self.hostmap.generation();
         self.table_generation += 1;
         let inputs = crate::dataplane::TableInputs {
             generation: self.table_generation,
@@ -633,25 +638,14 @@ impl Engine {
                 return InsideOutcome::Dropped(DropReason::NoRoute);
             }
         };
-        let counter = match t.session.next_counter() {
-            Ok(c) => c,
-            Err(_) => return InsideOutcome::Dropped(DropReason::CounterExhausted),
-        };
-        let h = Header::new(
+        if let Err(reason) = crate::dataplane::seal_in_place(
+            &t.session,
+            t.remote_index,
             MessageType::Message,
             subtype::MESSAGE_NONE,
-            t.remote_index,
-            counter,
-        );
-        if h.encode(&mut buf[at..at + HEADER_LEN]).is_err() {
-            return InsideOutcome::Dropped(DropReason::BufferTooSmall);
-        }
-        if t.session
-            .send
-            .seal_frame(counter, &mut buf[at..at + total], HEADER_LEN)
-            .is_err()
-        {
-            return InsideOutcome::Dropped(DropReason::CounterExhausted);
+            &mut buf[at..at + total],
+        ) {
+            return InsideOutcome::Dropped(reason);
         }
         t.session.mark_out();
         let promote = t.session.count_sent_from_tun();
@@ -714,23 +708,8 @@ impl Engine {
         if buf.len() < total {
             return None;
         }
-        let hop = self.hostmap.get_mut(hop_index)?;
-        let counter = hop.session.next_counter().ok()?;
-        Header::new(
-            MessageType::Message,
-            subtype::MESSAGE_RELAY,
-            relay_remote,
-            counter,
-        )
-        .encode(&mut buf[..HEADER_LEN])
-        .ok()?;
-        let tag = hop
-            .session
-            .send
-            .seal_ad_only(counter, &buf[..HEADER_LEN + inner_len])
-            .ok()?;
-        buf[HEADER_LEN + inner_len..total].copy_from_slice(&tag);
-        hop.session.mark_out();
+        let hop = self.hostmap.get(hop_index)?;
+        relay_frame_in_place(&hop.session, relay_remote, &mut buf[..total])?;
         Some(total)
     }
 
@@ -797,15 +776,7 @@ impl Engine {
 
     /// The vpn address that carries traffic for `dst`: the host itself, or an unsafe-route gateway.
     fn route(&self, dst: &IpAddr) -> Option<IpAddr> {
-        if self.pki.in_my_networks(dst) {
-            return Some(*dst);
-        }
-        self.cfg
-            .unsafe_routes
-            .iter()
-            .filter(|(net, _)| net.contains(dst))
-            .max_by_key(|(net, _)| net.prefix_len())
-            .map(|(_, via)| *via)
+        crate::dataplane::route(self.pki.networks(), &self.cfg.unsafe_routes, dst)
     }
 
     fn queue_for_handshake(
@@ -1102,16 +1073,11 @@ impl Engine {
     /// An authenticated packet arrived on tunnel `idx`: note the traffic, confirm the tunnel,
     /// follow a roaming peer.
     fn authenticated(&mut self, now: Instant, idx: u32, via: Via, out: &mut Outputs) {
-        let Some(t) = self.hostmap.get_mut(idx) else {
+        let Some(t) = self.hostmap.get(idx) else {
             return;
         };
         t.session.mark_in();
-        let newly_confirmed = !t.confirmed;
-        if newly_confirmed {
-            t.confirmed = true;
-            self.table_dirty = true;
-            t.confirmed_at = Some(now);
-        }
+        let newly_confirmed = self.hostmap.confirm(idx, now);
         self.roam(now, idx, via, out);
         if newly_confirmed {
             self.on_confirmed(now, idx, out);
@@ -1222,7 +1188,6 @@ impl Engine {
         };
         if promote {
             self.hostmap.make_primary(idx);
-            self.table_dirty = true;
         }
     }
 
@@ -1261,7 +1226,6 @@ impl Engine {
         if t.remote == Some(from) {
             return;
         }
-        self.table_dirty = true;
         if !self
             .cfg
             .remote_allow_list
@@ -1278,8 +1242,8 @@ impl Engine {
         if let Some(o) = old {
             t.last_roam = Some((o, now));
         }
-        t.remote = Some(from);
         let vpn = t.vpn_addr;
+        self.hostmap.set_remote(idx, Some(from));
         self.remotes.entry(vpn).or_default().learn(from);
         out.events.push(Event::Roamed {
             vpn_addr: vpn,
@@ -1341,7 +1305,6 @@ impl Engine {
 
     fn remove_tunnel(&mut self, idx: u32, reason: CloseReason, out: &mut Outputs) {
         if let Some(t) = self.hostmap.remove(idx) {
-            self.table_dirty = true;
             out.events.push(Event::TunnelDown {
                 vpn_addr: t.vpn_addr,
                 local_index: idx,
@@ -1847,33 +1810,14 @@ impl Engine {
             if let Via::Udp(a) = via {
                 self.remotes.entry(p.vpn_addr).or_default().blocked.push(a);
             }
-            let mut tmp = Tunnel {
-                local_index: idx,
-                vpn_addr: done.vpn_addrs[0],
-                remote_index: done.peer_index,
-                vpn_addrs: done.vpn_addrs,
-                peer_fingerprint: String::new(),
-                peer_ca_name: String::new(),
-                peer_issuer_hex: String::new(),
-                peer_cert: Arc::new(done.peer_cert),
-                session: Arc::new(done.session),
-                remote: via.udp(),
-                last_roam: None,
-                initiator: true,
-                peer_handshake_time: 0,
-                stage1_body: Vec::new(),
-                stage2_datagram: None,
-                confirmed: true,
-                created: now,
-                confirmed_at: Some(now),
-                pending_deletion: false,
-                cert_version: p.version,
-                recv_errors: 0,
-                pki_generation: self.pki_generation,
-                relays: Vec::new(),
-                next_requery: None,
-            };
-            if let Some(d) = seal_message(&mut tmp, MessageType::CloseTunnel, 0, &[]) {
+            // Sealed with the session the wrong host just agreed, on the index it gave.
+            if let Some(d) = crate::dataplane::seal_datagram(
+                &done.session,
+                done.peer_index,
+                MessageType::CloseTunnel,
+                0,
+                &[],
+            ) {
                 self.send_via(via, &d, out);
             }
             out.events.push(Event::HandshakeRejected {
@@ -1954,7 +1898,6 @@ impl Engine {
         out: &mut Outputs,
     ) {
         let (vpn, local_index) = (tunnel.vpn_addr, tunnel.local_index);
-        self.table_dirty = true;
         for e in self.hostmap.insert(tunnel, primary) {
             out.events.push(Event::TunnelDown {
                 vpn_addr: e.vpn_addr,
@@ -2554,22 +2497,33 @@ impl Engine {
 /// A relay frame on hop tunnel `t`: header (message/relay, the hop's relay index, the tunnel's
 /// next counter) ‖ `inner` in the clear ‖ tag over both (PROTOCOL.md §6).
 fn seal_relay_frame(t: &mut Tunnel, relay_remote: u32, inner: &[u8]) -> Option<Vec<u8>> {
-    let counter = t.session.next_counter().ok()?;
-    let mut d = Vec::with_capacity(HEADER_LEN + inner.len() + TAG_LEN);
-    d.extend_from_slice(
-        &Header::new(
-            MessageType::Message,
-            subtype::MESSAGE_RELAY,
-            relay_remote,
-            counter,
-        )
-        .to_bytes(),
-    );
-    d.extend_from_slice(inner);
-    let tag = t.session.send.seal_ad_only(counter, &d).ok()?;
-    d.extend_from_slice(&tag);
-    t.session.mark_out();
+    let mut d = vec![0u8; HEADER_LEN + inner.len() + TAG_LEN];
+    d[HEADER_LEN..HEADER_LEN + inner.len()].copy_from_slice(inner);
+    relay_frame_in_place(&t.session, relay_remote, &mut d)?;
     Some(d)
+}
+
+/// Make `frame` (`header room || inner packet || TAG_LEN room`) a relay frame on the hop tunnel's
+/// `session`: a relay header for the hop's index `relay_remote`, and a tag over header and packet
+/// (relay frames are authenticated, not encrypted).
+fn relay_frame_in_place(session: &Session, relay_remote: u32, frame: &mut [u8]) -> Option<()> {
+    let tag_at = frame
+        .len()
+        .checked_sub(TAG_LEN)
+        .filter(|t| *t >= HEADER_LEN)?;
+    let counter = session.next_counter().ok()?;
+    Header::new(
+        MessageType::Message,
+        subtype::MESSAGE_RELAY,
+        relay_remote,
+        counter,
+    )
+    .encode(&mut frame[..HEADER_LEN])
+    .ok()?;
+    let tag = session.send.seal_ad_only(counter, &frame[..tag_at]).ok()?;
+    frame[tag_at..].copy_from_slice(&tag);
+    session.mark_out();
+    Some(())
 }
 
 /// Seal one message for a tunnel into a fresh datagram (control plane).

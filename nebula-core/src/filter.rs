@@ -193,28 +193,23 @@ impl PacketFilter for AllowAll {
 
 /// The destination address of an IPv4 or IPv6 packet.
 pub fn destination(packet: &[u8]) -> Option<IpAddr> {
-    match packet.first()? >> 4 {
-        4 => {
-            let b: [u8; 4] = packet.get(16..20)?.try_into().ok()?;
-            Some(IpAddr::V4(Ipv4Addr::from(b)))
-        }
-        6 => {
-            let b: [u8; 16] = packet.get(24..40)?.try_into().ok()?;
-            Some(IpAddr::V6(Ipv6Addr::from(b)))
-        }
-        _ => None,
-    }
+    address(packet, 16, 24)
 }
 
 /// The source address of an IPv4 or IPv6 packet.
 pub fn source(packet: &[u8]) -> Option<IpAddr> {
+    address(packet, 12, 8)
+}
+
+/// The address at byte `v4_at` of an IPv4 header, or at `v6_at` of an IPv6 header.
+fn address(packet: &[u8], v4_at: usize, v6_at: usize) -> Option<IpAddr> {
     match packet.first()? >> 4 {
         4 => {
-            let b: [u8; 4] = packet.get(12..16)?.try_into().ok()?;
+            let b: [u8; 4] = packet.get(v4_at..v4_at + 4)?.try_into().ok()?;
             Some(IpAddr::V4(Ipv4Addr::from(b)))
         }
         6 => {
-            let b: [u8; 16] = packet.get(8..24)?.try_into().ok()?;
+            let b: [u8; 16] = packet.get(v6_at..v6_at + 16)?.try_into().ok()?;
             Some(IpAddr::V6(Ipv6Addr::from(b)))
         }
         _ => None,
@@ -274,22 +269,16 @@ mod tests {
 
     #[test]
     fn a_reply_checked_on_another_thread_finds_the_outbound_flow() {
-        use crate::firewall::{FirewallConfig, RuleConfig};
-        use crate::sim::{udp_packet, TestCa};
+        use crate::firewall::FirewallConfig;
+        use crate::sim::{rule_from_anyone, udp_packet, TestCa};
         let ca = TestCa::new(
             "ca",
             nebula_cert::Curve::Curve25519,
             nebula_cert::Version::V1,
         );
         let (peer_cert, _) = ca.host("peer", "10.1.0.2/16", &[]);
-        let any = RuleConfig {
-            proto: Some("any".into()),
-            port: Some("any".into()),
-            host: Some("any".into()),
-            ..RuleConfig::default()
-        };
         let cfg = FirewallConfig {
-            outbound: vec![any],
+            outbound: vec![rule_from_anyone("any", "any")],
             ..FirewallConfig::default()
         };
         let mine: ipnet::IpNet = "10.1.0.1/16".parse().expect("net");

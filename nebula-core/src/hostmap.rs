@@ -31,6 +31,7 @@ pub struct Tunnel {
     /// Keys, send counter, replay window and traffic flags (shared with the data-plane workers).
     pub session: Arc<Session>,
     /// Current underlay address of the peer; `None` while only reachable through a relay.
+    /// Change it with [`HostMap::set_remote`] (the data table follows the host map's generation).
     pub remote: Option<SocketAddr>,
     /// Where the peer was before the last roam, and when it moved (for roaming suppression).
     pub last_roam: Option<(SocketAddr, Instant)>,
@@ -44,6 +45,7 @@ pub struct Tunnel {
     pub stage2_datagram: Option<Vec<u8>>,
     /// The peer has proven it holds the session keys (an authenticated packet arrived, or we
     /// initiated and read its stage 2). Unconfirmed tunnels never replace a confirmed primary.
+    /// Set it with [`HostMap::confirm`].
     pub confirmed: bool,
     /// When this tunnel was installed.
     pub created: Instant,
@@ -70,9 +72,44 @@ pub struct HostMap {
     by_index: HashMap<u32, Tunnel>,
     by_remote_index: HashMap<u32, u32>,
     by_vpn: HashMap<IpAddr, Vec<u32>>,
+    /// Bumped whenever what the data plane sees changes: a tunnel added or removed, a new
+    /// primary, a tunnel moved or confirmed.
+    generation: u64,
 }
 
 impl HostMap {
+    /// Changes each time a tunnel is added, removed, made primary, moved or confirmed.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Move tunnel `local_index` to `remote` (`None`: relayed only). False if it was there.
+    pub fn set_remote(&mut self, local_index: u32, remote: Option<SocketAddr>) -> bool {
+        let Some(t) = self.by_index.get_mut(&local_index) else {
+            return false;
+        };
+        if t.remote == remote {
+            return false;
+        }
+        t.remote = remote;
+        self.generation += 1;
+        true
+    }
+
+    /// Mark tunnel `local_index` confirmed at `now`. True if it was not confirmed before.
+    pub fn confirm(&mut self, local_index: u32, now: Instant) -> bool {
+        let Some(t) = self.by_index.get_mut(&local_index) else {
+            return false;
+        };
+        if t.confirmed {
+            return false;
+        }
+        t.confirmed = true;
+        t.confirmed_at = Some(now);
+        self.generation += 1;
+        true
+    }
+
     pub fn len(&self) -> usize {
         self.by_index.len()
     }
@@ -123,6 +160,7 @@ impl HostMap {
     /// Insert a tunnel; `primary` puts it first for each of its vpn addresses, else it goes after
     /// the current primary. Returns tunnels evicted to stay within the per-address limit.
     pub fn insert(&mut self, tunnel: Tunnel, primary: bool) -> Vec<Tunnel> {
+        self.generation += 1;
         let idx = tunnel.local_index;
         let addrs = tunnel.vpn_addrs.clone();
         self.by_remote_index.insert(tunnel.remote_index, idx);
@@ -167,6 +205,7 @@ impl HostMap {
         let Some(t) = self.by_index.get(&local_index) else {
             return;
         };
+        self.generation += 1;
         for a in &t.vpn_addrs {
             if let Some(list) = self.by_vpn.get_mut(a) {
                 list.retain(|i| *i != local_index);
@@ -178,6 +217,7 @@ impl HostMap {
     /// Remove a tunnel from every index.
     pub fn remove(&mut self, local_index: u32) -> Option<Tunnel> {
         let t = self.by_index.remove(&local_index)?;
+        self.generation += 1;
         if self.by_remote_index.get(&t.remote_index) == Some(&local_index) {
             self.by_remote_index.remove(&t.remote_index);
         }

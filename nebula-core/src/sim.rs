@@ -18,6 +18,7 @@ use rand::{Rng, SeedableRng};
 use crate::dataplane::{DataTable, FastInside, FastOutside};
 use crate::engine::{Engine, EngineConfig, Event, InsideOutcome, Outputs, OutsideOutcome};
 use crate::filter::{AllowAll, PacketFilter};
+use crate::firewall::RuleConfig;
 use crate::pki::Pki;
 
 /// 2026-01-01T00:00:00Z, the simulated wall clock's start.
@@ -546,6 +547,31 @@ impl Sim {
     pub fn has_tunnel(&self, i: usize, vpn: &str) -> bool {
         let ip: IpAddr = vpn.parse().expect("vpn address");
         self.nodes[i].engine.tunnel_to(&ip).is_some()
+    }
+}
+
+/// A firewall rule admitting `proto` (`any`, `tcp`, ...) on `port` from any host.
+pub fn rule_from_anyone(proto: &str, port: &str) -> RuleConfig {
+    RuleConfig {
+        proto: Some(proto.into()),
+        port: Some(port.into()),
+        host: Some("any".into()),
+        ..RuleConfig::default()
+    }
+}
+
+/// An engine config whose `static_host_map` names each peer (vpn address, "ip:port").
+pub fn static_config(peers: &[(&str, &str)]) -> EngineConfig {
+    let mut static_host_map: HashMap<IpAddr, Vec<SocketAddr>> = HashMap::new();
+    for (vpn, addr) in peers {
+        static_host_map.insert(
+            vpn.parse().expect("vpn address"),
+            vec![addr.parse().expect("underlay address")],
+        );
+    }
+    EngineConfig {
+        static_host_map,
+        ..EngineConfig::default()
     }
 }
 

@@ -1,6 +1,5 @@
 //! Simulation tests of handshakes and sessions: engines on a fake clock over a fake, faulty network.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -8,7 +7,7 @@ use nebula_cert::{Curve, Version};
 use nebula_core::aead::CipherKind;
 use nebula_core::engine::{CloseReason, EngineConfig, Event, InsideOutcome};
 use nebula_core::pki::Pki;
-use nebula_core::sim::{udp_packet, Nat, NatKind, Sim, TestCa, SIM_EPOCH_UNIX};
+use nebula_core::sim::{static_config, udp_packet, Nat, NatKind, Sim, TestCa, SIM_EPOCH_UNIX};
 
 const A_VPN: &str = "10.42.0.1";
 const B_VPN: &str = "10.42.0.2";
@@ -19,29 +18,18 @@ fn ip(s: &str) -> Ipv4Addr {
     s.parse().expect("ipv4")
 }
 
-fn cfg_to(peers: &[(&str, &str)]) -> EngineConfig {
-    let mut m: HashMap<IpAddr, Vec<SocketAddr>> = HashMap::new();
-    for (vpn, addr) in peers {
-        m.insert(vpn.parse().expect("vpn"), vec![addr.parse().expect("addr")]);
-    }
-    EngineConfig {
-        static_host_map: m,
-        ..EngineConfig::default()
-    }
-}
-
 fn pair(seed: u64, ca: &TestCa) -> Sim {
     let mut sim = Sim::new(seed);
     sim.add_node(
         "a",
         A_ADDR,
-        cfg_to(&[(B_VPN, B_ADDR)]),
+        static_config(&[(B_VPN, B_ADDR)]),
         ca.pki("a", "10.42.0.1/16"),
     );
     sim.add_node(
         "b",
         B_ADDR,
-        cfg_to(&[(A_VPN, A_ADDR)]),
+        static_config(&[(A_VPN, A_ADDR)]),
         ca.pki("b", "10.42.0.2/16"),
     );
     sim
@@ -70,10 +58,10 @@ fn handshake_and_data_both_ciphers_and_curves() {
         ] {
             let ca = TestCa::new("ca", curve, version);
             let mut sim = Sim::new(1);
-            let mut ca_cfg = cfg_to(&[(B_VPN, B_ADDR)]);
+            let mut ca_cfg = static_config(&[(B_VPN, B_ADDR)]);
             ca_cfg.cipher = cipher;
             sim.add_node("a", A_ADDR, ca_cfg, ca.pki("a", "10.42.0.1/16"));
-            let mut cb = cfg_to(&[(A_VPN, A_ADDR)]);
+            let mut cb = static_config(&[(A_VPN, A_ADDR)]);
             cb.cipher = cipher;
             sim.add_node("b", B_ADDR, cb, ca.pki("b", "10.42.0.2/16"));
             assert_eq!(sim.inside(0, &pkt(A_VPN, B_VPN, 1)), InsideOutcome::Queued);
@@ -279,7 +267,11 @@ fn restarted_peer_recovers() {
         .expect("t")
         .local_index;
     // B restarts: new engine, new keys, new indexes; A still holds the old tunnel.
-    sim.restart_node(1, cfg_to(&[(A_VPN, A_ADDR)]), ca.pki("b", "10.42.0.2/16"));
+    sim.restart_node(
+        1,
+        static_config(&[(A_VPN, A_ADDR)]),
+        ca.pki("b", "10.42.0.2/16"),
+    );
     // A keeps sending on the old tunnel: B answers recvError, A re-handshakes.
     for n in 2..5 {
         sim.inside(0, &pkt(A_VPN, B_VPN, n));
@@ -312,7 +304,11 @@ fn restarted_peer_that_initiates_replaces_the_old_tunnel() {
     sim.inside(0, &pkt(A_VPN, B_VPN, 1));
     sim.run_for(Duration::from_secs(1));
     sim.run_for(Duration::from_secs(20));
-    sim.restart_node(1, cfg_to(&[(A_VPN, A_ADDR)]), ca.pki("b", "10.42.0.2/16"));
+    sim.restart_node(
+        1,
+        static_config(&[(A_VPN, A_ADDR)]),
+        ca.pki("b", "10.42.0.2/16"),
+    );
     sim.inside(1, &pkt(B_VPN, A_VPN, 5));
     sim.run_for(Duration::from_secs(1));
     assert_eq!(delivered(&sim, 0, 5), 1);
@@ -364,8 +360,8 @@ fn bad_certificates_are_refused() {
         }
         let (ac, ak) = ca.host("a", "10.42.0.1/16", &[]);
         let a_pki = Pki::new(vec![ac], ak, pool, None).expect("pki");
-        sim.add_node("a", A_ADDR, cfg_to(&[(B_VPN, B_ADDR)]), a_pki);
-        sim.add_node("b", B_ADDR, cfg_to(&[(A_VPN, A_ADDR)]), b_pki);
+        sim.add_node("a", A_ADDR, static_config(&[(B_VPN, B_ADDR)]), a_pki);
+        sim.add_node("b", B_ADDR, static_config(&[(A_VPN, A_ADDR)]), b_pki);
         // B initiates to A: A must refuse B's certificate.
         sim.inside(1, &pkt(B_VPN, A_VPN, 1));
         sim.run_for(Duration::from_secs(7));
@@ -389,13 +385,13 @@ fn bad_certificates_are_refused() {
 fn counter_limit_forces_a_rehandshake() {
     let ca = TestCa::new("ca", Curve::Curve25519, Version::V1);
     let mut sim = Sim::new(40);
-    let mut ca_cfg = cfg_to(&[(B_VPN, B_ADDR)]);
+    let mut ca_cfg = static_config(&[(B_VPN, B_ADDR)]);
     ca_cfg.rehandshake_after_messages = 100;
     sim.add_node("a", A_ADDR, ca_cfg, ca.pki("a", "10.42.0.1/16"));
     sim.add_node(
         "b",
         B_ADDR,
-        cfg_to(&[(A_VPN, A_ADDR)]),
+        static_config(&[(A_VPN, A_ADDR)]),
         ca.pki("b", "10.42.0.2/16"),
     );
     sim.inside(0, &pkt(A_VPN, B_VPN, 0));
@@ -440,7 +436,7 @@ fn nat_rewrites_addresses_and_the_tunnel_follows() {
     sim.add_node(
         "a",
         "192.168.1.10:4242",
-        cfg_to(&[(B_VPN, B_ADDR)]),
+        static_config(&[(B_VPN, B_ADDR)]),
         ca.pki("a", "10.42.0.1/16"),
     );
     sim.add_node(

@@ -1,21 +1,15 @@
 //! Simulation: a node whose certificate is swapped (SIGHUP) re-handshakes its tunnels at the next
 //! connection check, as Go 1.7+ does, and traffic keeps flowing throughout.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use nebula_cert::{Curve, Version};
 use nebula_core::engine::EngineConfig;
-use nebula_core::sim::{udp_packet, Sim, TestCa};
+use nebula_core::sim::{static_config, udp_packet, Sim, TestCa};
 
 fn cfg_to(vpn: &str, addr: &str) -> EngineConfig {
-    let mut m: HashMap<IpAddr, Vec<SocketAddr>> = HashMap::new();
-    m.insert(vpn.parse().expect("vpn"), vec![addr.parse().expect("addr")]);
-    EngineConfig {
-        static_host_map: m,
-        ..EngineConfig::default()
-    }
+    static_config(&[(vpn, addr)])
 }
 
 #[test]
