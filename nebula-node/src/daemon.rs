@@ -18,7 +18,7 @@ use rand::SeedableRng;
 use thiserror::Error;
 
 use crate::config::{Config, LoadedConfig};
-use crate::datapath::DataPath;
+use crate::datapath::{flush_outputs, DataPath};
 use crate::plane::Plane;
 use crate::setup::{self, SetupError};
 use crate::tun::{Tun, TunQueue};
@@ -81,7 +81,7 @@ pub struct Node {
     /// One data path (socket and buffers) per worker.
     workers: Vec<DataPath>,
     /// The control thread's handle on worker 0's socket, for what the engine sends on timers.
-    control: DataPath,
+    control: BatchSocket,
     /// Read end of the pipe workers write to when the engine needs its timers sooner.
     wake: UnixStream,
     tun: Option<Tun>,
@@ -200,7 +200,7 @@ impl Node {
         for _ in 1..workers {
             sockets.push(BatchSocket::bind(bound, &opts).map_err(DaemonError::Listen)?);
         }
-        let control = DataPath::new(sockets[0].try_clone().map_err(DaemonError::Listen)?, 1);
+        let control = sockets[0].try_clone().map_err(DaemonError::Listen)?;
         let batch = cfg.listen.batch as usize;
         let udp = &sockets[0];
         let (offloads, buffers) = (udp.offloads(), udp.buffers());
@@ -272,7 +272,7 @@ impl Node {
     }
 
     pub fn udp_addr(&self) -> io::Result<SocketAddr> {
-        self.control.udp.local_addr()
+        self.control.local_addr()
     }
 
     /// The TUN offloads the kernel accepted (`Tun::enable_offloads`), for the data paths.
@@ -281,7 +281,6 @@ impl Node {
         for w in &mut self.workers {
             w.set_tun_offloads(vnet, offloads);
         }
-        self.control.set_tun_offloads(vnet, offloads);
     }
 
     /// Run until SIGTERM/SIGINT: the workers on their own threads, the control loop on this one.
@@ -300,7 +299,7 @@ impl Node {
         let queue0 = tun.as_ref().and_then(|t| t.queues().first());
         let mut out = Outputs::default();
         plane.with_engine(|e| e.start(Instant::now(), &mut out));
-        control.flush_outputs(queue0, &mut out);
+        flush_outputs(&mut control, queue0, &mut out);
         crate::notify::notify("READY=1");
         let (stop_rx, mut stop_tx) = UnixStream::pair().map_err(DaemonError::Signals)?;
         let died = AtomicBool::new(false);
@@ -328,7 +327,7 @@ impl Node {
             let ctl = Control {
                 died: &died,
                 plane: &plane,
-                data: &mut control,
+                udp: &mut control,
                 queue0,
                 wake: &wake,
                 sighup: &sighup,
@@ -343,7 +342,7 @@ impl Node {
         crate::notify::notify("STOPPING=1");
         tracing::info!("Closing all tunnels");
         plane.with_engine(|e| e.close_all(&mut out));
-        control.flush_outputs(queue0, &mut out);
+        flush_outputs(&mut control, queue0, &mut out);
         result
     }
 }
@@ -353,7 +352,7 @@ struct Control<'a> {
     /// Set when a worker ended without being asked to.
     died: &'a AtomicBool,
     plane: &'a Plane,
-    data: &'a mut DataPath,
+    udp: &'a mut BatchSocket,
     queue0: Option<&'a TunQueue>,
     wake: &'a UnixStream,
     sighup: &'a UnixStream,
@@ -390,11 +389,11 @@ impl Control<'_> {
             }
             self.plane
                 .with_engine(|e| e.handle_timeout(Instant::now(), &mut out));
-            self.data.flush_outputs(self.queue0, &mut out);
+            flush_outputs(self.udp, self.queue0, &mut out);
             if fds[0].revents & libc::POLLIN != 0 && drain(self.sighup) {
                 crate::notify::notify("RELOADING=1");
                 reload(self.plane, self.config_path, &mut out);
-                self.data.flush_outputs(self.queue0, &mut out);
+                flush_outputs(self.udp, self.queue0, &mut out);
                 crate::notify::notify("READY=1");
             }
             if fds[1].revents & libc::POLLIN != 0 && drain(self.sigterm) {

@@ -75,39 +75,9 @@ impl DataPath {
         });
     }
 
-    /// Send control-plane datagrams.
-    pub fn send_transmits(&mut self, transmits: &[nebula_core::Transmit]) {
-        let list: Vec<Transmit<'_>> = transmits
-            .iter()
-            .map(|t| Transmit {
-                to: t.to,
-                payload: &t.payload,
-            })
-            .collect();
-        send_all(&mut self.udp, &list);
-    }
-
-    /// Carry out what the engine asked: send its datagrams, write its packets to the TUN, log
-    /// its events.
+    /// Carry out what the engine asked (see [`flush_outputs`]).
     pub fn flush_outputs<D: Device>(&mut self, tun: Option<&D>, out: &mut Outputs) {
-        if !out.transmits.is_empty() {
-            self.send_transmits(&out.transmits);
-            out.transmits.clear();
-        }
-        for p in out.tun.drain(..) {
-            if let Some(tun) = tun {
-                if tun.vnet_hdr() {
-                    let mut framed = vec![0u8; VIRTIO_NET_HDR_LEN + p.len()];
-                    framed[VIRTIO_NET_HDR_LEN..].copy_from_slice(&p);
-                    let _ = tun.write_packet(&framed);
-                } else {
-                    let _ = tun.write_packet(&p);
-                }
-            }
-        }
-        for e in out.events.drain(..) {
-            crate::daemon::log_event(&e);
-        }
+        flush_outputs(&mut self.udp, tun, out);
     }
 
     /// Send the sealed datagrams gathered in the arena.
@@ -272,12 +242,41 @@ impl DataPath {
                     }
                 }
             }
-            if !out.transmits.is_empty() {
-                self.send_transmits(&out.transmits);
-                out.transmits.clear();
-            }
+            // What the engine answered (a handshake started, a reject) goes out first.
+            flush_outputs(&mut self.udp, Some(tun), out);
         }
         self.flush_pending();
+    }
+}
+
+/// Carry out what the engine asked: send its datagrams on `udp`, write its packets to the TUN,
+/// log its events.
+pub fn flush_outputs<D: Device>(udp: &mut BatchSocket, tun: Option<&D>, out: &mut Outputs) {
+    if !out.transmits.is_empty() {
+        let list: Vec<Transmit<'_>> = out
+            .transmits
+            .iter()
+            .map(|t| Transmit {
+                to: t.to,
+                payload: &t.payload,
+            })
+            .collect();
+        send_all(udp, &list);
+        out.transmits.clear();
+    }
+    for p in out.tun.drain(..) {
+        if let Some(tun) = tun {
+            if tun.vnet_hdr() {
+                let mut framed = vec![0u8; VIRTIO_NET_HDR_LEN + p.len()];
+                framed[VIRTIO_NET_HDR_LEN..].copy_from_slice(&p);
+                let _ = tun.write_packet(&framed);
+            } else {
+                let _ = tun.write_packet(&p);
+            }
+        }
+    }
+    for e in out.events.drain(..) {
+        crate::daemon::log_event(&e);
     }
 }
 
