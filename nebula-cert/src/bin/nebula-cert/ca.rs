@@ -18,7 +18,7 @@ use crate::passwords::{
     confirm_passphrase, passphrase_from_env, prompt_passphrase, PasswordReader, PromptMessages,
 };
 use crate::qr;
-use crate::stdio::{exists, is_stdio, write_output, IoClaims, STDIO_HELP_TEXT};
+use crate::stdio::{exists, is_stdio, write_flag_output, IoClaims, STDIO_HELP_TEXT};
 
 /// The mode's one-line summary.
 pub fn summary() -> &'static str {
@@ -321,15 +321,8 @@ pub fn run(
             .map_err(|e| CliError::failed(format!("error while encrypting out-key: {e}")))?,
         _ => marshal_ca_private_key(&key),
     };
-    write_output(&out_key, key_pem.as_bytes(), out)
-        .map_err(|e| CliError::failed(format!("error while writing out-key: {e}")))?;
-
-    let crt_pem = cert.marshal_pem();
-    write_output(&out_crt, crt_pem.as_bytes(), out)
-        .map_err(|e| CliError::failed(format!("error while writing out-crt: {e}")))?;
-
-    qr::write_qr(&out_qr, &crt_pem, out)?;
-    Ok(())
+    write_flag_output("out-key", &out_key, key_pem.as_bytes(), out)?;
+    qr::write_cert(&out_crt, &out_qr, &cert, out)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use nebula_cert::keys::{keygen, marshal_private_key, marshal_public_key};
 use crate::common::{
     must_flag_string, parse_curve, parse_flags, pkcs11_flag, refuse_pkcs11, CliError,
 };
-use crate::stdio::{write_output, IoClaims, STDIO_HELP_TEXT};
+use crate::stdio::{write_flag_output, IoClaims, STDIO_HELP_TEXT};
 
 /// The mode's one-line summary.
 pub fn summary() -> &'static str {
@@ -69,14 +69,10 @@ pub fn run(args: &[String], out: &mut dyn Write) -> Result<(), CliError> {
         .map_err(CliError::Failed)?;
 
     let (private, public) = keygen(curve);
-    write_output(
-        &out_key,
-        marshal_private_key(curve, &private).as_bytes(),
-        out,
-    )
-    .map_err(|e| CliError::failed(format!("error while writing out-key: {e}")))?;
-    write_output(&out_pub, marshal_public_key(curve, &public).as_bytes(), out)
-        .map_err(|e| CliError::failed(format!("error while writing out-pub: {e}")))?;
+    let key = marshal_private_key(curve, &private);
+    write_flag_output("out-key", &out_key, key.as_bytes(), out)?;
+    let public = marshal_public_key(curve, &public);
+    write_flag_output("out-pub", &out_pub, public.as_bytes(), out)?;
     Ok(())
 }
 

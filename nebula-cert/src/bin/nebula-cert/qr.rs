@@ -56,6 +56,18 @@ pub fn encode_png(content: &[u8]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// `-out-crt` and `-out-qr` of `ca` and `sign`: the certificate's PEM, and its QR code when asked.
+pub fn write_cert(
+    out_crt: &str,
+    out_qr: &str,
+    cert: &nebula_cert::cert::Certificate,
+    stdout: &mut dyn std::io::Write,
+) -> Result<(), crate::common::CliError> {
+    let pem = cert.marshal_pem();
+    crate::stdio::write_flag_output("out-crt", out_crt, pem.as_bytes(), stdout)?;
+    write_qr(out_qr, &pem, stdout)
+}
+
 /// `-out-qr`: write a PNG QR code of `pem` to `path` (nothing when `path` is empty).
 pub fn write_qr(
     path: &str,
@@ -68,8 +80,7 @@ pub fn write_qr(
     let png = encode_png(pem.as_bytes()).map_err(|e| {
         crate::common::CliError::failed(format!("error while generating qr code: {e}"))
     })?;
-    crate::stdio::write_output(path, &png, stdout)
-        .map_err(|e| crate::common::CliError::failed(format!("error while writing out-qr: {e}")))
+    crate::stdio::write_flag_output("out-qr", path, &png, stdout)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use crate::common::{
 };
 use crate::passwords::{passphrase_from_env, prompt_passphrase, PasswordReader, PromptMessages};
 use crate::qr;
-use crate::stdio::{exists, is_stdio, read_input, write_output, IoClaims, STDIO_HELP_TEXT};
+use crate::stdio::{exists, is_stdio, read_input, write_flag_output, IoClaims, STDIO_HELP_TEXT};
 
 /// The mode's one-line summary.
 pub fn summary() -> &'static str {
@@ -340,20 +340,10 @@ pub fn run(
                 "refusing to overwrite existing key: {out_key}"
             )));
         }
-        write_output(
-            &out_key,
-            marshal_private_key(curve, &private).as_bytes(),
-            out,
-        )
-        .map_err(|e| CliError::failed(format!("error while writing out-key: {e}")))?;
+        let key = marshal_private_key(curve, &private);
+        write_flag_output("out-key", &out_key, key.as_bytes(), out)?;
     }
-
-    let pem = cert.marshal_pem();
-    write_output(&out_crt, pem.as_bytes(), out)
-        .map_err(|e| CliError::failed(format!("error while writing out-crt: {e}")))?;
-
-    qr::write_qr(&out_qr, &pem, out)?;
-    Ok(())
+    qr::write_cert(&out_crt, &out_qr, &cert, out)
 }
 
 #[cfg(test)]

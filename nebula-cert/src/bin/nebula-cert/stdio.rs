@@ -112,6 +112,18 @@ pub fn read_input(flag: &str, path: &str, claims: &mut IoClaims) -> Result<Vec<u
     Ok(buf)
 }
 
+/// [`write_output`] for the path given to flag `flag` (`out-key`, `out-crt`, ...): a failure
+/// reads `error while writing <flag>: <why>`, as Go's.
+pub fn write_flag_output(
+    flag: &str,
+    path: &str,
+    data: &[u8],
+    stdout: &mut dyn Write,
+) -> Result<(), crate::common::CliError> {
+    write_output(path, data, stdout)
+        .map_err(|e| crate::common::CliError::failed(format!("error while writing {flag}: {e}")))
+}
+
 /// Writes `data` to `path` (created 0600 if new, truncated if not), or to `stdout` for `-`.
 /// The caller must have reserved stdout with [`IoClaims::reserve_outputs`].
 pub fn write_output(path: &str, data: &[u8], stdout: &mut dyn Write) -> Result<(), String> {
