@@ -15,6 +15,9 @@ use nebula_cert::pool::CaPool;
 use nebula_cert::{Curve, Version};
 use serde_json::Value;
 
+mod support;
+use support::assert_json_eq;
+
 /// 2030-01-01T00:00:00Z: after every golden notBefore (2026-11-26), before every notAfter (2125+).
 const NOW: i64 = 1_893_456_000;
 /// 2026-01-01T00:00:00Z: before every golden notBefore.
@@ -143,32 +146,6 @@ fn go_print_json(dir: &str, file: &str) -> Vec<Value> {
             other => panic!("{dir}/{file}: not a JSON array: {other:?}"),
         }
     }
-}
-
-/// Compares JSON values field by field; on mismatch names the path.
-fn assert_json_eq(ours: &Value, go: &Value, ctx: &str) {
-    fn walk(a: &Value, b: &Value, path: &str, ctx: &str) {
-        match (a, b) {
-            (Value::Object(x), Value::Object(y)) => {
-                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
-                keys.sort();
-                keys.dedup();
-                for k in keys {
-                    match (x.get(k), y.get(k)) {
-                        (Some(p), Some(q)) => walk(p, q, &format!("{path}.{k}"), ctx),
-                        (p, q) => panic!("{ctx}: field {path}.{k}: ours {p:?}, Go {q:?}"),
-                    }
-                }
-            }
-            (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
-                for (i, (p, q)) in x.iter().zip(y).enumerate() {
-                    walk(p, q, &format!("{path}[{i}]"), ctx);
-                }
-            }
-            _ => assert_eq!(a, b, "{ctx}: field {path} differs (left ours, right Go)"),
-        }
-    }
-    walk(ours, go, "", ctx);
 }
 
 /// The raw body of the single PEM block of a file.

@@ -9,6 +9,9 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+mod support;
+use support::assert_json_eq;
+
 const GO_1_6_1: &str = "/usr/bin/nebula-cert";
 const GO_1_11_0: &str = "/opt/go-nebula/1.11.0/usr/bin/nebula-cert";
 /// Passphrase for the encrypted-CA cases.
@@ -255,32 +258,6 @@ fn to_1_6_shape(v: &Value) -> Value {
         }
     }
     v
-}
-
-/// Compares two JSON values and names the first differing path.
-fn assert_json_eq(ours: &Value, go: &Value, ctx: &str) {
-    fn walk(a: &Value, b: &Value, path: &str, ctx: &str) {
-        match (a, b) {
-            (Value::Object(x), Value::Object(y)) => {
-                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
-                keys.sort();
-                keys.dedup();
-                for k in keys {
-                    match (x.get(k), y.get(k)) {
-                        (Some(p), Some(q)) => walk(p, q, &format!("{path}.{k}"), ctx),
-                        (p, q) => panic!("{ctx}: field {path}.{k}: ours {p:?}, Go {q:?}"),
-                    }
-                }
-            }
-            (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
-                for (i, (p, q)) in x.iter().zip(y).enumerate() {
-                    walk(p, q, &format!("{path}[{i}]"), ctx);
-                }
-            }
-            _ => assert_eq!(a, b, "{ctx}: field {path} differs (left ours, right Go)"),
-        }
-    }
-    walk(ours, go, "", ctx);
 }
 
 /// `print -json` of our tool and of `go` on the same file agree, field for field.
