@@ -227,7 +227,7 @@ impl Node {
         );
         if cfg.lighthouse.am_lighthouse {
             engine.set_lighthouse_server(Box::new(AddressBook::with_remote_allow_list(
-                setup::remote_allow_list(&cfg.lighthouse.remote_allow_list),
+                cfg.lighthouse.remote_allow_list.clone(),
                 engine.pki().networks().to_vec(),
             )));
         }

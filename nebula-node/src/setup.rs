@@ -11,7 +11,6 @@ use nebula_core::aead::CipherKind;
 use nebula_core::engine::{EngineConfig, PunchyConfig, RecvErrorPolicy};
 use nebula_core::firewall::{Action, Firewall, FirewallConfig as CoreFirewallConfig};
 use nebula_core::pki::Pki;
-use nebula_core::remotes::{AllowList, CalculatedRemote, RemoteAllowList};
 use thiserror::Error;
 
 use crate::config::{self, Cipher, Config, ConfigError, FirewallAction};
@@ -175,8 +174,8 @@ pub fn engine_config(
         accept_recv_error: accept,
         disconnect_invalid: cfg.pki.disconnect_invalid,
         unsafe_routes,
-        remote_allow_list: remote_allow_list(&cfg.lighthouse.remote_allow_list),
-        calculated_remotes: calculated_remotes(cfg),
+        remote_allow_list: cfg.lighthouse.remote_allow_list.clone(),
+        calculated_remotes: cfg.lighthouse.calculated_remotes.clone(),
         relays: cfg.relay.relays.clone(),
         am_relay: cfg.relay.am_relay,
         use_relays: cfg.relay.use_relays(),
@@ -185,28 +184,4 @@ pub fn engine_config(
         requery_wait: cfg.timers.requery_wait_duration,
         ..EngineConfig::default()
     }
-}
-
-/// `lighthouse.remote_allow_list` / `remote_allow_ranges` in the engine's form.
-pub fn remote_allow_list(c: &config::RemoteAllowList) -> RemoteAllowList {
-    let list = |l: &config::AllowList| AllowList {
-        rules: l.rules.clone(),
-    };
-    RemoteAllowList {
-        base: c.base.as_ref().map(list),
-        ranges: c.ranges.iter().map(|(n, l)| (*n, list(l))).collect(),
-    }
-}
-
-/// `lighthouse.calculated_remotes` in the engine's form.
-pub fn calculated_remotes(cfg: &Config) -> Vec<CalculatedRemote> {
-    cfg.lighthouse
-        .calculated_remotes
-        .iter()
-        .map(|c| CalculatedRemote {
-            vpn_range: c.vpn_range,
-            mask: c.mask,
-            port: c.port,
-        })
-        .collect()
 }

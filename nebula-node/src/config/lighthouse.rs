@@ -107,91 +107,78 @@ pub struct StaticMapConfig {
     pub lookup_timeout: Duration,
 }
 
-/// A CIDR allow list (`allow_list.go`): the rules as written plus the per-family default Go adds
-/// (the inverse of the rules when they all agree). The most specific matching rule wins.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AllowList {
-    /// `(cidr, allow)` pairs, sorted by key text, then the added defaults.
-    pub rules: Vec<(IpNet, bool)>,
-}
+/// A CIDR allow list (`allow_list.go`) as the engine uses it: the rules as written (sorted by key
+/// text) plus the per-family default Go adds (the inverse of the rules when they all agree).
+pub use nebula_core::remotes::AllowList;
+/// `lighthouse.remote_allow_list` + `lighthouse.remote_allow_ranges`, as the engine uses it.
+pub use nebula_core::remotes::RemoteAllowList;
 
-impl AllowList {
-    /// Whether `ip` is allowed (IPv4-mapped IPv6 is checked as IPv4, as in 1.11).
-    pub fn allows(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.rules
-            .iter()
-            .filter(|(net, _)| net.contains(&ip))
-            .max_by_key(|(net, _)| net.prefix_len())
-            .map(|(_, allow)| *allow)
-            .unwrap_or(true)
+/// Parse the allow list under `key`; `skip` passes over entries that are not CIDRs (the
+/// `interfaces` map of `local_allow_list`).
+fn parse_allow_list(
+    key: &str,
+    map: &Map,
+    mut skip: impl FnMut(&str, &Value) -> Result<bool, ConfigError>,
+) -> Result<AllowList, ConfigError> {
+    #[derive(Default)]
+    struct Family {
+        first: Option<bool>,
+        all_match: bool,
+        default_set: bool,
     }
-
-    fn parse(
-        key: &str,
-        map: &Map,
-        mut skip: impl FnMut(&str, &Value) -> Result<bool, ConfigError>,
-    ) -> Result<AllowList, ConfigError> {
-        #[derive(Default)]
-        struct Family {
-            first: Option<bool>,
-            all_match: bool,
-            default_set: bool,
+    let mut v4 = Family {
+        all_match: true,
+        ..Family::default()
+    };
+    let mut v6 = Family {
+        all_match: true,
+        ..Family::default()
+    };
+    let mut rules = Vec::new();
+    for (cidr, raw) in map {
+        if skip(cidr, raw)? {
+            continue;
         }
-        let mut v4 = Family {
-            all_match: true,
-            ..Family::default()
+        let allow = as_bool(raw).ok_or_else(|| {
+            ConfigError::invalid(
+                format!("{key}.{cidr}"),
+                format!("expected true or false, got {}", shown(raw)),
+            )
+        })?;
+        let net = IpNet::from_str(cidr).map_err(|_| {
+            ConfigError::invalid(format!("{key}.{cidr}"), format!("invalid CIDR {cidr:?}"))
+        })?;
+        let fam = if net.addr().to_canonical().is_ipv4() {
+            &mut v4
+        } else {
+            &mut v6
         };
-        let mut v6 = Family {
-            all_match: true,
-            ..Family::default()
-        };
-        let mut rules = Vec::new();
-        for (cidr, raw) in map {
-            if skip(cidr, raw)? {
-                continue;
-            }
-            let allow = as_bool(raw).ok_or_else(|| {
-                ConfigError::invalid(
-                    format!("{key}.{cidr}"),
-                    format!("expected true or false, got {}", shown(raw)),
-                )
-            })?;
-            let net = IpNet::from_str(cidr).map_err(|_| {
-                ConfigError::invalid(format!("{key}.{cidr}"), format!("invalid CIDR {cidr:?}"))
-            })?;
-            let fam = if net.addr().to_canonical().is_ipv4() {
-                &mut v4
-            } else {
-                &mut v6
-            };
-            match fam.first {
-                None => fam.first = Some(allow),
-                Some(f) if f != allow => fam.all_match = false,
-                Some(_) => {}
-            }
-            if net.prefix_len() == 0 {
-                fam.default_set = true;
-            }
-            rules.push((net, allow));
+        match fam.first {
+            None => fam.first = Some(allow),
+            Some(f) if f != allow => fam.all_match = false,
+            Some(_) => {}
         }
-        for (fam, any, name) in [(&v4, "0.0.0.0/0", "0.0.0.0/0"), (&v6, "::/0", "::/0")] {
-            if fam.default_set {
-                continue;
-            }
-            if !fam.all_match {
-                return Err(ConfigError::invalid(
-                    key,
-                    format!("contains both true and false rules, but no default set for {name}"),
-                ));
-            }
-            let default = !fam.first.unwrap_or(false);
-            if let Ok(net) = IpNet::from_str(any) {
-                rules.push((net, default));
-            }
+        if net.prefix_len() == 0 {
+            fam.default_set = true;
         }
-        Ok(AllowList { rules })
+        rules.push((net, allow));
     }
+    for (fam, any, name) in [(&v4, "0.0.0.0/0", "0.0.0.0/0"), (&v6, "::/0", "::/0")] {
+        if fam.default_set {
+            continue;
+        }
+        if !fam.all_match {
+            return Err(ConfigError::invalid(
+                key,
+                format!("contains both true and false rules, but no default set for {name}"),
+            ));
+        }
+        let default = !fam.first.unwrap_or(false);
+        if let Ok(net) = IpNet::from_str(any) {
+            rules.push((net, default));
+        }
+    }
+    Ok(AllowList { rules })
 }
 
 /// Go's `config.AsBool`: a YAML bool, or the strings y/yes/n/no.
@@ -204,32 +191,6 @@ fn as_bool(v: &Value) -> Option<bool> {
             _ => None,
         },
         _ => None,
-    }
-}
-
-/// `lighthouse.remote_allow_list` + `lighthouse.remote_allow_ranges`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct RemoteAllowList {
-    /// The base list; `None` = allow everything.
-    pub base: Option<AllowList>,
-    /// Per VPN range lists: for a peer inside the range, its list must allow too.
-    pub ranges: Vec<(IpNet, AllowList)>,
-}
-
-impl RemoteAllowList {
-    /// Whether underlay address `remote` is allowed for the peer with VPN address `vpn_addr`.
-    pub fn allows(&self, vpn_addr: IpAddr, remote: IpAddr) -> bool {
-        let inside = self
-            .ranges
-            .iter()
-            .filter(|(net, _)| net.contains(&vpn_addr.to_canonical()))
-            .max_by_key(|(net, _)| net.prefix_len());
-        if let Some((_, list)) = inside {
-            if !list.allows(remote) {
-                return false;
-            }
-        }
-        self.base.as_ref().is_none_or(|b| b.allows(remote))
     }
 }
 
@@ -280,17 +241,8 @@ impl LocalAllowList {
     }
 }
 
-/// One `lighthouse.calculated_remotes` entry: for VPN addresses in `vpn_range`, guess an
-/// underlay address by putting the host bits into `mask`'s network, with `port`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CalculatedRemote {
-    /// The VPN range (the map key).
-    pub vpn_range: IpNet,
-    /// The underlay network whose prefix replaces the VPN address's.
-    pub mask: IpNet,
-    /// The underlay port.
-    pub port: u16,
-}
+/// One `lighthouse.calculated_remotes` entry, as the engine uses it.
+pub use nebula_core::remotes::CalculatedRemote;
 
 /// The `lighthouse` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -422,7 +374,7 @@ impl LighthouseConfig {
 
         let base = match r.map("lighthouse.remote_allow_list")? {
             None => None,
-            Some(m) => Some(AllowList::parse(
+            Some(m) => Some(parse_allow_list(
                 "lighthouse.remote_allow_list",
                 m,
                 |_, _| Ok(false),
@@ -441,7 +393,7 @@ impl LighthouseConfig {
                         ),
                     ));
                 };
-                let list = AllowList::parse(&key, inner, |_, _| Ok(false))?;
+                let list = parse_allow_list(&key, inner, |_, _| Ok(false))?;
                 let net = IpNet::from_str(cidr)
                     .map_err(|_| ConfigError::invalid(&key, format!("invalid CIDR {cidr:?}")))?;
                 ranges.push((net, list));
@@ -452,7 +404,7 @@ impl LighthouseConfig {
             None => None,
             Some(m) => {
                 let mut interfaces = Vec::new();
-                let cidrs = AllowList::parse("lighthouse.local_allow_list", m, |k, v| {
+                let cidrs = parse_allow_list("lighthouse.local_allow_list", m, |k, v| {
                     if k != "interfaces" {
                         return Ok(false);
                     }
@@ -621,7 +573,7 @@ mod tests {
 
     fn list(yaml: &str) -> Result<AllowList, ConfigError> {
         let v = Value::from_yaml(yaml, None).unwrap();
-        AllowList::parse("l", v.as_map().unwrap(), |_, _| Ok(false))
+        parse_allow_list("l", v.as_map().unwrap(), |_, _| Ok(false))
     }
 
     #[test]
