@@ -447,6 +447,15 @@ fn reload(plane: &Plane, config_path: &Path, out: &mut Outputs) {
             Instant::now(),
             out,
         );
+        engine.reload_remote_lists(
+            cfg.lighthouse.remote_allow_list.clone(),
+            cfg.lighthouse.calculated_remotes.clone(),
+        );
+        engine.reload_relays(
+            cfg.relay.relays.clone(),
+            cfg.relay.am_relay,
+            cfg.relay.use_relays(),
+        );
     });
 }
 

@@ -1,5 +1,6 @@
 //! SIGHUP with a changed certificate: the node swaps it without a restart and its tunnels move to
-//! the new certificate (re-handshake), as Go 1.7+ does. Namespaces, real daemons (root).
+//! the new certificate (re-handshake), as Go 1.7+ does; and with a new remote allow list, which
+//! applies to the next handshakes. Namespaces, real daemons (root).
 
 mod support;
 
@@ -62,4 +63,44 @@ fn sighup_swaps_the_certificate_without_a_restart() {
         "a restarted or died"
     );
     assert!(lab.log("a.log").contains("reloading config"));
+}
+
+#[test]
+fn sighup_applies_a_new_remote_allow_list() {
+    let mut lab = Lab::new("hupal");
+    let ns_a = lab.public_host("a", "192.0.2.1");
+    let ns_b = lab.public_host("b", "192.0.2.2");
+    let pki = Pki::new(Version::V1, Curve::Curve25519);
+    let dir = lab.dir.path().to_path_buf();
+    pki.host(&dir, "a", &format!("{A_VPN}/16"), &[]);
+    pki.host(&dir, "b", &format!("{B_VPN}/16"), &[]);
+    let statics = vec![(A_VPN, "192.0.2.1:4242"), (B_VPN, "192.0.2.2:4242")];
+    let a = lab.start_node(&ns_a, &static_node("a", &dir, &statics), &our_nebula());
+    let b = lab.start_node(&ns_b, &static_node("b", &dir, &statics), &our_nebula());
+    assert!(
+        lab.wait_ping(&ns_b, A_VPN, Duration::from_secs(15)),
+        "{}",
+        lab.log("a.log")
+    );
+    // a stops accepting peers from b's underlay network, and reloads.
+    let denied = node_config(&static_node("a", &dir, &statics)).replacen(
+        "lighthouse:\n",
+        "lighthouse:\n  remote_allow_list:\n    \"192.0.2.0/24\": false\n",
+        1,
+    );
+    lab.write("a.yml", &denied);
+    lab.kill(a, "HUP");
+    let end = Instant::now() + Duration::from_secs(5);
+    while !lab.log("a.log").contains("Firewall reloaded") && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // b comes back with new session keys: its handshakes to a must now be refused.
+    lab.kill(b, "9");
+    let _ = lab.wait_exit(b, Duration::from_secs(5));
+    lab.start_node(&ns_b, &static_node("b", &dir, &statics), &our_nebula());
+    assert!(
+        !lab.wait_ping(&ns_b, A_VPN, Duration::from_secs(8)),
+        "a still accepts b after the reload\n{}",
+        lab.log("a.log")
+    );
 }
