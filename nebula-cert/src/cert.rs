@@ -300,28 +300,8 @@ impl Certificate {
 
     /// Parse the first PEM block of `input` (version chosen by its banner) and return the bytes after it.
     pub fn from_pem(input: &[u8]) -> Result<(Certificate, &[u8]), CertError> {
-        let (block, rest) = match pem::decode(input) {
-            Ok(Some(x)) => x,
-            Ok(None) => {
-                return Err(CertError::InvalidPem {
-                    reason: String::new(),
-                })
-            }
-            Err(e) => {
-                return Err(CertError::InvalidPem {
-                    reason: e.to_string(),
-                })
-            }
-        };
-        let version = match block.label.as_str() {
-            pem::CERT_V1_BANNER => Version::V1,
-            pem::CERT_V2_BANNER => Version::V2,
-            other => {
-                return Err(CertError::WrongPemBanner {
-                    found: other.to_string(),
-                })
-            }
-        };
+        let (block, rest) = first_pem_block(input)?;
+        let version = version_of_banner(&block.label)?;
         Ok((Self::from_bytes(version, &block.data)?, rest))
     }
 
@@ -959,6 +939,29 @@ pub fn go_json_string(v: &Value, indent: bool) -> String {
     out
 }
 
+/// The first PEM block of `input` and the bytes after it; no block at all is an error.
+pub(crate) fn first_pem_block(input: &[u8]) -> Result<(pem::PemBlock, &[u8]), CertError> {
+    match pem::decode(input) {
+        Ok(Some(x)) => Ok(x),
+        Ok(None) => Err(CertError::InvalidPem {
+            reason: String::new(),
+        }),
+        Err(e) => Err(CertError::InvalidPem {
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// The certificate version a PEM banner names.
+pub(crate) fn version_of_banner(label: &str) -> Result<Version, CertError> {
+    match label {
+        pem::CERT_V1_BANNER => Ok(Version::V1),
+        pem::CERT_V2_BANNER => Ok(Version::V2),
+        other => Err(CertError::WrongPemBanner {
+            found: other.to_string(),
+        }),
+    }
+}
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -3,7 +3,6 @@
 
 use crate::cert::{check_ca_constraints, Certificate};
 use crate::error::CertError;
-use crate::{pem, Version};
 use std::collections::{HashMap, HashSet};
 
 /// Trusted CAs keyed by fingerprint, plus blocklisted certificate fingerprints.
@@ -78,33 +77,13 @@ impl CaPool {
         let mut pool = CaPool::new();
         let mut warnings = Vec::new();
         for chunk in split_pem(bundle)? {
-            let (block, rest) = match pem::decode(chunk) {
-                Ok(Some(x)) => x,
-                Ok(None) => {
-                    return Err(CertError::InvalidPem {
-                        reason: String::new(),
-                    })
-                }
-                Err(e) => {
-                    return Err(CertError::InvalidPem {
-                        reason: e.to_string(),
-                    })
-                }
-            };
+            let (block, rest) = crate::cert::first_pem_block(chunk)?;
             if !rest.iter().all(|b| is_go_space(*b)) {
                 return Err(CertError::InvalidPem {
                     reason: "unexpected data after PEM block".into(),
                 });
             }
-            let version = match block.label.as_str() {
-                pem::CERT_V1_BANNER => Version::V1,
-                pem::CERT_V2_BANNER => Version::V2,
-                other => {
-                    return Err(CertError::WrongPemBanner {
-                        found: other.to_string(),
-                    })
-                }
-            };
+            let version = crate::cert::version_of_banner(&block.label)?;
             let cert = Certificate::from_bytes(version, &block.data)?;
             pool.add_ca(cert.clone())?;
             if now_unix > cert.not_after() {
@@ -279,7 +258,7 @@ mod tests {
     use crate::cert::tests::{fixed_pair, host_tbs, make_ca, net, sign_unchecked, with_signature};
     use crate::cert::TbsCertificate;
     use crate::signing::{p256_is_low_s, p256_swap_signature, CaSigningKey};
-    use crate::Curve;
+    use crate::{Curve, Version};
 
     fn pool_of(cas: &[&Certificate]) -> CaPool {
         let mut p = CaPool::new();
