@@ -364,18 +364,24 @@ pub fn complete_checksum(hdr: &VirtioNetHdr, packet: &mut [u8]) -> Result<(), Of
     if hdr.flags & VNET_F_NEEDS_CSUM == 0 {
         return Ok(());
     }
-    let start = usize::from(hdr.csum_start);
-    let at = start + usize::from(hdr.csum_offset);
-    if at + 2 > packet.len() {
-        return Err(OffloadError::BadChecksumOffset {
-            start: hdr.csum_start,
-            offset: hdr.csum_offset,
-            len: packet.len(),
-        });
-    }
+    let (start, at) = checksum_place(hdr, packet.len())?;
     let c = !csum_sum(&packet[start..]);
     put16(packet, at, if c == 0 { 0xffff } else { c });
     Ok(())
+}
+
+/// Where a partial checksum starts and where it goes, checked against a `len`-byte packet.
+fn checksum_place(hdr: &VirtioNetHdr, len: usize) -> Result<(usize, usize), OffloadError> {
+    let start = usize::from(hdr.csum_start);
+    let at = start + usize::from(hdr.csum_offset);
+    if at + 2 > len {
+        return Err(OffloadError::BadChecksumOffset {
+            start: hdr.csum_start,
+            offset: hdr.csum_offset,
+            len,
+        });
+    }
+    Ok((start, at))
 }
 
 // ---------------------------------------------------------------------------- segmenting
@@ -431,15 +437,7 @@ impl<'a> Segmenter<'a> {
         let ip = Ip::parse(packet)?;
         if gso == VNET_GSO_NONE {
             let kind = if hdr.flags & VNET_F_NEEDS_CSUM != 0 {
-                let start = usize::from(hdr.csum_start);
-                let at = start + usize::from(hdr.csum_offset);
-                if at + 2 > packet.len() {
-                    return Err(OffloadError::BadChecksumOffset {
-                        start: hdr.csum_start,
-                        offset: hdr.csum_offset,
-                        len: packet.len(),
-                    });
-                }
+                let (start, at) = checksum_place(hdr, packet.len())?;
                 SegKind::CompleteCsum { start, at }
             } else {
                 SegKind::Copy
