@@ -139,6 +139,14 @@ impl Default for EngineConfig {
     }
 }
 
+/// What a SIGHUP hands to [`Engine::reload`]: the settings, credentials and firewall built from
+/// the re-read config, exactly as at start-up.
+pub struct Reload {
+    pub config: EngineConfig,
+    pub pki: Pki,
+    pub firewall: crate::firewall::Firewall,
+}
+
 /// A datagram to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
@@ -439,12 +447,54 @@ impl Engine {
         self.table_dirty = true;
     }
 
-    /// New firewall rules (SIGHUP): open connections are re-checked against them on next use.
-    pub fn reload_firewall(&mut self, firewall: crate::firewall::Firewall) {
+    /// Apply a re-read configuration (SIGHUP): the one way to change a running engine's settings.
+    ///
+    /// What changes: our credentials (tunnels made with the old ones re-handshake at their next
+    /// connection check; peers that no longer verify are closed then), the firewall rules (open
+    /// connections are re-checked on their next packet), the lighthouse and static host lists,
+    /// `lighthouse.remote_allow_list`/`calculated_remotes` (from the next address offered),
+    /// `relay.*` (relays already set up keep working until their tunnels go), `preferred_ranges`,
+    /// `punchy.*` and `listen.send_recv_error`/`accept_recv_error`. Everything else in
+    /// `new.config` (cipher, timers, handshake settings, `am_lighthouse`, advertised addresses)
+    /// keeps its start-up value, as in Go.
+    pub fn reload(&mut self, now: Instant, new: Reload, out: &mut Outputs) {
+        let Reload {
+            config,
+            pki,
+            firewall,
+        } = new;
         if let Some(f) = self.filter.with_rules(firewall) {
             self.filter = f;
         }
+        self.pki = pki;
+        self.pki_generation += 1;
         self.table_dirty = true;
+        for r in self.remotes.values_mut() {
+            r.static_addrs.clear();
+        }
+        for (vpn, addrs) in &config.static_host_map {
+            self.remotes.entry(*vpn).or_default().static_addrs = addrs.clone();
+        }
+        let lighthouses_changed = config.lighthouses != self.cfg.lighthouses;
+        let c = &mut self.cfg;
+        c.lighthouses = config.lighthouses;
+        c.static_host_map = config.static_host_map;
+        c.remote_allow_list = config.remote_allow_list;
+        c.calculated_remotes = config.calculated_remotes;
+        c.relays = if config.am_relay {
+            Vec::new()
+        } else {
+            config.relays
+        };
+        c.am_relay = config.am_relay;
+        c.use_relays = config.use_relays && !config.am_relay;
+        c.preferred_ranges = config.preferred_ranges;
+        c.punchy = config.punchy;
+        c.send_recv_error = config.send_recv_error;
+        c.accept_recv_error = config.accept_recv_error;
+        if lighthouses_changed && self.started {
+            self.send_host_updates(now, out);
+        }
     }
 
     fn ca_name_of(&self, cert: &Certificate) -> String {
@@ -455,59 +505,9 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    /// Replace our credentials (SIGHUP). Existing tunnels keep running; tunnels whose peer no longer
-    /// verifies are closed at their next connection check, and new handshakes use the new cert.
-    pub fn reload_pki(&mut self, pki: Pki) {
-        self.pki = pki;
-        self.table_dirty = true;
-        // Tunnels made with the old credentials re-handshake at their next connection check
-        // (Go 1.7+).
-        self.pki_generation += 1;
-    }
-
-    /// Replace the lighthouse and static host lists (SIGHUP).
-    pub fn reload_lighthouses(
-        &mut self,
-        lighthouses: Vec<IpAddr>,
-        static_host_map: HashMap<IpAddr, Vec<SocketAddr>>,
-        now: Instant,
-        out: &mut Outputs,
-    ) {
-        for r in self.remotes.values_mut() {
-            r.static_addrs.clear();
-        }
-        for (vpn, addrs) in &static_host_map {
-            self.remotes.entry(*vpn).or_default().static_addrs = addrs.clone();
-        }
-        let changed = lighthouses != self.cfg.lighthouses;
-        self.cfg.lighthouses = lighthouses;
-        self.cfg.static_host_map = static_host_map;
-        if changed && self.started {
-            self.send_host_updates(now, out);
-        }
-    }
-
     /// Update the underlay addresses we advertise (the node learned its local addresses).
     pub fn set_advertise_addrs(&mut self, addrs: Vec<SocketAddr>) {
         self.cfg.advertise_addrs = addrs;
-    }
-
-    /// New `lighthouse.remote_allow_list` / `calculated_remotes` (SIGHUP). Existing tunnels keep
-    /// their current address; the lists apply from the next address they are offered.
-    pub fn reload_remote_lists(
-        &mut self,
-        remote_allow_list: RemoteAllowList,
-        calculated_remotes: Vec<CalculatedRemote>,
-    ) {
-        self.cfg.remote_allow_list = remote_allow_list;
-        self.cfg.calculated_remotes = calculated_remotes;
-    }
-
-    /// New `relay.*` settings (SIGHUP). Relays already set up keep working until their tunnels go.
-    pub fn reload_relays(&mut self, relays: Vec<IpAddr>, am_relay: bool, use_relays: bool) {
-        self.cfg.relays = if am_relay { Vec::new() } else { relays };
-        self.cfg.am_relay = am_relay;
-        self.cfg.use_relays = use_relays && !am_relay;
     }
 
     /// The relay table (tests, diagnostics).

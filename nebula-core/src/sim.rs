@@ -332,6 +332,29 @@ impl Sim {
         self.dispatch(i, out);
     }
 
+    /// SIGHUP node `i` with new credentials (same settings, an allow-everything rule set).
+    pub fn reload_pki(&mut self, i: usize, pki: Pki) {
+        let firewall = crate::firewall::Firewall::new(
+            &crate::firewall::FirewallConfig::default(),
+            pki.networks(),
+            pki.unsafe_networks(),
+        )
+        .expect("default firewall");
+        let config = self.nodes[i].engine.config().clone();
+        let mut out = Outputs::default();
+        let now = self.now;
+        self.nodes[i].engine.reload(
+            now,
+            crate::engine::Reload {
+                config,
+                pki,
+                firewall,
+            },
+            &mut out,
+        );
+        self.dispatch(i, out);
+    }
+
     /// The address others see for node `i` (its NAT's public side once it has sent something).
     pub fn node_addr(&self, i: usize) -> SocketAddr {
         self.nodes[i].addr

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nebula_cert::{keys, Curve, Version};
 use nebula_core::aead::CipherKind;
-use nebula_core::engine::{CloseReason, Engine, EngineConfig, Event, Outputs};
+use nebula_core::engine::{CloseReason, Engine, EngineConfig, Event, Outputs, Reload};
 use nebula_core::filter::AllowAll;
+use nebula_core::firewall::{Firewall, FirewallConfig};
 use nebula_core::pki::Pki;
 use nebula_core::sim::TestCa;
 use rand::SeedableRng;
@@ -258,7 +259,15 @@ fn run_case(case: &Case, go_initiates: bool) {
     let cfg_text = if go_initiates {
         // Make Go treat us as its lighthouse so it dials us by itself.
         let (t, pki2) = setup(case, &probe_ca_dir, go_port, Some(us.addr()));
-        us.engine.reload_pki(pki2);
+        let firewall = Firewall::new(&FirewallConfig::default(), pki2.networks(), &[])
+            .expect("default firewall");
+        let reload = Reload {
+            config: us.engine.config().clone(),
+            pki: pki2,
+            firewall,
+        };
+        us.engine
+            .reload(Instant::now(), reload, &mut Outputs::default());
         t
     } else {
         cfg_text

@@ -47,7 +47,7 @@ fn new_certificate_moves_tunnels_to_it_without_dropping_traffic() {
         .expect("tunnel");
     let new_pki = ca.pki("a", "10.42.0.1/16");
     let new_fp = new_pki.cert(Version::V1).expect("cert").fingerprint_hex();
-    sim.nodes[a].engine.reload_pki(new_pki);
+    sim.reload_pki(a, new_pki);
     let mut sent = 0;
     for _ in 0..150 {
         sim.inside(b, &pkt("10.42.0.2", "10.42.0.1"));

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use nebula_core::engine::{Engine, Event, Outputs};
+use nebula_core::engine::{Engine, Event, Outputs, Reload};
 use nebula_core::filter::GroupFirewall;
 use nebula_core::pki::Pki;
 use nebula_lighthouse::AddressBook;
@@ -439,23 +439,15 @@ fn reload(plane: &Plane, config_path: &Path, out: &mut Outputs) {
     };
     tracing::info!(rules = %firewall.rules_hash(), "Firewall reloaded");
     plane.with_engine(|engine| {
-        engine.reload_firewall(firewall);
-        engine.reload_pki(pki);
-        engine.reload_lighthouses(
-            cfg.lighthouse.hosts.clone(),
-            static_hosts,
-            Instant::now(),
-            out,
-        );
-        engine.reload_remote_lists(
-            cfg.lighthouse.remote_allow_list.clone(),
-            cfg.lighthouse.calculated_remotes.clone(),
-        );
-        engine.reload_relays(
-            cfg.relay.relays.clone(),
-            cfg.relay.am_relay,
-            cfg.relay.use_relays(),
-        );
+        // Only what a reload may change is taken from this config (see `Engine::reload`).
+        let config =
+            setup::engine_config(cfg, static_hosts, engine.config().advertise_addrs.clone());
+        let reload = Reload {
+            config,
+            pki,
+            firewall,
+        };
+        engine.reload(Instant::now(), reload, out);
     });
 }
 
