@@ -14,7 +14,6 @@
 //! engine's control messages and every worker draw from one counter; the replay window is one
 //! small lock per tunnel.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,37 +23,24 @@ use nebula_cert::cert::Certificate;
 use proto::header::{subtype, Header, MessageType, HEADER_LEN};
 
 use crate::aead::{AeadError, Session, TAG_LEN};
-use crate::engine::{DropReason, Transmit};
 use crate::filter::{PacketFilter, PeerIdentity, Verdict};
-use crate::hostmap::{HostMap, Tunnel};
+use crate::outcome::{DropReason, Transmit};
 
-/// One direct tunnel as the data plane sees it.
+/// One direct tunnel as the data plane sees it (made by the host map when the tunnel is
+/// installed or moves; shared by every table that contains it).
 pub struct DataTunnel {
     pub local_index: u32,
     pub remote_index: u32,
     /// The peer's underlay address (the tunnel is direct).
     pub remote: SocketAddr,
     pub session: Arc<Session>,
-    peer_cert: Arc<Certificate>,
-    vpn_addrs: Vec<IpAddr>,
-    ca_name: String,
-    issuer_hex: String,
+    pub(crate) peer_cert: Arc<Certificate>,
+    pub(crate) vpn_addrs: Vec<IpAddr>,
+    pub(crate) ca_name: String,
+    pub(crate) issuer_hex: String,
 }
 
 impl DataTunnel {
-    fn of(t: &Tunnel, remote: SocketAddr) -> DataTunnel {
-        DataTunnel {
-            local_index: t.local_index,
-            remote_index: t.remote_index,
-            remote,
-            session: Arc::clone(&t.session),
-            peer_cert: Arc::clone(&t.peer_cert),
-            vpn_addrs: t.vpn_addrs.clone(),
-            ca_name: t.peer_ca_name.clone(),
-            issuer_hex: t.peer_issuer_hex.clone(),
-        }
-    }
-
     fn peer(&self) -> PeerIdentity<'_> {
         PeerIdentity {
             cert: &self.peer_cert,
@@ -63,6 +49,16 @@ impl DataTunnel {
             issuer_hex: &self.issuer_hex,
         }
     }
+}
+
+/// The tunnels the data plane may use, as persistent maps: the host map updates one entry per
+/// event (O(log n) path copy), and a table takes them by cloning the roots (O(1)).
+#[derive(Clone, Default)]
+pub(crate) struct DataIndex {
+    /// Confirmed direct tunnels by our local index (the index peers put in their headers).
+    pub by_index: imbl::HashMap<u32, Arc<DataTunnel>>,
+    /// The primary tunnel of each vpn address, when it is direct.
+    pub by_vpn: imbl::HashMap<IpAddr, Arc<DataTunnel>>,
 }
 
 /// What [`DataTable::seal_inside`] did with a TUN packet.
@@ -78,6 +74,9 @@ pub enum FastInside {
     },
     /// Dropped (the firewall, an exhausted counter); nothing to do.
     Dropped(DropReason),
+    /// Refused by the outbound firewall with `outbound_action: reject`: the packet is still at
+    /// `buf[HEADER_LEN..HEADER_LEN + len]`; write [`crate::filter::reject_reply`] of it to the TUN.
+    Rejected(DropReason),
     /// Not for the fast path: give the packet, untouched, to [`crate::Engine::handle_inside`].
     Engine,
 }
@@ -93,75 +92,148 @@ pub enum FastOutside {
     Engine,
 }
 
-/// An immutable snapshot of what the data plane needs. Cheap to share (`Arc`), rebuilt by the
-/// engine when something in it changes.
+/// An immutable snapshot of what the data plane needs. Cheap to make and to share (`Arc`):
+/// its maps share structure with the host map's and with earlier tables.
 pub struct DataTable {
     generation: u64,
-    /// Every direct tunnel by our local index (kept so the next build can reuse entries).
-    direct: HashMap<u32, Arc<DataTunnel>>,
-    /// Confirmed direct tunnels by our local index (the index peers put in their headers).
-    by_index: HashMap<u32, Arc<DataTunnel>>,
+    /// Confirmed direct tunnels by our local index.
+    pub(crate) by_index: imbl::HashMap<u32, Arc<DataTunnel>>,
     /// The primary tunnel of each vpn address, when it is direct.
-    by_vpn: HashMap<IpAddr, Arc<DataTunnel>>,
-    networks: Vec<IpNet>,
-    unsafe_routes: Vec<(IpNet, IpAddr)>,
-    filter: Arc<dyn PacketFilter>,
-    try_promote_every: u32,
-    requery_every: u32,
+    pub(crate) by_vpn: imbl::HashMap<IpAddr, Arc<DataTunnel>>,
+    routing: Arc<Routing>,
 }
 
-/// What the engine hands to [`DataTable::build`] besides its host map.
-pub(crate) struct TableInputs<'a> {
-    pub generation: u64,
-    pub networks: &'a [IpNet],
-    pub unsafe_routes: &'a [(IpNet, IpAddr)],
+/// The parts of a table that change only on a reload: our networks, unsafe routes, firewall.
+pub(crate) struct Routing {
+    pub networks: Vec<IpNet>,
+    pub unsafe_routes: Vec<(IpNet, IpAddr)>,
     pub filter: Arc<dyn PacketFilter>,
     pub try_promote_every: u32,
     pub requery_every: u32,
 }
 
+/// Why the per-packet core ([`outbound`], [`inbound`]) refused a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Not authenticated (bad tag, replay), or no counter or room left.
+    Dropped(DropReason),
+    /// The firewall refused it; `reject`: the configured action is to answer.
+    Firewall {
+        reason: crate::firewall::DropReason,
+        reject: bool,
+    },
+}
+
+impl Refusal {
+    pub fn reason(self) -> DropReason {
+        match self {
+            Refusal::Dropped(r) => r,
+            Refusal::Firewall { reason, .. } => DropReason::Firewall(reason),
+        }
+    }
+}
+
+/// The outbound per-packet core, for the workers and the engine alike: the outbound firewall
+/// for `peer`, then seal `frame` (`header room || packet || TAG_LEN room`) in place as an
+/// ordinary message on `session`. On a firewall refusal the packet is left untouched.
+pub(crate) fn outbound(
+    filter: &dyn PacketFilter,
+    now: Instant,
+    session: &Session,
+    remote_index: u32,
+    peer: &PeerIdentity<'_>,
+    frame: &mut [u8],
+) -> Result<(), Refusal> {
+    let end = frame
+        .len()
+        .checked_sub(TAG_LEN)
+        .filter(|e| *e >= HEADER_LEN)
+        .ok_or(Refusal::Dropped(DropReason::BufferTooSmall))?;
+    match filter.check(now, &frame[HEADER_LEN..end], false, peer) {
+        Verdict::Allow => {}
+        Verdict::Drop(reason) => {
+            return Err(Refusal::Firewall {
+                reason,
+                reject: false,
+            })
+        }
+        Verdict::Reject(reason) => {
+            return Err(Refusal::Firewall {
+                reason,
+                reject: true,
+            })
+        }
+    }
+    seal_in_place(
+        session,
+        remote_index,
+        MessageType::Message,
+        subtype::MESSAGE_NONE,
+        frame,
+    )
+    .map_err(Refusal::Dropped)?;
+    session.mark_out();
+    Ok(())
+}
+
+/// Open a message in place on `session` (AEAD with the header as associated data, then the
+/// replay window) and note the inbound traffic. Returns where the plaintext sits.
+pub(crate) fn open(
+    session: &Session,
+    counter: u64,
+    datagram: &mut [u8],
+) -> Result<(usize, usize), DropReason> {
+    if datagram.len() < HEADER_LEN + TAG_LEN {
+        return Err(DropReason::TooShort);
+    }
+    let plain_len = match session.open_frame(counter, datagram, HEADER_LEN) {
+        Ok(p) => p.len(),
+        Err(AeadError::Replay) => return Err(DropReason::Replay),
+        Err(_) => return Err(DropReason::Decrypt),
+    };
+    session.mark_in();
+    Ok((HEADER_LEN, HEADER_LEN + plain_len))
+}
+
+/// The inbound per-packet core, for the workers and the engine alike: [`open`], then the
+/// inbound firewall for `peer`. The plaintext is `datagram[start..end]` on success and also on a
+/// firewall refusal (the packet was authenticated: the caller may still act on that).
+pub(crate) fn inbound(
+    filter: &dyn PacketFilter,
+    now: Instant,
+    session: &Session,
+    peer: &PeerIdentity<'_>,
+    counter: u64,
+    datagram: &mut [u8],
+) -> Result<(usize, usize), (Refusal, Option<(usize, usize)>)> {
+    let (start, end) = open(session, counter, datagram).map_err(|r| (Refusal::Dropped(r), None))?;
+    match filter.check(now, &datagram[start..end], true, peer) {
+        Verdict::Allow => Ok((start, end)),
+        Verdict::Drop(reason) => Err((
+            Refusal::Firewall {
+                reason,
+                reject: false,
+            },
+            Some((start, end)),
+        )),
+        Verdict::Reject(reason) => Err((
+            Refusal::Firewall {
+                reason,
+                reject: true,
+            },
+            Some((start, end)),
+        )),
+    }
+}
+
 impl DataTable {
-    /// Build from the host map. Entries of `prev` whose tunnel still has the same session and
-    /// address are reused (an `Arc` clone), so a change to one tunnel costs a map insert per
-    /// other tunnel, not a copy of its identity.
-    pub(crate) fn build(
-        hostmap: &HostMap,
-        inputs: TableInputs<'_>,
-        prev: Option<&DataTable>,
-    ) -> DataTable {
-        let mut direct: HashMap<u32, Arc<DataTunnel>> = HashMap::with_capacity(hostmap.len());
-        for t in hostmap.tunnels() {
-            let Some(remote) = t.remote else {
-                continue;
-            };
-            let reused = prev
-                .and_then(|p| p.direct.get(&t.local_index))
-                .filter(|d| d.remote == remote && Arc::ptr_eq(&d.session, &t.session))
-                .cloned();
-            let d = reused.unwrap_or_else(|| Arc::new(DataTunnel::of(t, remote)));
-            direct.insert(t.local_index, d);
-        }
-        let mut by_vpn = HashMap::new();
-        for vpn in hostmap.vpn_addrs() {
-            if let Some(d) = hostmap.primary(vpn).and_then(|i| direct.get(&i)) {
-                by_vpn.insert(*vpn, Arc::clone(d));
-            }
-        }
-        let by_index = direct
-            .iter()
-            .filter(|(i, _)| hostmap.get(**i).is_some_and(|t| t.confirmed))
-            .map(|(i, d)| (*i, Arc::clone(d)))
-            .collect();
+    /// A table over the host map's current `index` (O(1): the maps share structure).
+    pub(crate) fn new(generation: u64, index: &DataIndex, routing: Arc<Routing>) -> DataTable {
         DataTable {
-            generation: inputs.generation,
-            direct,
-            by_index,
-            by_vpn,
-            networks: inputs.networks.to_vec(),
-            unsafe_routes: inputs.unsafe_routes.to_vec(),
-            filter: inputs.filter,
-            try_promote_every: inputs.try_promote_every,
-            requery_every: inputs.requery_every,
+            generation,
+            by_index: index.by_index.clone(),
+            by_vpn: index.by_vpn.clone(),
+            routing,
         }
     }
 
@@ -193,35 +265,33 @@ impl DataTable {
         let Some(dst) = crate::filter::destination(packet) else {
             return FastInside::Engine;
         };
-        if self.networks.iter().any(|n| n.addr() == dst) {
-            return FastInside::Engine;
-        }
-        let Some(t) =
-            route(&self.networks, &self.unsafe_routes, &dst).and_then(|vpn| self.by_vpn.get(&vpn))
-        else {
+        let r = &self.routing;
+        let vpn = match route(&r.networks, &r.unsafe_routes, &dst) {
+            Ok(vpn) => vpn,
+            Err(reason) => return FastInside::Dropped(reason),
+        };
+        let Some(t) = self.by_vpn.get(&vpn) else {
             return FastInside::Engine;
         };
-        match self.filter.check(now, packet, false, &t.peer()) {
-            Verdict::Allow => {}
-            Verdict::Drop => return FastInside::Dropped(DropReason::Firewall),
-            // The engine writes the reject answer to the TUN (it checks the packet again and
-            // reaches the same verdict: a refused packet leaves no conntrack state).
-            Verdict::Reject => return FastInside::Engine,
-        }
-        if let Err(reason) = seal_in_place(
+        match outbound(
+            &*r.filter,
+            now,
             &t.session,
             t.remote_index,
-            MessageType::Message,
-            subtype::MESSAGE_NONE,
+            &t.peer(),
             &mut buf[..total],
         ) {
-            return FastInside::Dropped(reason);
+            Ok(()) => {}
+            Err(Refusal::Firewall {
+                reason,
+                reject: true,
+            }) => return FastInside::Rejected(DropReason::Firewall(reason)),
+            Err(refusal) => return FastInside::Dropped(refusal.reason()),
         }
-        t.session.mark_out();
         let n = t.session.count_sent_from_tun();
         let due = |every: u32| every != 0 && n.is_multiple_of(every);
         let promote =
-            (due(self.try_promote_every) || due(self.requery_every)).then_some((t.local_index, n));
+            (due(r.try_promote_every) || due(r.requery_every)).then_some((t.local_index, n));
         FastInside::Send {
             to: t.remote,
             len: total,
@@ -248,26 +318,28 @@ impl DataTable {
         if t.remote != from {
             return FastOutside::Engine;
         }
-        let plain_len = match t
-            .session
-            .open_frame(h.message_counter, datagram, HEADER_LEN)
-        {
-            Ok(p) => p.len(),
-            Err(AeadError::Replay) => return FastOutside::Dropped(DropReason::Replay, None),
-            Err(_) => return FastOutside::Dropped(DropReason::Decrypt, None),
-        };
-        t.session.mark_in();
-        let (start, end) = (HEADER_LEN, HEADER_LEN + plain_len);
-        let packet = &datagram[start..end];
-        match self.filter.check(now, packet, true, &t.peer()) {
-            Verdict::Allow => FastOutside::Tun { start, end },
-            Verdict::Drop => FastOutside::Dropped(DropReason::Firewall, None),
-            Verdict::Reject => {
-                let reply = crate::filter::reject_reply(packet).and_then(|r| seal_reply(t, &r));
-                FastOutside::Dropped(DropReason::Firewall, reply)
+        let filter = &*self.routing.filter;
+        match inbound(
+            filter,
+            now,
+            &t.session,
+            &t.peer(),
+            h.message_counter,
+            datagram,
+        ) {
+            Ok((start, end)) => FastOutside::Tun { start, end },
+            Err((refusal, Some((start, end)))) if refusal_rejects(refusal) => {
+                let reply = crate::filter::reject_reply(&datagram[start..end])
+                    .and_then(|r| seal_reply(t, &r));
+                FastOutside::Dropped(refusal.reason(), reply)
             }
+            Err((refusal, _)) => FastOutside::Dropped(refusal.reason(), None),
         }
     }
+}
+
+fn refusal_rejects(r: Refusal) -> bool {
+    matches!(r, Refusal::Firewall { reject: true, .. })
 }
 
 /// Seal `payload` as an ordinary message on tunnel `t` (a reject answer).
@@ -287,20 +359,25 @@ fn seal_reply(t: &DataTunnel, payload: &[u8]) -> Option<Transmit> {
 }
 
 /// The vpn address carrying traffic for `dst`: the host itself if it is in one of our
-/// `networks`, else the gateway of the longest matching unsafe route.
+/// `networks`, else the gateway of the longest matching unsafe route. A packet for one of our
+/// own addresses is [`DropReason::ToSelf`]; one with no route, [`DropReason::NoRoute`].
 pub(crate) fn route(
     networks: &[IpNet],
     unsafe_routes: &[(IpNet, IpAddr)],
     dst: &IpAddr,
-) -> Option<IpAddr> {
+) -> Result<IpAddr, DropReason> {
+    if networks.iter().any(|n| n.addr() == *dst) {
+        return Err(DropReason::ToSelf);
+    }
     if networks.iter().any(|n| n.contains(dst)) {
-        return Some(*dst);
+        return Ok(*dst);
     }
     unsafe_routes
         .iter()
         .filter(|(net, _)| net.contains(dst))
         .max_by_key(|(net, _)| net.prefix_len())
         .map(|(_, via)| *via)
+        .ok_or(DropReason::NoRoute)
 }
 
 /// Seal `frame` (`header room || plaintext || TAG_LEN room`) in place: a header of type `mt`/`st`
@@ -608,7 +685,9 @@ mod tests {
         let fast = sim.nodes[0].fast_packets.0;
         assert_eq!(
             sim.inside(0, &pkt(0, 1, 2000, 1)),
-            InsideOutcome::Dropped(DropReason::Firewall)
+            InsideOutcome::Dropped(DropReason::Firewall(
+                crate::firewall::DropReason::NoMatchingRule
+            ))
         );
         assert_eq!(sim.nodes[0].fast_packets.0, fast + 1);
         sim.inside(0, &pkt(0, 1, 53, 2));

@@ -16,18 +16,22 @@ use proto::lighthouse::{AddrEncoding, NebulaMeta, NebulaMetaType};
 use rand_core::CryptoRngCore;
 
 use crate::aead::{CipherKind, Session, TAG_LEN};
-use crate::filter::{PacketFilter, PeerIdentity, Verdict};
+use crate::dataplane::{DataTable, Refusal, Routing};
+use crate::filter::PacketFilter;
 use crate::handshake::{self, PendingHandshake, QueuedPacket, MAX_QUEUED_PACKETS};
+pub use crate::hostmap::ROAMING_SUPPRESS;
 use crate::hostmap::{
-    HostMap, Relay, RelayKind, RelayState, RelayTable, Tunnel, MAX_TUNNELS_PER_VPN_ADDR,
+    HostMap, NewTunnel, Relay, RelayKind, RelayState, RelayTable, Roam, Tunnel,
+    MAX_TUNNELS_PER_VPN_ADDR,
 };
 use crate::lighthouse::{self, LighthouseServer};
+pub use crate::outcome::{
+    CloseReason, DropReason, Event, InsideOutcome, Outputs, OutsideOutcome, Transmit,
+};
 use crate::pki::Pki;
 use crate::remotes::{CalculatedRemote, RemoteAllowList, RemoteList};
 use crate::timers::{Timer, Timers};
 
-/// How long after a peer moves we refuse to move it back to where it was (Go: 2 s).
-pub const ROAMING_SUPPRESS: Duration = Duration::from_secs(2);
 /// Two tunnels to one host confirmed within this span are a handshake race, settled by vpn address.
 pub const RACE_WINDOW: Duration = Duration::from_secs(6);
 
@@ -147,127 +151,6 @@ pub struct Reload {
     pub firewall: crate::firewall::Firewall,
 }
 
-/// A datagram to send.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transmit {
-    pub to: SocketAddr,
-    pub payload: Vec<u8>,
-}
-
-/// Why a tunnel went away.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The peer sent closeTunnel.
-    PeerClosed,
-    /// We closed it (shutdown, invalid certificate, wrong host).
-    LocalClose,
-    /// No inbound traffic after a test request.
-    Dead,
-    /// The peer answered with recvError: it no longer knows this tunnel.
-    RecvError,
-    /// A newer tunnel to the same host replaced it.
-    Replaced,
-    /// The peer's certificate stopped verifying (expired, blocklisted, CA removed).
-    CertInvalid,
-    /// The send counter is exhausted.
-    CounterExhausted,
-}
-
-/// Something that happened, for logs and tests.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    TunnelUp {
-        vpn_addr: IpAddr,
-        remote: Option<SocketAddr>,
-        local_index: u32,
-        initiator: bool,
-        cert_name: String,
-    },
-    TunnelDown {
-        vpn_addr: IpAddr,
-        local_index: u32,
-        reason: CloseReason,
-    },
-    HandshakeTimedOut {
-        vpn_addr: IpAddr,
-    },
-    /// A handshake was refused; `from` sent it.
-    HandshakeRejected {
-        from: SocketAddr,
-        reason: String,
-    },
-    /// The tunnel moved to a new underlay address (`from: None`: it was relayed until now).
-    Roamed {
-        vpn_addr: IpAddr,
-        from: Option<SocketAddr>,
-        to: SocketAddr,
-    },
-
-    TestReply {
-        vpn_addr: IpAddr,
-        payload: Vec<u8>,
-    },
-}
-
-/// Control-plane output of one call.
-#[derive(Default, Debug)]
-pub struct Outputs {
-    pub transmits: Vec<Transmit>,
-    /// IP packets to write to the TUN (control-plane produced: queued packets, rejects).
-    pub tun: Vec<Vec<u8>>,
-    pub events: Vec<Event>,
-}
-
-impl Outputs {
-    pub fn clear(&mut self) {
-        self.transmits.clear();
-        self.tun.clear();
-        self.events.clear();
-    }
-}
-
-/// Why a packet was not forwarded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DropReason {
-    TooShort,
-    BadHeader,
-    UnknownIndex,
-    Replay,
-    Decrypt,
-    Firewall,
-    NoRoute,
-    BufferTooSmall,
-    NotIp,
-    ToSelf,
-    DoubleEncrypted,
-    HandshakeQueueFull,
-    CounterExhausted,
-}
-
-/// Result of [`Engine::handle_inside`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InsideOutcome {
-    /// `buf[..len]` is a sealed datagram for `to`.
-    Send { to: SocketAddr, len: usize },
-    /// Queued until a handshake completes.
-    Queued,
-    /// Handled by the control plane (outputs may hold a reject).
-    Dropped(DropReason),
-}
-
-/// Result of [`Engine::handle_outside`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutsideOutcome {
-    /// `datagram[start..end]` is a decrypted IP packet for the TUN.
-    Tun {
-        start: usize,
-        end: usize,
-    },
-    /// Consumed by the control plane; see the outputs.
-    Handled,
-    Dropped(DropReason),
-}
-
 /// Where a packet came from: straight off the UDP socket, or out of a relay frame.
 #[derive(Clone, Copy, Debug)]
 enum Via {
@@ -332,12 +215,12 @@ pub struct Engine {
     /// The firewall or our networks changed since the last [`Engine::data_table`] (host map
     /// changes are told by its generation).
     table_dirty: bool,
-    /// The host map's generation the last table was built from.
+    /// The host map's generation the last table was made from.
     table_hostmap_generation: u64,
-    /// Bumped each time a new data table is built.
+    /// Bumped each time a new data table is made.
     table_generation: u64,
-    /// The last table built (its entries are reused by the next build).
-    last_table: Option<Arc<crate::dataplane::DataTable>>,
+    /// Networks, routes and firewall of the tables (rebuilt only when `table_dirty`).
+    routing: Option<Arc<Routing>>,
     lighthouse_server: Option<Box<dyn LighthouseServer>>,
     /// Wall clock anchor: `unix_nanos` at `mono`.
     wall: (Instant, u64),
@@ -378,7 +261,7 @@ impl Engine {
             table_dirty: true,
             table_hostmap_generation: 0,
             table_generation: 0,
-            last_table: None,
+            routing: None,
             lighthouse_server: None,
             wall: (now, unix_nanos),
             started: false,
@@ -517,28 +400,30 @@ impl Engine {
 
     /// A new data-plane snapshot if anything in it changed since the last call (tunnels, their
     /// addresses, primaries, the firewall, our networks); `None` if the last one is still right.
-    pub fn data_table(&mut self) -> Option<Arc<crate::dataplane::DataTable>> {
+    /// O(1) in the number of tunnels: the host map keeps the table's maps up to date entry by
+    /// entry, and a snapshot shares them.
+    pub fn data_table(&mut self) -> Option<Arc<DataTable>> {
         if !self.table_dirty && self.hostmap.generation() == self.table_hostmap_generation {
             return None;
+        }
+        if self.table_dirty || self.routing.is_none() {
+            self.routing = Some(Arc::new(Routing {
+                networks: self.pki.networks().to_vec(),
+                unsafe_routes: self.cfg.unsafe_routes.clone(),
+                filter: Arc::clone(&self.filter),
+                try_promote_every: self.cfg.try_promote_every,
+                requery_every: self.cfg.requery_every_packets,
+            }));
         }
         self.table_dirty = false;
         self.table_hostmap_generation = self.hostmap.generation();
         self.table_generation += 1;
-        let inputs = crate::dataplane::TableInputs {
-            generation: self.table_generation,
-            networks: self.pki.networks(),
-            unsafe_routes: &self.cfg.unsafe_routes,
-            filter: Arc::clone(&self.filter),
-            try_promote_every: self.cfg.try_promote_every,
-            requery_every: self.cfg.requery_every_packets,
-        };
-        let table = Arc::new(crate::dataplane::DataTable::build(
-            &self.hostmap,
-            inputs,
-            self.last_table.as_deref(),
-        ));
-        self.last_table = Some(Arc::clone(&table));
-        Some(table)
+        let routing = Arc::clone(self.routing.as_ref()?);
+        Some(Arc::new(DataTable::new(
+            self.table_generation,
+            self.hostmap.data(),
+            routing,
+        )))
     }
 
     /// The data plane sent the `count`th TUN packet on tunnel `local_index` and that count is
@@ -585,11 +470,10 @@ impl Engine {
         let Some(dst) = crate::filter::destination(&buf[HEADER_LEN..HEADER_LEN + len]) else {
             return InsideOutcome::Dropped(DropReason::NotIp);
         };
-        if self.pki.is_my_addr(&dst) {
-            return InsideOutcome::Dropped(DropReason::ToSelf);
-        }
-        let Some(vpn) = self.route(&dst) else {
-            return InsideOutcome::Dropped(DropReason::NoRoute);
+        let vpn = match crate::dataplane::route(self.pki.networks(), &self.cfg.unsafe_routes, &dst)
+        {
+            Ok(vpn) => vpn,
+            Err(reason) => return InsideOutcome::Dropped(reason),
         };
         let Some(idx) = self.hostmap.primary(&vpn) else {
             // No tunnel: queue the packet and start (or continue) a handshake.
@@ -598,29 +482,11 @@ impl Engine {
         };
         let route = match self.hostmap.get(idx) {
             None => return InsideOutcome::Dropped(DropReason::NoRoute),
-            Some(t) => match t.remote {
+            Some(t) => match t.remote() {
                 Some(to) => Route::Direct(to),
                 None => self.relay_route(t),
             },
         };
-        let Some(t) = self.hostmap.get_mut(idx) else {
-            return InsideOutcome::Dropped(DropReason::NoRoute);
-        };
-        let peer = PeerIdentity::of(t);
-        match self
-            .filter
-            .check(now, &buf[HEADER_LEN..HEADER_LEN + len], false, &peer)
-        {
-            Verdict::Allow => {}
-            Verdict::Drop => return InsideOutcome::Dropped(DropReason::Firewall),
-            Verdict::Reject => {
-                if let Some(reply) = crate::filter::reject_reply(&buf[HEADER_LEN..HEADER_LEN + len])
-                {
-                    out.tun.push(reply);
-                }
-                return InsideOutcome::Dropped(DropReason::Firewall);
-            }
-        }
         // Where the sealed message sits: at the front, or one header further for a relay frame.
         let at = match route {
             Route::Direct(_) => 0,
@@ -634,20 +500,33 @@ impl Engine {
             Route::Nowhere => {
                 // Relayed, but the relay is gone: count it as outbound traffic so the connection
                 // check notices the silence and retires the tunnel (as Go does).
-                t.session.mark_out();
+                if let Some(t) = self.hostmap.get(idx) {
+                    t.session.mark_out();
+                }
                 return InsideOutcome::Dropped(DropReason::NoRoute);
             }
         };
-        if let Err(reason) = crate::dataplane::seal_in_place(
+        let Some(t) = self.hostmap.get(idx) else {
+            return InsideOutcome::Dropped(DropReason::NoRoute);
+        };
+        let frame = &mut buf[at..at + total];
+        let sealed = crate::dataplane::outbound(
+            &*self.filter,
+            now,
             &t.session,
             t.remote_index,
-            MessageType::Message,
-            subtype::MESSAGE_NONE,
-            &mut buf[at..at + total],
-        ) {
-            return InsideOutcome::Dropped(reason);
+            &t.peer_identity(),
+            frame,
+        );
+        if let Err(refusal) = sealed {
+            if let Refusal::Firewall { reject: true, .. } = refusal {
+                let packet = &buf[at + HEADER_LEN..at + HEADER_LEN + len];
+                if let Some(reply) = crate::filter::reject_reply(packet) {
+                    out.tun.push(reply);
+                }
+            }
+            return InsideOutcome::Dropped(refusal.reason());
         }
-        t.session.mark_out();
         let promote = t.session.count_sent_from_tun();
         let outcome = match route {
             Route::Direct(to) => InsideOutcome::Send { to, len: total },
@@ -684,7 +563,7 @@ impl Engine {
             let Some(hi) = self.hostmap.primary(hop) else {
                 continue;
             };
-            if let Some(to) = self.hostmap.get(hi).and_then(|h| h.remote) {
+            if let Some(to) = self.hostmap.get(hi).and_then(|h| h.remote()) {
                 return Route::Relay {
                     hop_index: hi,
                     relay_remote: r.remote_index,
@@ -749,7 +628,7 @@ impl Engine {
             return;
         };
         let vpn = t.vpn_addr;
-        let remote = t.remote;
+        let remote = t.remote();
         let preferred = &self.cfg.preferred_ranges;
         if remote.is_some_and(|r| preferred.iter().any(|n| n.contains(&r.ip()))) {
             return;
@@ -772,11 +651,6 @@ impl Engine {
                 out.transmits.push(Transmit { to: a, payload: d });
             }
         }
-    }
-
-    /// The vpn address that carries traffic for `dst`: the host itself, or an unsafe-route gateway.
-    fn route(&self, dst: &IpAddr) -> Option<IpAddr> {
-        crate::dataplane::route(self.pki.networks(), &self.cfg.unsafe_routes, dst)
     }
 
     fn queue_for_handshake(
@@ -863,11 +737,10 @@ impl Engine {
         payload: &[u8],
         out: &mut Outputs,
     ) {
-        let Some(tun) = self.hostmap.get_mut(idx) else {
+        let Some(tun) = self.hostmap.get(idx) else {
             return;
         };
-        let remote = tun.remote;
-        if remote.is_none() && tun.relays.is_empty() {
+        if tun.remote().is_none() && tun.relays.is_empty() {
             return;
         }
         let Some(d) = seal_message(tun, t, st, payload) else {
@@ -876,8 +749,20 @@ impl Engine {
         if t != MessageType::CloseTunnel {
             tun.session.mark_out();
         }
-        if let Some(to) = remote {
-            out.transmits.push(Transmit { to, payload: d });
+        self.send_sealed(idx, d, out);
+    }
+
+    /// Send a datagram sealed for tunnel `idx`: to the peer's address, or through the first of
+    /// its relays that is up.
+    fn send_sealed(&mut self, idx: u32, datagram: Vec<u8>, out: &mut Outputs) {
+        let Some(tun) = self.hostmap.get(idx) else {
+            return;
+        };
+        if let Some(to) = tun.remote() {
+            out.transmits.push(Transmit {
+                to,
+                payload: datagram,
+            });
             return;
         }
         // Only reachable through a relay.
@@ -890,7 +775,7 @@ impl Engine {
             if r.kind != RelayKind::Terminal {
                 continue;
             }
-            if self.send_through_relay(r.local_index, &d, out) {
+            if self.send_through_relay(r.local_index, &datagram, out) {
                 return;
             }
         }
@@ -912,7 +797,7 @@ impl Engine {
         let Some(t) = self.hostmap.get_mut(hi) else {
             return false;
         };
-        let Some(to) = t.remote else {
+        let Some(to) = t.remote() else {
             return false;
         };
         let Some(d) = seal_relay_frame(t, relay_remote, inner) else {
@@ -1001,45 +886,45 @@ impl Engine {
             return self.handle_relay_frame(now, via, &h, datagram, out);
         }
         let idx = h.remote_index;
-        let Some(t) = self.hostmap.get_mut(idx) else {
+        let Some(t) = self.hostmap.get(idx) else {
             self.maybe_send_recv_error(via, idx, out);
             return OutsideOutcome::Dropped(DropReason::UnknownIndex);
         };
-        if datagram.len() < HEADER_LEN + TAG_LEN {
-            return OutsideOutcome::Dropped(DropReason::TooShort);
+        if (h.msg_type, h.subtype) == (MessageType::Message, subtype::MESSAGE_NONE) {
+            // The same per-packet core as the workers' fast path.
+            let opened = crate::dataplane::inbound(
+                &*self.filter,
+                now,
+                &t.session,
+                &t.peer_identity(),
+                h.message_counter,
+                datagram,
+            );
+            return match opened {
+                Ok((start, end)) => {
+                    self.authenticated(now, idx, via, out);
+                    OutsideOutcome::Tun { start, end }
+                }
+                Err((refusal, Some((start, end)))) => {
+                    self.authenticated(now, idx, via, out);
+                    if let Refusal::Firewall { reject: true, .. } = refusal {
+                        if let Some(reply) = crate::filter::reject_reply(&datagram[start..end]) {
+                            self.send_on_tunnel(idx, MessageType::Message, 0, &reply, out);
+                        }
+                    }
+                    OutsideOutcome::Dropped(refusal.reason())
+                }
+                Err((refusal, None)) => OutsideOutcome::Dropped(refusal.reason()),
+            };
         }
-        let plain_len = match t
-            .session
-            .open_frame(h.message_counter, datagram, HEADER_LEN)
-        {
-            Ok(p) => p.len(),
-            Err(crate::aead::AeadError::Replay) => {
-                return OutsideOutcome::Dropped(DropReason::Replay)
-            }
-            Err(_) => return OutsideOutcome::Dropped(DropReason::Decrypt),
+        let (start, end) = match crate::dataplane::open(&t.session, h.message_counter, datagram) {
+            Ok(range) => range,
+            Err(reason) => return OutsideOutcome::Dropped(reason),
         };
         // Authenticated from here on.
         let vpn = t.vpn_addr;
         self.authenticated(now, idx, via, out);
-        let start = HEADER_LEN;
-        let end = HEADER_LEN + plain_len;
         match (h.msg_type, h.subtype) {
-            (MessageType::Message, subtype::MESSAGE_NONE) => {
-                let Some(t) = self.hostmap.get(idx) else {
-                    return OutsideOutcome::Dropped(DropReason::UnknownIndex);
-                };
-                let peer = PeerIdentity::of(t);
-                match self.filter.check(now, &datagram[start..end], true, &peer) {
-                    Verdict::Allow => OutsideOutcome::Tun { start, end },
-                    Verdict::Drop => OutsideOutcome::Dropped(DropReason::Firewall),
-                    Verdict::Reject => {
-                        if let Some(reply) = crate::filter::reject_reply(&datagram[start..end]) {
-                            self.send_on_tunnel(idx, MessageType::Message, 0, &reply, out);
-                        }
-                        OutsideOutcome::Dropped(DropReason::Firewall)
-                    }
-                }
-            }
             (MessageType::Test, subtype::TEST_REQUEST) => {
                 let payload = datagram[start..end].to_vec();
                 self.send_on_tunnel(idx, MessageType::Test, subtype::TEST_REPLY, &payload, out);
@@ -1195,14 +1080,14 @@ impl Engine {
     /// two confirmed within [`RACE_WINDOW`] are a race, won by the one the higher vpn address
     /// initiated (both ends reach the same answer).
     fn newer_wins(&self, now: Instant, new: &Tunnel, cur: &Tunnel) -> bool {
-        if !cur.confirmed {
+        if !cur.is_confirmed() {
             return true;
         }
-        if !new.confirmed {
+        if !new.is_confirmed() {
             return false;
         }
-        let cur_at = cur.confirmed_at.unwrap_or(cur.created);
-        let new_at = new.confirmed_at.unwrap_or(now);
+        let cur_at = cur.confirmed_at().unwrap_or(cur.created);
+        let new_at = new.confirmed_at().unwrap_or(now);
         if new_at.saturating_duration_since(cur_at) > RACE_WINDOW {
             return true;
         }
@@ -1215,41 +1100,33 @@ impl Engine {
         true
     }
 
+    /// Follow a peer whose authenticated packet came from a new address (rate-limited per
+    /// tunnel by the host map: see [`HostMap::roam`]).
     fn roam(&mut self, now: Instant, idx: u32, via: Via, out: &mut Outputs) {
         // Relayed packets never move a tunnel.
         let Via::Udp(from) = via else {
             return;
         };
-        let Some(t) = self.hostmap.get_mut(idx) else {
+        let Some(t) = self.hostmap.get(idx) else {
             return;
         };
-        if t.remote == Some(from) {
-            return;
-        }
-        if !self
-            .cfg
-            .remote_allow_list
-            .allows_all(&t.vpn_addrs, from.ip())
+        if t.remote() == Some(from)
+            || !self
+                .cfg
+                .remote_allow_list
+                .allows_all(&t.vpn_addrs, from.ip())
         {
             return;
         }
-        if let Some((prev, at)) = t.last_roam {
-            if prev == from && now.saturating_duration_since(at) < ROAMING_SUPPRESS {
-                return;
-            }
-        }
-        let old = t.remote;
-        if let Some(o) = old {
-            t.last_roam = Some((o, now));
-        }
         let vpn = t.vpn_addr;
-        self.hostmap.set_remote(idx, Some(from));
-        self.remotes.entry(vpn).or_default().learn(from);
-        out.events.push(Event::Roamed {
-            vpn_addr: vpn,
-            from: old,
-            to: from,
-        });
+        if let Roam::Moved(old) = self.hostmap.roam(idx, from, now) {
+            self.remotes.entry(vpn).or_default().learn(from);
+            out.events.push(Event::Roamed {
+                vpn_addr: vpn,
+                from: old,
+                to: from,
+            });
+        }
     }
 
     fn maybe_send_recv_error(&mut self, via: Via, index: u32, out: &mut Outputs) {
@@ -1276,7 +1153,7 @@ impl Engine {
                     .relays
                     .iter()
                     .filter(|r| r.remote_index == h.remote_index)
-                    .filter(|r| self.tunnel_to(&r.hop).and_then(|t| t.remote) == Some(from))
+                    .filter(|r| self.tunnel_to(&r.hop).and_then(|t| t.remote()) == Some(from))
                     .map(|r| r.local_index)
                     .collect();
                 for r in stale {
@@ -1289,13 +1166,12 @@ impl Engine {
             return;
         };
         let same_path = match via {
-            Via::Udp(a) => t.remote == Some(a),
-            Via::Relay { hop, .. } => t.remote.is_none() && t.relays.contains(&hop),
+            Via::Udp(a) => t.remote() == Some(a),
+            Via::Relay { hop, .. } => t.remote().is_none() && t.relays.contains(&hop),
         };
         if !same_path {
             return;
         }
-        t.recv_errors += 1;
         let vpn = t.vpn_addr;
         self.remove_tunnel(idx, CloseReason::RecvError, out);
         if self.hostmap.primary(&vpn).is_none() {
@@ -1509,7 +1385,7 @@ impl Engine {
             if relay == target || self.pki.is_my_addr(&relay) {
                 continue;
             }
-            let direct = self.tunnel_to(&relay).is_some_and(|t| t.remote.is_some());
+            let direct = self.tunnel_to(&relay).is_some_and(|t| t.remote().is_some());
             if !direct {
                 self.connect(now, relay, out);
                 continue;
@@ -1634,8 +1510,7 @@ impl Engine {
         // A retransmit of a stage 1 we already answered: send the same stage 2 again.
         let seen = self
             .hostmap
-            .tunnels()
-            .find(|t| !t.initiator && t.stage1_body == body)
+            .by_stage1(body)
             .map(|t| t.stage2_datagram.clone());
         if let Some(s2) = seen {
             if let Some(s2) = s2 {
@@ -1691,7 +1566,7 @@ impl Engine {
         // An existing, working tunnel with a handshake at least as new wins ("handshake too old"),
         // unless we initiated it (as 1.11).
         if let Some(cur) = self.hostmap.primary(&vpn).and_then(|i| self.hostmap.get(i)) {
-            if !cur.initiator && cur.peer_handshake_time >= resp.peer_time && cur.confirmed {
+            if !cur.initiator && cur.peer_handshake_time >= resp.peer_time && cur.is_confirmed() {
                 let ci = cur.local_index;
                 self.send_on_tunnel(ci, MessageType::Test, subtype::TEST_REQUEST, &[], out);
                 return;
@@ -1707,32 +1582,23 @@ impl Engine {
         )
         .encode(&mut hdr);
         datagram2.splice(0..0, hdr);
-        let tunnel = Tunnel {
+        let tunnel = Tunnel::new(NewTunnel {
             local_index,
-            vpn_addr: vpn,
             remote_index: resp.peer_index,
             vpn_addrs: resp.vpn_addrs,
-            peer_fingerprint: resp.peer_cert.fingerprint_hex(),
             peer_ca_name: self.ca_name_of(&resp.peer_cert),
-            peer_issuer_hex: resp.peer_cert.issuer_hex(),
-            peer_cert: Arc::new(resp.peer_cert),
-            session: Arc::new(resp.session),
+            peer_cert: resp.peer_cert,
+            session: resp.session,
             remote: via.udp(),
-            last_roam: None,
+            relays: via.relays(),
             initiator: false,
             peer_handshake_time: resp.peer_time,
             stage1_body: body.to_vec(),
             stage2_datagram: Some(datagram2.clone()),
-            confirmed: false,
-            created: now,
-            confirmed_at: None,
-            pending_deletion: false,
             cert_version: resp.our_version,
-            recv_errors: 0,
             pki_generation: self.pki_generation,
-            relays: via.relays(),
-            next_requery: None,
-        };
+            now,
+        });
         let cert_name = tunnel.peer_cert.name().to_string();
         // A tunnel made by answering a stage 1 does not displace a confirmed one: stage 1 is not
         // authenticated and may be a replay. It becomes primary once the peer proves its keys.
@@ -1740,7 +1606,7 @@ impl Engine {
             .hostmap
             .primary(&vpn)
             .and_then(|i| self.hostmap.get(i))
-            .is_some_and(|t| t.confirmed);
+            .is_some_and(|t| t.is_confirmed());
         self.install_tunnel(now, tunnel, !has_confirmed_primary, via, out);
         self.send_via(via, &datagram2, out);
         out.events.push(Event::TunnelUp {
@@ -1833,32 +1699,23 @@ impl Engine {
             return;
         }
         let vpn = p.vpn_addr;
-        let tunnel = Tunnel {
+        let tunnel = Tunnel::new(NewTunnel {
             local_index: idx,
-            vpn_addr: vpn,
             remote_index: done.peer_index,
             vpn_addrs: reorder_first(done.vpn_addrs, vpn),
-            peer_fingerprint: done.peer_cert.fingerprint_hex(),
             peer_ca_name: self.ca_name_of(&done.peer_cert),
-            peer_issuer_hex: done.peer_cert.issuer_hex(),
-            peer_cert: Arc::new(done.peer_cert),
-            session: Arc::new(done.session),
+            peer_cert: done.peer_cert,
+            session: done.session,
             remote: via.udp(),
-            last_roam: None,
+            relays: via.relays(),
             initiator: true,
             peer_handshake_time: done.peer_time,
             stage1_body: Vec::new(),
             stage2_datagram: None,
-            confirmed: true,
-            created: now,
-            confirmed_at: Some(now),
-            pending_deletion: false,
             cert_version: p.version,
-            recv_errors: 0,
             pki_generation: self.pki_generation,
-            relays: via.relays(),
-            next_requery: None,
-        };
+            now,
+        });
         let cert_name = tunnel.peer_cert.name().to_string();
         let replacing = self.hostmap.primary(&vpn).is_some();
         let promote = match self.hostmap.primary(&vpn).and_then(|i| self.hostmap.get(i)) {
@@ -1939,17 +1796,24 @@ impl Engine {
                 let Some(t) = self.hostmap.get(idx) else {
                     return;
                 };
-                let peer = PeerIdentity::of(t);
-                match self.filter.check(now, &packet, false, &peer) {
-                    Verdict::Allow => {
-                        self.send_on_tunnel(idx, MessageType::Message, 0, &packet, out)
-                    }
-                    Verdict::Drop => {}
-                    Verdict::Reject => {
+                let mut frame = vec![0u8; HEADER_LEN + packet.len() + TAG_LEN];
+                frame[HEADER_LEN..HEADER_LEN + packet.len()].copy_from_slice(&packet);
+                let sealed = crate::dataplane::outbound(
+                    &*self.filter,
+                    now,
+                    &t.session,
+                    t.remote_index,
+                    &t.peer_identity(),
+                    &mut frame,
+                );
+                match sealed {
+                    Ok(()) => self.send_sealed(idx, frame, out),
+                    Err(Refusal::Firewall { reject: true, .. }) => {
                         if let Some(reply) = crate::filter::reject_reply(&packet) {
                             out.tun.push(reply);
                         }
                     }
+                    Err(_) => {}
                 }
             }
             QueuedPacket::Control(t, st, payload) => self.send_on_tunnel(idx, t, st, &payload, out),
@@ -1984,7 +1848,7 @@ impl Engine {
                     if self
                         .hostmap
                         .get(local_index)
-                        .is_some_and(|t| t.remote.is_none())
+                        .is_some_and(|t| t.remote().is_none())
                     {
                         self.probe_paths(local_index, out);
                     }
@@ -2035,12 +1899,12 @@ impl Engine {
             return;
         }
         let (tin, tout) = t.session.take_traffic();
-        if !t.confirmed && !is_primary && !tin {
+        if !t.is_confirmed() && !is_primary && !tin {
             // An answer to a stage 1 that nobody followed up: a replay or a lost race.
             self.remove_tunnel(idx, CloseReason::Replaced, out);
             return;
         }
-        if is_primary && (t.remote.is_none() || !self.cfg.preferred_ranges.is_empty()) {
+        if is_primary && (t.remote().is_none() || !self.cfg.preferred_ranges.is_empty()) {
             // Relayed, or maybe not on a preferred range: keep looking for a better path.
             self.probe_paths(idx, out);
         }
@@ -2052,7 +1916,7 @@ impl Engine {
             let needs_rehandshake = t.session.send_counter() >= self.cfg.rehandshake_after_messages
                 || t.pki_generation != self.pki_generation;
             if !tout && self.cfg.punchy.punch {
-                if let Some(r) = t.remote {
+                if let Some(r) = t.remote() {
                     out.transmits.push(Transmit {
                         to: r,
                         payload: vec![1],
@@ -2091,7 +1955,7 @@ impl Engine {
             return;
         }
         if self.cfg.punchy.punch && !self.cfg.lighthouses.contains(&vpn) {
-            if let Some(r) = t.remote {
+            if let Some(r) = t.remote() {
                 out.transmits.push(Transmit {
                     to: r,
                     payload: vec![1],
@@ -2110,7 +1974,7 @@ impl Engine {
             .hostmap
             .primary(&vpn)
             .and_then(|i| self.hostmap.get(i))
-            .and_then(|t| t.remote)
+            .and_then(|t| t.remote())
         {
             self.remotes.entry(vpn).or_default().learn(r);
         }
@@ -2205,7 +2069,7 @@ impl Engine {
             return;
         };
         let from_vpn = t.vpn_addrs.clone();
-        let learned = t.remote;
+        let learned = t.remote();
         let sender = t.vpn_addr;
         match msg.known_type() {
             Some(NebulaMetaType::HostQuery | NebulaMetaType::HostUpdateNotification)
@@ -2366,7 +2230,7 @@ impl Engine {
             self.connect(now, target, out);
             return;
         };
-        if self.hostmap.get(ti).and_then(|t| t.remote).is_none() {
+        if self.hostmap.get(ti).and_then(|t| t.remote()).is_none() {
             // Only relay to hosts we reach directly (relays do not chain).
             return;
         }
@@ -2527,7 +2391,7 @@ fn relay_frame_in_place(session: &Session, relay_remote: u32, frame: &mut [u8]) 
 }
 
 /// Seal one message for a tunnel into a fresh datagram (control plane).
-fn seal_message(t: &mut Tunnel, mt: MessageType, st: u8, payload: &[u8]) -> Option<Vec<u8>> {
+fn seal_message(t: &Tunnel, mt: MessageType, st: u8, payload: &[u8]) -> Option<Vec<u8>> {
     crate::dataplane::seal_datagram(&t.session, t.remote_index, mt, st, payload)
 }
 

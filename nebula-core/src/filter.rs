@@ -7,16 +7,15 @@ use std::time::Instant;
 
 use nebula_cert::cert::Certificate;
 
-use crate::firewall::{Action, Conntrack, Firewall, Packet, PeerInfo};
-use crate::hostmap::Tunnel;
+use crate::firewall::{Action, Conntrack, DropReason, Firewall, Packet, PeerInfo};
 
-/// What to do with a packet.
+/// What to do with a packet; a refusal carries the firewall's reason (for metrics and logs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Allow,
-    Drop,
+    Drop(DropReason),
     /// Drop and answer with a TCP RST / ICMP unreachable.
-    Reject,
+    Reject(DropReason),
 }
 
 /// Who is on the other end of the tunnel a packet uses (borrowed from the tunnel: no allocation).
@@ -27,17 +26,6 @@ pub struct PeerIdentity<'a> {
     pub ca_name: &'a str,
     /// Hex fingerprint of the peer's issuing CA (for `ca_sha`).
     pub issuer_hex: &'a str,
-}
-
-impl<'a> PeerIdentity<'a> {
-    pub fn of(t: &'a Tunnel) -> PeerIdentity<'a> {
-        PeerIdentity {
-            cert: &t.peer_cert,
-            vpn_addrs: &t.vpn_addrs,
-            ca_name: &t.peer_ca_name,
-            issuer_hex: &t.peer_issuer_hex,
-        }
-    }
 }
 
 /// The firewall as the engine and the data-plane workers see it: shared (`&self`), so whatever
@@ -151,7 +139,7 @@ impl PacketFilter for GroupFirewall {
         peer: &PeerIdentity<'_>,
     ) -> Verdict {
         let Ok(pkt) = Packet::parse(packet, incoming) else {
-            return Verdict::Drop;
+            return Verdict::Drop(DropReason::Unparseable);
         };
         let info = PeerInfo {
             vpn_networks: peer.cert.networks(),
@@ -167,9 +155,9 @@ impl PacketFilter for GroupFirewall {
             .drop(&pkt, incoming, &info, &mut conntrack, now)
         {
             Ok(()) => Verdict::Allow,
-            Err(_) => match self.firewall.action(incoming) {
-                Action::Reject => Verdict::Reject,
-                Action::Drop => Verdict::Drop,
+            Err(reason) => match self.firewall.action(incoming) {
+                Action::Reject => Verdict::Reject(reason),
+                Action::Drop => Verdict::Drop(reason),
             },
         }
     }
@@ -314,7 +302,10 @@ mod tests {
                 }
                 // No rule admits an inbound flow nobody opened.
                 let stranger = udp_packet(them, me, 53, 29_999, b"x");
-                assert_eq!(check(&fw, &stranger, true), Verdict::Drop);
+                assert_eq!(
+                    check(&fw, &stranger, true),
+                    Verdict::Drop(DropReason::NoMatchingRule)
+                );
             });
         });
     }

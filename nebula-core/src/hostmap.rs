@@ -1,17 +1,52 @@
 //! The host map: established tunnels by local index, by the peer's remote index and by vpn address
 //! (several per address, the first primary), and the relay table (Go's `Relays` + `RelayState`).
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nebula_cert::cert::Certificate;
 
 use crate::aead::Session;
+use crate::dataplane::{DataIndex, DataTunnel};
+use crate::filter::PeerIdentity;
 
 /// Most tunnels kept per vpn address (as Go's `MaxHostInfosPerVpnIp`).
 pub const MAX_TUNNELS_PER_VPN_ADDR: usize = 5;
+
+/// How long after a peer moves we refuse to move it back to where it was (Go: 2 s).
+pub const ROAMING_SUPPRESS: Duration = Duration::from_secs(2);
+/// A tunnel moves at most [`ROAMS_PER_WINDOW`] times per this span; further moves wait for the
+/// next window (a peer cycling source ports cannot make us rewrite tables or logs per packet).
+pub const ROAM_WINDOW: Duration = Duration::from_secs(5);
+/// See [`ROAM_WINDOW`].
+pub const ROAMS_PER_WINDOW: u8 = 4;
+
+/// Everything a finished handshake knows about the new tunnel ([`Tunnel::new`]).
+pub struct NewTunnel {
+    pub local_index: u32,
+    pub remote_index: u32,
+    /// The peer's vpn addresses, the one that identifies it first.
+    pub vpn_addrs: Vec<IpAddr>,
+    pub peer_cert: Certificate,
+    /// Name of the CA that issued `peer_cert` (empty if unknown).
+    pub peer_ca_name: String,
+    pub session: Session,
+    /// The underlay address the handshake came over; `None` when relayed.
+    pub remote: Option<SocketAddr>,
+    pub relays: Vec<IpAddr>,
+    pub initiator: bool,
+    pub peer_handshake_time: u64,
+    /// Responder only: the stage-1 body and our stage-2 datagram, to answer retransmits.
+    pub stage1_body: Vec<u8>,
+    pub stage2_datagram: Option<Vec<u8>>,
+    pub cert_version: nebula_cert::Version,
+    pub pki_generation: u64,
+    pub now: Instant,
+}
 
 /// One established tunnel (Go's `HostInfo` + `ConnectionState`).
 pub struct Tunnel {
@@ -31,10 +66,12 @@ pub struct Tunnel {
     /// Keys, send counter, replay window and traffic flags (shared with the data-plane workers).
     pub session: Arc<Session>,
     /// Current underlay address of the peer; `None` while only reachable through a relay.
-    /// Change it with [`HostMap::set_remote`] (the data table follows the host map's generation).
-    pub remote: Option<SocketAddr>,
+    /// Changed only by [`HostMap::roam`] / [`HostMap::set_remote`].
+    remote: Option<SocketAddr>,
     /// Where the peer was before the last roam, and when it moved (for roaming suppression).
-    pub last_roam: Option<(SocketAddr, Instant)>,
+    last_roam: Option<(SocketAddr, Instant)>,
+    /// Start of the current roaming window and the moves made in it.
+    roam_window: (Instant, u8),
     /// True if we sent stage 1 of the handshake that made this tunnel.
     pub initiator: bool,
     /// The peer's handshake time field (nanoseconds since the Unix epoch).
@@ -43,20 +80,16 @@ pub struct Tunnel {
     pub stage1_body: Vec<u8>,
     /// Our stage-2 datagram, re-sent when the initiator retransmits its stage 1.
     pub stage2_datagram: Option<Vec<u8>>,
-    /// The peer has proven it holds the session keys (an authenticated packet arrived, or we
+    /// When the peer proved it holds the session keys (an authenticated packet arrived, or we
     /// initiated and read its stage 2). Unconfirmed tunnels never replace a confirmed primary.
-    /// Set it with [`HostMap::confirm`].
-    pub confirmed: bool,
+    /// Set only by [`HostMap::confirm`].
+    confirmed_at: Option<Instant>,
     /// When this tunnel was installed.
     pub created: Instant,
-    /// When it was confirmed.
-    pub confirmed_at: Option<Instant>,
     /// A test request was sent for lack of inbound traffic; no reply by the next check = dead.
     pub pending_deletion: bool,
     /// The certificate version we used for this tunnel.
     pub cert_version: nebula_cert::Version,
-    /// recvError messages seen for this tunnel.
-    pub recv_errors: u32,
     /// Relay hosts (vpn addresses) this peer is reached through while `remote` is `None`.
     pub relays: Vec<IpAddr>,
     /// No lighthouse re-query for this peer before this time (`timers.requery_wait_duration`).
@@ -64,23 +97,180 @@ pub struct Tunnel {
     /// The engine's credential generation when this tunnel was made (a SIGHUP with a new
     /// certificate bumps it and the tunnel re-handshakes).
     pub pki_generation: u64,
+    /// The data plane's view of this tunnel while it is direct (rebuilt when it moves).
+    data: Option<Arc<DataTunnel>>,
 }
 
-/// Established tunnels, indexed three ways.
-#[derive(Default)]
+impl Tunnel {
+    /// The one place a tunnel is made. A tunnel we initiated is confirmed from the start (we read
+    /// the peer's stage 2); a responder's waits for the peer's first authenticated packet.
+    pub fn new(n: NewTunnel) -> Tunnel {
+        let vpn_addr = n
+            .vpn_addrs
+            .first()
+            .copied()
+            .unwrap_or(IpAddr::from([0u8; 4]));
+        let mut t = Tunnel {
+            local_index: n.local_index,
+            vpn_addr,
+            remote_index: n.remote_index,
+            vpn_addrs: n.vpn_addrs,
+            peer_fingerprint: n.peer_cert.fingerprint_hex(),
+            peer_issuer_hex: n.peer_cert.issuer_hex(),
+            peer_ca_name: n.peer_ca_name,
+            peer_cert: Arc::new(n.peer_cert),
+            session: Arc::new(n.session),
+            remote: n.remote,
+            last_roam: None,
+            roam_window: (n.now, 0),
+            initiator: n.initiator,
+            peer_handshake_time: n.peer_handshake_time,
+            stage1_body: n.stage1_body,
+            stage2_datagram: n.stage2_datagram,
+            confirmed_at: n.initiator.then_some(n.now),
+            created: n.now,
+            pending_deletion: false,
+            cert_version: n.cert_version,
+            relays: n.relays,
+            next_requery: None,
+            pki_generation: n.pki_generation,
+            data: None,
+        };
+        t.data = t.remote.map(|r| t.data_entry(r));
+        t
+    }
+
+    /// The peer's current underlay address (`None`: reached only through a relay).
+    pub fn remote(&self) -> Option<SocketAddr> {
+        self.remote
+    }
+
+    /// The peer has proven it holds the keys.
+    pub fn is_confirmed(&self) -> bool {
+        self.confirmed_at.is_some()
+    }
+
+    /// When the peer proved it holds the keys.
+    pub fn confirmed_at(&self) -> Option<Instant> {
+        self.confirmed_at
+    }
+
+    /// Who the peer is, as the firewall sees it (borrowed: no allocation).
+    pub fn peer_identity(&self) -> PeerIdentity<'_> {
+        PeerIdentity {
+            cert: &self.peer_cert,
+            vpn_addrs: &self.vpn_addrs,
+            ca_name: &self.peer_ca_name,
+            issuer_hex: &self.peer_issuer_hex,
+        }
+    }
+
+    /// The data plane's entry for this tunnel at `remote`.
+    fn data_entry(&self, remote: SocketAddr) -> Arc<DataTunnel> {
+        Arc::new(DataTunnel {
+            local_index: self.local_index,
+            remote_index: self.remote_index,
+            remote,
+            session: Arc::clone(&self.session),
+            peer_cert: Arc::clone(&self.peer_cert),
+            vpn_addrs: self.vpn_addrs.clone(),
+            ca_name: self.peer_ca_name.clone(),
+            issuer_hex: self.peer_issuer_hex.clone(),
+        })
+    }
+}
+
+/// Whether [`HostMap::roam`] moved a tunnel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Roam {
+    /// Moved from the old address (`None`: it was relayed).
+    Moved(Option<SocketAddr>),
+    /// Already there.
+    Same,
+    /// Back to where it just came from within [`ROAMING_SUPPRESS`], or over [`ROAMS_PER_WINDOW`].
+    Suppressed,
+}
+
+/// Established tunnels, indexed three ways, plus the data plane's view of them.
 pub struct HostMap {
     by_index: HashMap<u32, Tunnel>,
     by_remote_index: HashMap<u32, u32>,
     by_vpn: HashMap<IpAddr, Vec<u32>>,
+    /// Responder tunnels by a hash of the stage 1 that made them (a retransmit is a lookup).
+    by_stage1: HashMap<u64, u32>,
+    stage1_hasher: RandomState,
+    /// What the data-plane workers see, kept up to date entry by entry.
+    data: DataIndex,
     /// Bumped whenever what the data plane sees changes: a tunnel added or removed, a new
     /// primary, a tunnel moved or confirmed.
     generation: u64,
+}
+
+impl Default for HostMap {
+    fn default() -> Self {
+        HostMap {
+            by_index: HashMap::new(),
+            by_remote_index: HashMap::new(),
+            by_vpn: HashMap::new(),
+            by_stage1: HashMap::new(),
+            stage1_hasher: RandomState::new(),
+            data: DataIndex::default(),
+            generation: 0,
+        }
+    }
 }
 
 impl HostMap {
     /// Changes each time a tunnel is added, removed, made primary, moved or confirmed.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The data plane's view (cheap to clone: persistent maps).
+    pub(crate) fn data(&self) -> &DataIndex {
+        &self.data
+    }
+
+    /// Bring tunnel `local_index`'s data-plane entry up to date (receiving: confirmed and direct).
+    fn sync_index(&mut self, local_index: u32) {
+        let entry = self
+            .by_index
+            .get(&local_index)
+            .filter(|t| t.is_confirmed())
+            .and_then(|t| t.data.clone());
+        match entry {
+            Some(d) => {
+                self.data.by_index.insert(local_index, d);
+            }
+            None => {
+                self.data.by_index.remove(&local_index);
+            }
+        }
+    }
+
+    /// Bring `vpn`'s data-plane entry up to date (sending: its primary tunnel, when direct).
+    fn sync_vpn(&mut self, vpn: IpAddr) {
+        let entry = self
+            .primary(&vpn)
+            .and_then(|i| self.by_index.get(&i))
+            .and_then(|t| t.data.clone());
+        match entry {
+            Some(d) => {
+                self.data.by_vpn.insert(vpn, d);
+            }
+            None => {
+                self.data.by_vpn.remove(&vpn);
+            }
+        }
+    }
+
+    /// Resync everything tunnel `local_index` appears under.
+    fn sync_tunnel(&mut self, local_index: u32, vpn_addrs: &[IpAddr]) {
+        self.generation += 1;
+        self.sync_index(local_index);
+        for a in vpn_addrs {
+            self.sync_vpn(*a);
+        }
     }
 
     /// Move tunnel `local_index` to `remote` (`None`: relayed only). False if it was there.
@@ -92,8 +282,40 @@ impl HostMap {
             return false;
         }
         t.remote = remote;
-        self.generation += 1;
+        t.data = remote.map(|r| t.data_entry(r));
+        let addrs = t.vpn_addrs.clone();
+        self.sync_tunnel(local_index, &addrs);
         true
+    }
+
+    /// An authenticated packet for tunnel `local_index` came from `from`: follow the peer there,
+    /// unless it is bouncing back within [`ROAMING_SUPPRESS`] or has used up its moves for this
+    /// [`ROAM_WINDOW`].
+    pub fn roam(&mut self, local_index: u32, from: SocketAddr, now: Instant) -> Roam {
+        let Some(t) = self.by_index.get_mut(&local_index) else {
+            return Roam::Same;
+        };
+        if t.remote == Some(from) {
+            return Roam::Same;
+        }
+        if let Some((prev, at)) = t.last_roam {
+            if prev == from && now.saturating_duration_since(at) < ROAMING_SUPPRESS {
+                return Roam::Suppressed;
+            }
+        }
+        let (window_start, moves) = t.roam_window;
+        if now.saturating_duration_since(window_start) >= ROAM_WINDOW {
+            t.roam_window = (now, 0);
+        } else if moves >= ROAMS_PER_WINDOW {
+            return Roam::Suppressed;
+        }
+        t.roam_window.1 += 1;
+        let old = t.remote;
+        if let Some(o) = old {
+            t.last_roam = Some((o, now));
+        }
+        self.set_remote(local_index, Some(from));
+        Roam::Moved(old)
     }
 
     /// Mark tunnel `local_index` confirmed at `now`. True if it was not confirmed before.
@@ -101,12 +323,12 @@ impl HostMap {
         let Some(t) = self.by_index.get_mut(&local_index) else {
             return false;
         };
-        if t.confirmed {
+        if t.confirmed_at.is_some() {
             return false;
         }
-        t.confirmed = true;
         t.confirmed_at = Some(now);
         self.generation += 1;
+        self.sync_index(local_index);
         true
     }
 
@@ -135,6 +357,18 @@ impl HostMap {
         self.by_remote_index.get(&remote_index).copied()
     }
 
+    fn stage1_key(&self, body: &[u8]) -> u64 {
+        self.stage1_hasher.hash_one(body)
+    }
+
+    /// The responder tunnel made by exactly this stage-1 body (a retransmit), by hash lookup.
+    pub fn by_stage1(&self, body: &[u8]) -> Option<&Tunnel> {
+        self.by_stage1
+            .get(&self.stage1_key(body))
+            .and_then(|i| self.by_index.get(i))
+            .filter(|t| !t.initiator && t.stage1_body == body)
+    }
+
     /// Local index of the primary tunnel to `vpn`.
     pub fn primary(&self, vpn: &IpAddr) -> Option<u32> {
         self.by_vpn.get(vpn).and_then(|l| l.first().copied())
@@ -160,14 +394,17 @@ impl HostMap {
     /// Insert a tunnel; `primary` puts it first for each of its vpn addresses, else it goes after
     /// the current primary. Returns tunnels evicted to stay within the per-address limit.
     pub fn insert(&mut self, tunnel: Tunnel, primary: bool) -> Vec<Tunnel> {
-        self.generation += 1;
         let idx = tunnel.local_index;
         let addrs = tunnel.vpn_addrs.clone();
         self.by_remote_index.insert(tunnel.remote_index, idx);
+        if !tunnel.initiator && !tunnel.stage1_body.is_empty() {
+            let key = self.stage1_key(&tunnel.stage1_body);
+            self.by_stage1.insert(key, idx);
+        }
         self.by_index.insert(idx, tunnel);
         let mut evict = Vec::new();
-        for a in addrs {
-            let list = self.by_vpn.entry(a).or_default();
+        for a in &addrs {
+            let list = self.by_vpn.entry(*a).or_default();
             list.retain(|i| *i != idx);
             if primary || list.is_empty() {
                 list.insert(0, idx);
@@ -180,7 +417,7 @@ impl HostMap {
                     .iter()
                     .skip(1)
                     .rev()
-                    .find(|i| self.by_index.get(i).is_some_and(|t| !t.confirmed))
+                    .find(|i| self.by_index.get(i).is_some_and(|t| !t.is_confirmed()))
                     .copied()
                     .or_else(|| list.last().copied());
                 if let Some(v) = victim {
@@ -191,6 +428,7 @@ impl HostMap {
                 }
             }
         }
+        self.sync_tunnel(idx, &addrs);
         let mut out = Vec::new();
         for v in evict {
             if let Some(t) = self.remove(v) {
@@ -205,21 +443,27 @@ impl HostMap {
         let Some(t) = self.by_index.get(&local_index) else {
             return;
         };
-        self.generation += 1;
-        for a in &t.vpn_addrs {
+        let addrs = t.vpn_addrs.clone();
+        for a in &addrs {
             if let Some(list) = self.by_vpn.get_mut(a) {
                 list.retain(|i| *i != local_index);
                 list.insert(0, local_index);
             }
         }
+        self.sync_tunnel(local_index, &addrs);
     }
 
     /// Remove a tunnel from every index.
     pub fn remove(&mut self, local_index: u32) -> Option<Tunnel> {
         let t = self.by_index.remove(&local_index)?;
-        self.generation += 1;
         if self.by_remote_index.get(&t.remote_index) == Some(&local_index) {
             self.by_remote_index.remove(&t.remote_index);
+        }
+        if !t.stage1_body.is_empty() {
+            let key = self.stage1_key(&t.stage1_body);
+            if self.by_stage1.get(&key) == Some(&local_index) {
+                self.by_stage1.remove(&key);
+            }
         }
         for a in &t.vpn_addrs {
             if let Some(list) = self.by_vpn.get_mut(a) {
@@ -229,6 +473,7 @@ impl HostMap {
                 }
             }
         }
+        self.sync_tunnel(local_index, &t.vpn_addrs);
         Some(t)
     }
 }

@@ -11,6 +11,7 @@ pub mod handshake;
 pub mod hostmap;
 pub mod lighthouse;
 pub mod noise;
+pub mod outcome;
 pub mod pki;
 pub mod remotes;
 pub mod replay;

@@ -385,6 +385,13 @@ impl Sim {
                     self.nodes[i].fast_packets.0 += 1;
                     return InsideOutcome::Dropped(reason);
                 }
+                FastInside::Rejected(reason) => {
+                    self.nodes[i].fast_packets.0 += 1;
+                    if let Some(reply) = crate::filter::reject_reply(&packet[..]) {
+                        self.nodes[i].tun.push(reply);
+                    }
+                    return InsideOutcome::Dropped(reason);
+                }
                 FastInside::Engine => {}
             }
         }

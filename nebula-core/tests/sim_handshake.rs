@@ -187,7 +187,7 @@ fn replayed_data_packets_are_dropped() {
         .engine
         .tunnel_to(&A_VPN.parse().expect("ip"))
         .expect("tunnel");
-    assert_eq!(t.remote, Some(A_ADDR.parse().expect("addr")));
+    assert_eq!(t.remote(), Some(A_ADDR.parse().expect("addr")));
 }
 
 #[test]
@@ -452,7 +452,7 @@ fn nat_rewrites_addresses_and_the_tunnel_follows() {
         .tunnel_to(&A_VPN.parse().expect("ip"))
         .expect("t");
     assert_eq!(
-        t.remote.expect("remote").ip(),
+        t.remote().expect("remote").ip(),
         "203.0.113.1".parse::<IpAddr>().expect("ip")
     );
     // B answers through the NAT mapping.
@@ -512,8 +512,8 @@ fn replayed_or_altered_stage1_does_not_hijack_a_working_tunnel() {
             .engine
             .tunnel_to(&A_VPN.parse().expect("ip"))
             .expect("tunnel");
-        assert_eq!(t.remote, Some(A_ADDR.parse().expect("addr")));
-        assert!(t.confirmed);
+        assert_eq!(t.remote(), Some(A_ADDR.parse().expect("addr")));
+        assert!(t.is_confirmed());
     }
     assert_eq!(delivered(&sim, 0, 77), 2, "both packets reached a");
     // Over time the forged tunnel is dropped and the real one lives on.

@@ -88,7 +88,7 @@ fn nodes_behind_nats_meet_through_the_lighthouse_and_go_direct() {
         .tunnel_to(&"10.50.0.2".parse().expect("ip"))
         .expect("t");
     assert_eq!(
-        t.remote.expect("remote").ip(),
+        t.remote().expect("remote").ip(),
         "198.51.100.1".parse::<IpAddr>().expect("ip")
     );
     // And data between A and B never touches the lighthouse's address.

@@ -148,7 +148,7 @@ fn symmetric_nats_fall_back_to_the_lighthouse_relay() {
         .engine
         .tunnel_to(&ip(B_VPN))
         .expect("tunnel");
-    assert_eq!(t.remote, None, "no direct path through symmetric NATs");
+    assert_eq!(t.remote(), None, "no direct path through symmetric NATs");
     assert_eq!(t.relays, vec![ip(LH_VPN)]);
     // The relay holds two forwarding halves, both established; each end one terminal index.
     let lh_relays: Vec<_> = w.sim.nodes[w.lh].engine.relays().iter().cloned().collect();
@@ -252,7 +252,7 @@ fn blocked_udp_between_the_nats_uses_a_separate_relay_node() {
     sim.run_for(Duration::from_secs(6));
     assert!(sim.has_tunnel(a, B_VPN), "tunnel up");
     let t = sim.nodes[a].engine.tunnel_to(&ip(B_VPN)).expect("t");
-    assert_eq!(t.remote, None);
+    assert_eq!(t.remote(), None);
     assert_eq!(t.relays, vec![ip(RELAY_VPN)]);
     let since = sim.wire_log.len();
     for _ in 0..20 {
@@ -277,9 +277,9 @@ fn cone_nats_with_a_relay_still_end_up_direct() {
     w.sim.run_for(Duration::from_secs(5));
     assert_eq!(delivered(&w.sim, w.b, b"first"), 1);
     let ta = w.sim.nodes[w.a].engine.tunnel_to(&ip(B_VPN)).expect("a->b");
-    assert_eq!(ta.remote.map(|r| r.ip()), Some(ip("198.51.100.2")));
+    assert_eq!(ta.remote().map(|r| r.ip()), Some(ip("198.51.100.2")));
     let tb = w.sim.nodes[w.b].engine.tunnel_to(&ip(A_VPN)).expect("b->a");
-    assert_eq!(tb.remote.map(|r| r.ip()), Some(ip("198.51.100.1")));
+    assert_eq!(tb.remote().map(|r| r.ip()), Some(ip("198.51.100.1")));
     let since = w.sim.wire_log.len();
     let (to_b, to_a) = exchange(&mut w, 30, Duration::from_millis(10), b"direct");
     assert_eq!((to_b, to_a), (30, 30));
@@ -324,7 +324,7 @@ fn roaming_peer_keeps_its_tunnel_without_a_new_handshake() {
     let before = sim.nodes[a]
         .engine
         .tunnel_to(&ip(B_VPN))
-        .map(|t| (t.local_index, t.remote))
+        .map(|t| (t.local_index, t.remote()))
         .expect("tunnel");
     assert_eq!(before.1.map(|r| r.ip()), Some(ip("198.51.100.2")));
     // A "transfer": A streams to B, B acknowledges. Half way, B changes networks.
@@ -346,7 +346,7 @@ fn roaming_peer_keeps_its_tunnel_without_a_new_handshake() {
     let after = sim.nodes[a]
         .engine
         .tunnel_to(&ip(B_VPN))
-        .map(|t| (t.local_index, t.remote))
+        .map(|t| (t.local_index, t.remote()))
         .expect("tunnel");
     assert_eq!(after.0, before.0, "same tunnel, no new handshake");
     assert_eq!(after.1.map(|r| r.ip()), Some(ip("198.51.100.3")));
@@ -399,7 +399,7 @@ fn dead_tunnel_requeries_and_finds_the_moved_host() {
     assert!(s <= 30, "found again after {s} s");
     let t = w.sim.nodes[w.a].engine.tunnel_to(&ip(B_VPN)).expect("t");
     assert_ne!(t.local_index, first, "a new tunnel replaced the dead one");
-    assert_eq!(t.remote.map(|r| r.ip()), Some(ip("198.51.100.3")));
+    assert_eq!(t.remote().map(|r| r.ip()), Some(ip("198.51.100.3")));
     assert!(w.sim.nodes[w.a].events.iter().any(|e| matches!(
         e,
         Event::TunnelDown { vpn_addr, reason: nebula_core::CloseReason::Dead, .. } if *vpn_addr == ip(B_VPN)
@@ -548,7 +548,7 @@ fn calculated_remotes_reach_a_host_no_lighthouse_knows() {
         "sent at once, no retry wait"
     );
     let t = sim.nodes[a].engine.tunnel_to(&ip(B_VPN)).expect("t");
-    assert_eq!(t.remote, Some(sa("192.168.7.3:4242")));
+    assert_eq!(t.remote(), Some(sa("192.168.7.3:4242")));
 }
 
 #[test]
@@ -575,7 +575,7 @@ fn ipv6_underlay_through_the_lighthouse() {
     sim.run_for(Duration::from_secs(3));
     assert_eq!(delivered(&sim, b, b"six"), 1);
     let t = sim.nodes[a].engine.tunnel_to(&ip(B_VPN)).expect("t");
-    assert_eq!(t.remote, Some(sa("[2001:db8:b::10]:4242")));
+    assert_eq!(t.remote(), Some(sa("[2001:db8:b::10]:4242")));
     let since = sim.wire_log.len();
     sim.inside(b, &packet(B_VPN, A_VPN, b"back"));
     sim.run_for(Duration::from_millis(100));
@@ -608,7 +608,7 @@ fn relay_recovers_after_the_far_end_restarts() {
     eprintln!("relay: a reached the restarted b again after {s} s");
     assert!(s <= 30, "after {s} s");
     let t = w.sim.nodes[w.a].engine.tunnel_to(&ip(B_VPN)).expect("t");
-    assert_eq!(t.remote, None);
+    assert_eq!(t.remote(), None);
 }
 
 #[test]
@@ -631,7 +631,7 @@ fn forged_or_replayed_relay_frames_are_dropped_and_never_roam() {
     let lh_sees_a = w.sim.nodes[w.lh]
         .engine
         .tunnel_to(&ip(A_VPN))
-        .and_then(|t| t.remote);
+        .and_then(|t| t.remote());
     // Replayed from another address: the window refuses it, nothing moves.
     let attacker = sa("203.0.113.66:5555");
     w.sim.inject(attacker, lh_addr, frame.payload.clone());
@@ -646,13 +646,13 @@ fn forged_or_replayed_relay_frames_are_dropped_and_never_roam() {
         w.sim.nodes[w.lh]
             .engine
             .tunnel_to(&ip(A_VPN))
-            .and_then(|t| t.remote),
+            .and_then(|t| t.remote()),
         lh_sees_a,
         "the relay's tunnel to a did not roam to the attacker"
     );
     // B's tunnel to A stays relayed whatever arrives through the relay.
     let tb = w.sim.nodes[w.b].engine.tunnel_to(&ip(A_VPN)).expect("b->a");
-    assert_eq!(tb.remote, None);
+    assert_eq!(tb.remote(), None);
     let (to_b, to_a) = exchange(&mut w, 5, Duration::from_millis(20), b"still");
     assert_eq!((to_b, to_a), (5, 5));
 }

@@ -302,6 +302,13 @@ fn seal(
             Some((to, len))
         }
         FastInside::Dropped(_) => None,
+        FastInside::Rejected(_) => {
+            let packet = slot.get(HEADER_LEN..HEADER_LEN + len).unwrap_or(&[]);
+            if let Some(reply) = nebula_core::filter::reject_reply(packet) {
+                out.tun.push(reply);
+            }
+            None
+        }
         FastInside::Engine => match plane.with_engine(|e| e.handle_inside(now, slot, len, out)) {
             InsideOutcome::Send { to, len } => Some((to, len)),
             _ => None,

@@ -78,15 +78,21 @@ pub enum DropReason {
     /// No conntrack entry and no rule of this direction admits the packet.
     #[error("no matching rule in firewall table")]
     NoMatchingRule,
+    /// The packet is not a well-formed IPv4/IPv6 packet the firewall can classify (truncated
+    /// header, bad length). Go drops these before its firewall and counts them nowhere.
+    #[error("packet could not be parsed")]
+    Unparseable,
 }
 
 impl DropReason {
-    /// The last part of Go's metric name (`firewall.{incoming,outgoing}.dropped.<this>`).
-    pub fn metric_suffix(&self) -> &'static str {
+    /// The last part of Go's metric name (`firewall.{incoming,outgoing}.dropped.<this>`);
+    /// `None` for drops Go does not count there.
+    pub fn metric_suffix(&self) -> Option<&'static str> {
         match self {
-            DropReason::InvalidRemoteIp | DropReason::PeerRejected => "remote_addr",
-            DropReason::InvalidLocalIp => "local_addr",
-            DropReason::NoMatchingRule => "no_rule",
+            DropReason::InvalidRemoteIp | DropReason::PeerRejected => Some("remote_addr"),
+            DropReason::InvalidLocalIp => Some("local_addr"),
+            DropReason::NoMatchingRule => Some("no_rule"),
+            DropReason::Unparseable => None,
         }
     }
 }

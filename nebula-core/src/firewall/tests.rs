@@ -1400,9 +1400,16 @@ fn drop_reason_texts_and_metrics() {
         DropReason::InvalidRemoteIp.to_string(),
         "remote address is not in remote certificate networks"
     );
-    assert_eq!(DropReason::PeerRejected.metric_suffix(), "remote_addr");
-    assert_eq!(DropReason::InvalidLocalIp.metric_suffix(), "local_addr");
-    assert_eq!(DropReason::NoMatchingRule.metric_suffix(), "no_rule");
+    assert_eq!(
+        DropReason::PeerRejected.metric_suffix(),
+        Some("remote_addr")
+    );
+    assert_eq!(
+        DropReason::InvalidLocalIp.metric_suffix(),
+        Some("local_addr")
+    );
+    assert_eq!(DropReason::NoMatchingRule.metric_suffix(), Some("no_rule"));
+    assert_eq!(DropReason::Unparseable.metric_suffix(), None);
 }
 
 #[test]

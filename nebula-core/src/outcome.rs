@@ -1,0 +1,144 @@
+//! What the engine and the data plane hand back: datagrams to send, events, and the outcome of
+//! each packet with the documented reasons for a drop. A leaf: it depends on no engine module.
+
+use std::net::{IpAddr, SocketAddr};
+
+/// A datagram to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: SocketAddr,
+    pub payload: Vec<u8>,
+}
+
+/// Why a tunnel went away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer sent closeTunnel.
+    PeerClosed,
+    /// We closed it (shutdown, invalid certificate, wrong host).
+    LocalClose,
+    /// No inbound traffic after a test request.
+    Dead,
+    /// The peer answered with recvError: it no longer knows this tunnel.
+    RecvError,
+    /// A newer tunnel to the same host replaced it.
+    Replaced,
+    /// The peer's certificate stopped verifying (expired, blocklisted, CA removed).
+    CertInvalid,
+    /// The send counter is exhausted.
+    CounterExhausted,
+}
+
+/// Something that happened, for logs and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    TunnelUp {
+        vpn_addr: IpAddr,
+        remote: Option<SocketAddr>,
+        local_index: u32,
+        initiator: bool,
+        cert_name: String,
+    },
+    TunnelDown {
+        vpn_addr: IpAddr,
+        local_index: u32,
+        reason: CloseReason,
+    },
+    HandshakeTimedOut {
+        vpn_addr: IpAddr,
+    },
+    /// A handshake was refused; `from` sent it.
+    HandshakeRejected {
+        from: SocketAddr,
+        reason: String,
+    },
+    /// The tunnel moved to a new underlay address (`from: None`: it was relayed until now).
+    Roamed {
+        vpn_addr: IpAddr,
+        from: Option<SocketAddr>,
+        to: SocketAddr,
+    },
+
+    TestReply {
+        vpn_addr: IpAddr,
+        payload: Vec<u8>,
+    },
+}
+
+/// Control-plane output of one call.
+#[derive(Default, Debug)]
+pub struct Outputs {
+    pub transmits: Vec<Transmit>,
+    /// IP packets to write to the TUN (control-plane produced: queued packets, rejects).
+    pub tun: Vec<Vec<u8>>,
+    pub events: Vec<Event>,
+}
+
+impl Outputs {
+    pub fn clear(&mut self) {
+        self.transmits.clear();
+        self.tun.clear();
+        self.events.clear();
+    }
+}
+
+/// Why a packet was not forwarded. Each variant says where it comes from; none of them is an
+/// error of ours: they are the ordinary fate of stray, stale, forged or refused traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// A datagram shorter than a Nebula header (hole-punch bytes are such), or a message too
+    /// short to hold its AEAD tag or the packet inside a relay frame.
+    TooShort,
+    /// The header is malformed (unknown version, type or subtype) or the message type makes no
+    /// sense where it arrived (a relay frame inside a relay frame).
+    BadHeader,
+    /// No tunnel (or relay) has the local index the header names: a stale peer after our restart,
+    /// or garbage. Answered with recvError per `listen.send_recv_error`.
+    UnknownIndex,
+    /// The message counter was seen before or is too old for the replay window.
+    Replay,
+    /// The AEAD tag did not verify: forged, corrupted, or sealed with another session's key.
+    Decrypt,
+    /// The firewall refused the packet; the firewall's own reason rides along (metrics use it).
+    Firewall(crate::firewall::DropReason),
+    /// No tunnel route: the destination is outside our networks and unsafe routes, or the
+    /// tunnel is relayed and its relay is gone.
+    NoRoute,
+    /// The caller's buffer has no room for the header, tag or relay framing.
+    BufferTooSmall,
+    /// A TUN packet that is neither IPv4 nor IPv6.
+    NotIp,
+    /// A TUN packet addressed to one of our own vpn addresses.
+    ToSelf,
+    /// A datagram whose underlay source is inside our own overlay networks (a loop).
+    DoubleEncrypted,
+    /// No handshake could be started (pending table full, no free index) or its queue is full.
+    HandshakeQueueFull,
+    /// The tunnel's send counter is used up (it must re-handshake).
+    CounterExhausted,
+}
+
+/// Result of [`crate::Engine::handle_inside`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InsideOutcome {
+    /// `buf[..len]` is a sealed datagram for `to`.
+    Send { to: SocketAddr, len: usize },
+    /// Queued until a handshake completes.
+    Queued,
+    /// Handled by the control plane (outputs may hold a reject).
+    Dropped(DropReason),
+}
+
+/// Result of [`crate::Engine::handle_outside`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutsideOutcome {
+    /// `datagram[start..end]` is a decrypted IP packet for the TUN.
+    Tun {
+        start: usize,
+        end: usize,
+    },
+    /// Consumed by the control plane; see the outputs.
+    Handled,
+    Dropped(DropReason),
+}
