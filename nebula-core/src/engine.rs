@@ -1151,8 +1151,9 @@ impl Engine {
             if let Via::Udp(from) = via {
                 let stale: Vec<u32> = self
                     .relays
+                    .with_remote_index(h.remote_index)
                     .iter()
-                    .filter(|r| r.remote_index == h.remote_index)
+                    .filter_map(|i| self.relays.get(*i))
                     .filter(|r| self.tunnel_to(&r.hop).and_then(|t| t.remote()) == Some(from))
                     .map(|r| r.local_index)
                     .collect();
@@ -1333,7 +1334,9 @@ impl Engine {
             // Our relays to that host may be stale (a relay restarted): ask afresh next time.
             let stale: Vec<u32> = self
                 .relays
-                .iter()
+                .involving(vpn)
+                .into_iter()
+                .filter_map(|i| self.relays.get(i))
                 .filter(|r| r.kind == RelayKind::Terminal && r.peer == vpn)
                 .map(|r| r.local_index)
                 .collect();
@@ -2185,10 +2188,8 @@ impl Engine {
                     if r.kind == RelayKind::Terminal
                         && (r.state == RelayState::Requested || r.remote_index == init) =>
                 {
-                    if let Some(e) = self.relays.get_mut(r.local_index) {
-                        e.remote_index = init;
-                        e.state = RelayState::Established;
-                    }
+                    self.relays
+                        .update(r.local_index, init, RelayState::Established);
                     r.local_index
                 }
                 _ => {
@@ -2257,10 +2258,8 @@ impl Engine {
         match self.relays.find(hop, target).cloned() {
             Some(r) if r.kind == RelayKind::Forwarding => {
                 if r.remote_index != init {
-                    if let Some(e) = self.relays.get_mut(r.local_index) {
-                        e.remote_index = init;
-                        e.state = RelayState::PeerRequested;
-                    }
+                    self.relays
+                        .update(r.local_index, init, RelayState::PeerRequested);
                 }
             }
             Some(_) => return,
@@ -2292,15 +2291,13 @@ impl Engine {
 
     /// `hop` answered our CreateRelayRequest `init` with its index `resp`.
     fn relay_response(&mut self, hop: IpAddr, init: u32, resp: u32, out: &mut Outputs) {
-        let Some(r) = self.relays.get_mut(init) else {
+        let Some(r) = self.relays.get(init).cloned() else {
             return;
         };
         if r.hop != hop || resp == 0 {
             return;
         }
-        r.remote_index = resp;
-        r.state = RelayState::Established;
-        let r = r.clone();
+        self.relays.update(init, resp, RelayState::Established);
         match r.kind {
             RelayKind::Terminal => {
                 // Our own path to r.peer is ready: send the pending stage 1 through it now.
@@ -2321,9 +2318,8 @@ impl Engine {
                 if req.kind != RelayKind::Forwarding || req.state == RelayState::Requested {
                     return;
                 }
-                if let Some(e) = self.relays.get_mut(req.local_index) {
-                    e.state = RelayState::Established;
-                }
+                self.relays
+                    .update(req.local_index, req.remote_index, RelayState::Established);
                 self.send_relay_control(
                     r.peer,
                     NebulaControlType::CreateRelayResponse,

@@ -513,11 +513,25 @@ pub struct Relay {
     pub state: RelayState,
 }
 
-/// Relays by local index and by (hop, peer).
+/// Relays by local index, by (hop, peer), by the hop's index and by host: every look-up an event
+/// needs is a hash look-up, never a scan of the table.
 #[derive(Default, Debug)]
 pub struct RelayTable {
     by_index: HashMap<u32, Relay>,
     by_pair: HashMap<(IpAddr, IpAddr), u32>,
+    /// Relays by the hop's index for them (recvError names that index).
+    by_remote: HashMap<u32, Vec<u32>>,
+    /// Relays by each host they involve (as hop or as the other end).
+    by_host: HashMap<IpAddr, Vec<u32>>,
+}
+
+fn unlink<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Vec<u32>>, key: K, index: u32) {
+    if let Some(list) = map.get_mut(&key) {
+        list.retain(|i| *i != index);
+        if list.is_empty() {
+            map.remove(&key);
+        }
+    }
 }
 
 impl RelayTable {
@@ -533,10 +547,6 @@ impl RelayTable {
         self.by_index.get(&local_index)
     }
 
-    pub fn get_mut(&mut self, local_index: u32) -> Option<&mut Relay> {
-        self.by_index.get_mut(&local_index)
-    }
-
     pub fn contains_index(&self, local_index: u32) -> bool {
         self.by_index.contains_key(&local_index)
     }
@@ -548,12 +558,25 @@ impl RelayTable {
             .and_then(|i| self.by_index.get(i))
     }
 
-    /// The relay whose remote index on `hop` is `remote_index` (for recvError).
+    /// The relays `hop` knows by `remote_index` (for recvError).
     pub fn by_remote_index(&self, hop_addrs: &[IpAddr], remote_index: u32) -> Option<u32> {
-        self.by_index
-            .values()
-            .find(|r| r.remote_index == remote_index && hop_addrs.contains(&r.hop))
-            .map(|r| r.local_index)
+        self.by_remote
+            .get(&remote_index)?
+            .iter()
+            .copied()
+            .find(|i| {
+                self.by_index
+                    .get(i)
+                    .is_some_and(|r| hop_addrs.contains(&r.hop))
+            })
+    }
+
+    /// Every relay with the hop's index `remote_index`.
+    pub fn with_remote_index(&self, remote_index: u32) -> &[u32] {
+        self.by_remote
+            .get(&remote_index)
+            .map(|v| v.as_slice())
+            .unwrap_or(&[])
     }
 
     /// Insert (replacing any relay on the same hop for the same peer).
@@ -563,10 +586,35 @@ impl RelayTable {
             .get(&(relay.hop, relay.peer))
             .copied()
             .and_then(|i| self.remove(i));
-        self.by_pair
-            .insert((relay.hop, relay.peer), relay.local_index);
-        self.by_index.insert(relay.local_index, relay);
+        let i = relay.local_index;
+        self.by_pair.insert((relay.hop, relay.peer), i);
+        self.by_remote
+            .entry(relay.remote_index)
+            .or_default()
+            .push(i);
+        self.by_host.entry(relay.hop).or_default().push(i);
+        if relay.peer != relay.hop {
+            self.by_host.entry(relay.peer).or_default().push(i);
+        }
+        self.by_index.insert(i, relay);
         old
+    }
+
+    /// The hop told us its index for relay `local_index` and where the set-up stands.
+    pub fn update(&mut self, local_index: u32, remote_index: u32, state: RelayState) {
+        let Some(r) = self.by_index.get_mut(&local_index) else {
+            return;
+        };
+        let old_remote = r.remote_index;
+        r.remote_index = remote_index;
+        r.state = state;
+        if old_remote != remote_index {
+            unlink(&mut self.by_remote, old_remote, local_index);
+            self.by_remote
+                .entry(remote_index)
+                .or_default()
+                .push(local_index);
+        }
     }
 
     pub fn remove(&mut self, local_index: u32) -> Option<Relay> {
@@ -574,16 +622,15 @@ impl RelayTable {
         if self.by_pair.get(&(r.hop, r.peer)) == Some(&local_index) {
             self.by_pair.remove(&(r.hop, r.peer));
         }
+        unlink(&mut self.by_remote, r.remote_index, local_index);
+        unlink(&mut self.by_host, r.hop, local_index);
+        unlink(&mut self.by_host, r.peer, local_index);
         Some(r)
     }
 
     /// Local indexes of every relay riding on `hop` or leading to `peer == vpn`.
     pub fn involving(&self, vpn: IpAddr) -> Vec<u32> {
-        self.by_index
-            .values()
-            .filter(|r| r.hop == vpn || r.peer == vpn)
-            .map(|r| r.local_index)
-            .collect()
+        self.by_host.get(&vpn).cloned().unwrap_or_default()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Relay> {
@@ -625,9 +672,7 @@ mod tests {
         assert_eq!(old.map(|r| r.local_index), Some(1));
         assert!(t.get(1).is_none());
         assert_eq!(t.len(), 2);
-        if let Some(r) = t.get_mut(2) {
-            r.remote_index = 99;
-        }
+        t.update(2, 99, RelayState::Requested);
         assert_eq!(t.by_remote_index(&[ip("10.0.0.3")], 99), Some(2));
         assert_eq!(t.by_remote_index(&[ip("10.0.0.1")], 99), None);
         let mut inv = t.involving(ip("10.0.0.3"));
@@ -637,5 +682,176 @@ mod tests {
         t.remove(2);
         assert!(t.is_empty());
         assert!(t.find(ip("10.0.0.1"), ip("10.0.0.3")).is_none());
+    }
+}
+
+#[cfg(test)]
+mod index_tests {
+    //! The data-plane index the host map keeps entry by entry must always equal the one a
+    //! full rebuild would make; and retransmitted stage 1s are found by hash.
+    use std::collections::HashMap as StdMap;
+
+    use nebula_cert::{Curve, Version};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::aead::{CipherKind, SessionCipher};
+    use crate::sim::TestCa;
+
+    fn session() -> Session {
+        let key = [7u8; 32];
+        let c = || SessionCipher::new(CipherKind::AesGcm, &key).expect("cipher");
+        Session::new(c(), c())
+    }
+
+    fn tunnel(
+        ca: &TestCa,
+        idx: u32,
+        host: u8,
+        remote: Option<SocketAddr>,
+        initiator: bool,
+        now: Instant,
+    ) -> Tunnel {
+        let (cert, _) = ca.host(&format!("h{host}"), &format!("10.42.0.{host}/16"), &[]);
+        let vpn = cert.networks()[0].addr();
+        Tunnel::new(NewTunnel {
+            local_index: idx,
+            remote_index: idx ^ 0xffff,
+            vpn_addrs: vec![vpn],
+            peer_cert: cert,
+            peer_ca_name: "ca".into(),
+            session: session(),
+            remote,
+            relays: Vec::new(),
+            initiator,
+            peer_handshake_time: 0,
+            stage1_body: if initiator {
+                Vec::new()
+            } else {
+                format!("stage1 of {idx}").into_bytes()
+            },
+            stage2_datagram: None,
+            cert_version: Version::V1,
+            pki_generation: 0,
+            now,
+        })
+    }
+
+    /// What a full rebuild would publish: (receiving index -> remote, vpn -> (index, remote)).
+    type Expected = (StdMap<u32, SocketAddr>, StdMap<IpAddr, (u32, SocketAddr)>);
+
+    fn rebuild(m: &HostMap) -> Expected {
+        let by_index = m
+            .tunnels()
+            .filter(|t| t.is_confirmed())
+            .filter_map(|t| t.remote().map(|r| (t.local_index, r)))
+            .collect();
+        let by_vpn = m
+            .vpn_addrs()
+            .filter_map(|v| {
+                let t = m.get(m.primary(v)?)?;
+                Some((*v, (t.local_index, t.remote()?)))
+            })
+            .collect();
+        (by_index, by_vpn)
+    }
+
+    fn incremental(m: &HostMap) -> Expected {
+        let d = m.data();
+        let by_index = d
+            .by_index
+            .iter()
+            .map(|(i, t)| {
+                assert_eq!(*i, t.local_index);
+                (*i, t.remote)
+            })
+            .collect();
+        let by_vpn = d
+            .by_vpn
+            .iter()
+            .map(|(v, t)| (*v, (t.local_index, t.remote)))
+            .collect();
+        (by_index, by_vpn)
+    }
+
+    #[test]
+    fn the_incremental_index_always_equals_a_rebuild() {
+        let ca = TestCa::new("ca", Curve::Curve25519, Version::V1);
+        let t0 = Instant::now();
+        for seed in 0..8u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut m = HostMap::default();
+            let mut now = t0;
+            for step in 0..400 {
+                now += Duration::from_millis(rng.gen_range(0..3000));
+                let idx = rng.gen_range(1..40u32);
+                let addr = |rng: &mut StdRng| -> SocketAddr {
+                    SocketAddr::from(([192, 0, 2, rng.gen_range(1..4u8)], 4242))
+                };
+                match rng.gen_range(0..7) {
+                    0 | 1 => {
+                        if !m.contains_index(idx) {
+                            let remote = rng.gen_bool(0.8).then(|| addr(&mut rng));
+                            let host = rng.gen_range(1..6u8);
+                            let t = tunnel(&ca, idx, host, remote, rng.gen(), now);
+                            m.insert(t, rng.gen());
+                        }
+                    }
+                    2 => {
+                        m.remove(idx);
+                    }
+                    3 => {
+                        let remote = rng.gen_bool(0.8).then(|| addr(&mut rng));
+                        m.set_remote(idx, remote);
+                    }
+                    4 => {
+                        m.confirm(idx, now);
+                    }
+                    5 => m.make_primary(idx),
+                    _ => {
+                        let to = addr(&mut rng);
+                        m.roam(idx, to, now);
+                    }
+                }
+                assert_eq!(incremental(&m), rebuild(&m), "seed {seed} step {step}");
+                for t in m.tunnels().filter(|t| !t.initiator) {
+                    let found = m.by_stage1(&t.stage1_body).map(|f| f.local_index);
+                    assert_eq!(found, Some(t.local_index), "stage 1 of {}", t.local_index);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn roaming_is_rate_limited_per_tunnel() {
+        let ca = TestCa::new("ca", Curve::Curve25519, Version::V1);
+        let t0 = Instant::now();
+        let home: SocketAddr = "192.0.2.1:4242".parse().expect("addr");
+        let mut m = HostMap::default();
+        m.insert(tunnel(&ca, 1, 2, Some(home), true, t0), true);
+        let gen0 = m.generation();
+        // A peer cycling three source ports, one packet every 10 ms for 10 s.
+        let mut moves = 0;
+        for n in 0..1000u32 {
+            let now = t0 + Duration::from_millis(10 * u64::from(n));
+            let port = 5000 + (n % 3) as u16;
+            if let Roam::Moved(_) = m.roam(1, SocketAddr::new(home.ip(), port), now) {
+                moves += 1;
+            }
+        }
+        let windows = 10_000 / ROAM_WINDOW.as_millis() as u32;
+        assert!(
+            moves <= ROAMS_PER_WINDOW as u32 * (windows + 1),
+            "{moves} moves"
+        );
+        assert!(moves >= 1);
+        // Every move is one table change, not one per packet.
+        assert_eq!(m.generation() - gen0, u64::from(moves));
+        // A real move after a quiet spell goes through at once.
+        let later = t0 + Duration::from_secs(60);
+        let new_home: SocketAddr = "192.0.2.7:4242".parse().expect("addr");
+        assert!(matches!(m.roam(1, new_home, later), Roam::Moved(_)));
+        assert_eq!(m.get(1).and_then(|t| t.remote()), Some(new_home));
     }
 }
