@@ -1,30 +1,17 @@
 //! The version-agnostic `Certificate` (v1 protobuf or v2 DER) and `TbsCertificate`, the signer.
-//! Parse, marshal, fingerprint, check signatures, CA constraints, Go-shaped JSON and text output.
+//! Parse, marshal, fingerprint, check signatures and private keys, CA constraints, sign (output: `print`).
 
+use crate::details::Details;
 use crate::error::CertError;
 use crate::signing::{self, CaSigningKey};
 use crate::{pem, v1, v2, Curve, Version};
 use ipnet::IpNet;
-use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
-use std::cmp::Ordering;
 use std::fmt;
-use std::net::IpAddr;
 use std::sync::Arc;
 
-/// The fields both versions share (the v1 `Details` message / the v2 `[0]` details).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) struct Details {
-    pub name: String,
-    pub networks: Vec<IpNet>,
-    pub unsafe_networks: Vec<IpNet>,
-    pub groups: Vec<String>,
-    pub is_ca: bool,
-    pub not_before: i64,
-    pub not_after: i64,
-    /// Raw issuer bytes (32-byte CA fingerprint on host certs, empty on CAs).
-    pub issuer: Vec<u8>,
-}
+/// Go-compatible JSON and time text (defined in `gojson`), used by the `nebula-cert print` command.
+pub use crate::gojson::{go_json_string, go_time_rfc3339, go_time_text};
 
 struct Inner {
     version: Version,
@@ -61,112 +48,6 @@ impl fmt::Debug for Certificate {
             .field("fingerprint", &self.fingerprint_hex())
             .finish()
     }
-}
-
-/// Go's `comparePrefix`: address (IPv4 before IPv6, then bytes), then prefix length.
-pub(crate) fn compare_networks(a: &IpNet, b: &IpNet) -> Ordering {
-    let key = |n: &IpNet| -> (u8, [u8; 16], u8) {
-        match n.addr() {
-            IpAddr::V4(a) => {
-                let mut k = [0u8; 16];
-                k[..4].copy_from_slice(&a.octets());
-                (4, k, n.prefix_len())
-            }
-            IpAddr::V6(a) => (6, a.octets(), n.prefix_len()),
-        }
-    };
-    key(a).cmp(&key(b))
-}
-
-fn is_unspecified(n: &IpNet) -> bool {
-    n.addr().is_unspecified()
-}
-
-fn is_4in6(n: &IpNet) -> bool {
-    match n {
-        IpNet::V6(n) => n.addr().to_ipv4_mapped().is_some(),
-        IpNet::V4(_) => false,
-    }
-}
-
-/// 1.11 `certificateV1.validate`.
-fn validate_v1(d: &Details, public_key: &[u8]) -> Result<(), CertError> {
-    if public_key.is_empty() {
-        return Err(CertError::EmptyPublicKey);
-    }
-    if !d.is_ca && d.networks.is_empty() {
-        return Err(CertError::NoNetworks);
-    }
-    for n in &d.networks {
-        if matches!(n, IpNet::V6(_)) {
-            return Err(CertError::Ipv6InV1 {
-                kind: "networks",
-                network: *n,
-            });
-        }
-        if is_unspecified(n) {
-            return Err(CertError::ZeroAddressNetwork { network: *n });
-        }
-    }
-    for n in &d.unsafe_networks {
-        if matches!(n, IpNet::V6(_)) {
-            return Err(CertError::Ipv6InV1 {
-                kind: "unsafe networks",
-                network: *n,
-            });
-        }
-    }
-    Ok(())
-}
-
-fn sort_and_check_duplicates(nets: &mut [IpNet]) -> Result<(), CertError> {
-    nets.sort_by(compare_networks);
-    for w in nets.windows(2) {
-        if let [a, b] = w {
-            if compare_networks(a, b) == Ordering::Equal {
-                return Err(CertError::DuplicateNetwork { network: *b });
-            }
-        }
-    }
-    Ok(())
-}
-
-/// 1.11 `certificateV2.validate`; sorts the in-memory network lists like Go.
-fn validate_v2(d: &mut Details, public_key: &[u8]) -> Result<(), CertError> {
-    if public_key.is_empty() {
-        return Err(CertError::EmptyPublicKey);
-    }
-    if !d.is_ca && d.networks.is_empty() {
-        return Err(CertError::NoNetworks);
-    }
-    let mut has_v4 = false;
-    let mut has_v6 = false;
-    for n in &d.networks {
-        if is_unspecified(n) {
-            return Err(CertError::ZeroAddressNetwork { network: *n });
-        }
-        if is_4in6(n) {
-            return Err(CertError::FourInSixNetwork { network: *n });
-        }
-        match n {
-            IpNet::V4(_) => has_v4 = true,
-            IpNet::V6(_) => has_v6 = true,
-        }
-    }
-    sort_and_check_duplicates(&mut d.networks)?;
-    if !d.is_ca {
-        for n in &d.unsafe_networks {
-            let ok = match n {
-                IpNet::V4(_) => has_v4,
-                IpNet::V6(_) => has_v6,
-            };
-            if !ok {
-                return Err(CertError::UnsafeNetworkFamilyWithoutNetwork { network: *n });
-            }
-        }
-    }
-    sort_and_check_duplicates(&mut d.unsafe_networks)?;
-    Ok(())
 }
 
 /// Go's `checkCAConstraints` over the parts of a certificate (or of one being signed).
@@ -270,7 +151,7 @@ impl Certificate {
     }
 
     fn from_v1_decoded(d: v1::Decoded) -> Result<Self, CertError> {
-        validate_v1(&d.details, &d.public_key)?;
+        d.details.validate_v1(&d.public_key)?;
         Ok(Self::build_v1(
             d.details,
             d.curve,
@@ -280,7 +161,7 @@ impl Certificate {
     }
 
     fn from_v2_decoded(mut d: v2::Decoded) -> Result<Self, CertError> {
-        validate_v2(&mut d.details, &d.public_key)?;
+        d.details.validate_v2(&d.public_key)?;
         Ok(Self::build_v2(
             d.details,
             d.raw_details,
@@ -472,14 +353,7 @@ impl Certificate {
             Version::V1 => {
                 v1::encode_certificate(&self.0.details, self.0.curve, &[], &self.0.signature)
             }
-            Version::V2 => {
-                let mut body = Vec::with_capacity(self.0.raw_details.len() + 80);
-                body.extend_from_slice(&self.0.raw_details);
-                v2::der::push_tlv(&mut body, v2::TAG_CERT_SIGNATURE, &self.0.signature);
-                let mut out = Vec::with_capacity(body.len() + 4);
-                v2::der::push_tlv(&mut out, v2::der::TAG_SEQUENCE, &body);
-                out
-            }
+            Version::V2 => v2::encode_for_handshake(&self.0.raw_details, &self.0.signature),
         }
     }
 
@@ -547,137 +421,6 @@ impl Certificate {
         }
         Ok(())
     }
-
-    /// The JSON object `nebula-cert print -json` 1.11 emits for this certificate (one array element).
-    pub fn to_json(&self) -> Value {
-        let d = &self.0.details;
-        let nets = |v: &[IpNet]| -> Value {
-            Value::Array(v.iter().map(|n| Value::String(n.to_string())).collect())
-        };
-        let groups = Value::Array(d.groups.iter().cloned().map(Value::String).collect());
-        match self.0.version {
-            Version::V1 => json!({
-                "details": {
-                    "curve": self.0.curve.name(),
-                    "groups": groups,
-                    "isCa": d.is_ca,
-                    "issuer": self.issuer_hex(),
-                    "name": d.name,
-                    "networks": nets(&d.networks),
-                    "notAfter": go_time_rfc3339(d.not_after),
-                    "notBefore": go_time_rfc3339(d.not_before),
-                    "publicKey": hex::encode(&self.0.public_key),
-                    "unsafeNetworks": nets(&d.unsafe_networks),
-                },
-                "fingerprint": self.fingerprint_hex(),
-                "signature": hex::encode(&self.0.signature),
-                "version": 1,
-            }),
-            Version::V2 => {
-                // Go leaves absent v2 lists nil, which encode as null.
-                let or_null = |v: Value| match &v {
-                    Value::Array(a) if a.is_empty() => Value::Null,
-                    _ => v,
-                };
-                json!({
-                    "curve": self.0.curve.name(),
-                    "details": {
-                        "groups": or_null(groups),
-                        "isCa": d.is_ca,
-                        "issuer": self.issuer_hex(),
-                        "name": d.name,
-                        "networks": or_null(nets(&d.networks)),
-                        "notAfter": go_time_rfc3339(d.not_after),
-                        "notBefore": go_time_rfc3339(d.not_before),
-                        "unsafeNetworks": or_null(nets(&d.unsafe_networks)),
-                    },
-                    "fingerprint": self.fingerprint_hex(),
-                    "publicKey": hex::encode(&self.0.public_key),
-                    "signature": hex::encode(&self.0.signature),
-                    "version": 2,
-                })
-            }
-        }
-    }
-
-    /// The JSON object `nebula-cert print -json` 1.6.1 emits (one object per line).
-    pub fn to_json_v1_6(&self) -> Value {
-        let d = &self.0.details;
-        let nets = |v: &[IpNet]| -> Value {
-            Value::Array(v.iter().map(|n| Value::String(n.to_string())).collect())
-        };
-        json!({
-            "details": {
-                "groups": d.groups,
-                "ips": nets(&d.networks),
-                "isCa": d.is_ca,
-                "issuer": self.issuer_hex(),
-                "name": d.name,
-                "notAfter": go_time_rfc3339(d.not_after),
-                "notBefore": go_time_rfc3339(d.not_before),
-                "publicKey": hex::encode(&self.0.public_key),
-                "subnets": nets(&d.unsafe_networks),
-            },
-            "fingerprint": self.fingerprint_hex(),
-            "signature": hex::encode(&self.0.signature),
-        })
-    }
-
-    /// The text `nebula-cert print` 1.6.1 emits (`NebulaCertificate { ... }`), without a final newline.
-    pub fn to_string_v1_6(&self) -> String {
-        let d = &self.0.details;
-        let mut s = String::from("NebulaCertificate {\n\tDetails {\n");
-        s.push_str(&format!("\t\tName: {}\n", d.name));
-        let list = |s: &mut String, title: &str, items: Vec<String>| {
-            if items.is_empty() {
-                s.push_str(&format!("\t\t{title}: []\n"));
-            } else {
-                s.push_str(&format!("\t\t{title}: [\n"));
-                for i in items {
-                    s.push_str(&format!("\t\t\t{i}\n"));
-                }
-                s.push_str("\t\t]\n");
-            }
-        };
-        list(
-            &mut s,
-            "Ips",
-            d.networks.iter().map(|n| n.to_string()).collect(),
-        );
-        list(
-            &mut s,
-            "Subnets",
-            d.unsafe_networks.iter().map(|n| n.to_string()).collect(),
-        );
-        list(
-            &mut s,
-            "Groups",
-            d.groups.iter().map(|g| format!("\"{g}\"")).collect(),
-        );
-        s.push_str(&format!("\t\tNot before: {}\n", go_time_text(d.not_before)));
-        s.push_str(&format!("\t\tNot After: {}\n", go_time_text(d.not_after)));
-        s.push_str(&format!("\t\tIs CA: {}\n", d.is_ca));
-        s.push_str(&format!("\t\tIssuer: {}\n", self.issuer_hex()));
-        s.push_str(&format!(
-            "\t\tPublic key: {}\n",
-            hex::encode(&self.0.public_key)
-        ));
-        s.push_str("\t}\n");
-        s.push_str(&format!("\tFingerprint: {}\n", self.fingerprint_hex()));
-        s.push_str(&format!(
-            "\tSignature: {}\n",
-            hex::encode(&self.0.signature)
-        ));
-        s.push('}');
-        s
-    }
-}
-
-/// 1.11 `print` text output: the JSON object indented with tabs, keys sorted (Go `json.MarshalIndent`).
-impl fmt::Display for Certificate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&go_json_string(&self.to_json(), true))
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -715,42 +458,58 @@ impl TbsCertificate {
         if key.curve() != self.curve {
             return Err(CertError::curve_mismatch(self.curve, key.curve()));
         }
-        let issuer = match signer_ca {
-            Some(ca) => {
-                if self.is_ca {
-                    return Err(CertError::CaSignedByCa);
-                }
-                if !ca.is_ca() {
-                    return Err(CertError::NotACa {
-                        name: ca.name().to_string(),
-                    });
-                }
-                if ca.curve() != self.curve {
-                    return Err(CertError::curve_mismatch(ca.curve(), self.curve));
-                }
-                if ca.public_key() != key.public_key_bytes().as_slice() {
-                    return Err(CertError::SigningKeyMismatch);
-                }
-                check_constraints(
-                    ca,
-                    self.not_before,
-                    self.not_after,
-                    &self.groups,
-                    &self.networks,
-                    &self.unsafe_networks,
-                )?;
-                ca.fingerprint().to_vec()
+        let issuer = self.issuer_checked(signer_ca, key)?;
+        self.check_public_key()?;
+        let details = self.details(issuer);
+        match self.version {
+            Version::V1 => self.sign_v1(details, key),
+            Version::V2 => self.sign_v2(details, key),
+        }
+    }
+
+    /// The issuer bytes after the signer's checks: a CA signing a host (same curve, `key` is the CA's,
+    /// constraints respected) gives its fingerprint; a self-signed CA gives none.
+    fn issuer_checked(
+        &self,
+        signer_ca: Option<&Certificate>,
+        key: &CaSigningKey,
+    ) -> Result<Vec<u8>, CertError> {
+        let Some(ca) = signer_ca else {
+            if !self.is_ca {
+                return Err(CertError::SelfSignedNotCa);
             }
-            None => {
-                if !self.is_ca {
-                    return Err(CertError::SelfSignedNotCa);
-                }
-                if self.public_key != key.public_key_bytes() {
-                    return Err(CertError::SigningKeyMismatch);
-                }
-                Vec::new()
+            if self.public_key != key.public_key_bytes() {
+                return Err(CertError::SigningKeyMismatch);
             }
+            return Ok(Vec::new());
         };
+        if self.is_ca {
+            return Err(CertError::CaSignedByCa);
+        }
+        if !ca.is_ca() {
+            return Err(CertError::NotACa {
+                name: ca.name().to_string(),
+            });
+        }
+        if ca.curve() != self.curve {
+            return Err(CertError::curve_mismatch(ca.curve(), self.curve));
+        }
+        if ca.public_key() != key.public_key_bytes().as_slice() {
+            return Err(CertError::SigningKeyMismatch);
+        }
+        check_constraints(
+            ca,
+            self.not_before,
+            self.not_after,
+            &self.groups,
+            &self.networks,
+            &self.unsafe_networks,
+        )?;
+        Ok(ca.fingerprint().to_vec())
+    }
+
+    /// The public key is present and of the curve's size (X25519/Ed25519 32, P256 65 bytes).
+    fn check_public_key(&self) -> Result<(), CertError> {
         let want_len = match self.curve {
             Curve::Curve25519 => 32,
             Curve::P256 => 65,
@@ -764,7 +523,12 @@ impl TbsCertificate {
                 len: self.public_key.len(),
             });
         }
-        let mut details = Details {
+        Ok(())
+    }
+
+    /// The details this certificate will carry, with `issuer`.
+    fn details(&self, issuer: Vec<u8>) -> Details {
+        Details {
             name: self.name.clone(),
             networks: self.networks.clone(),
             unsafe_networks: self.unsafe_networks.clone(),
@@ -773,170 +537,47 @@ impl TbsCertificate {
             not_before: self.not_before,
             not_after: self.not_after,
             issuer,
-        };
-        match self.version {
-            Version::V1 => {
-                validate_v1(&details, &self.public_key)?;
-                if !self.is_ca && details.networks.len() != 1 {
-                    return Err(CertError::TooManyNetworksV1 {
-                        count: details.networks.len(),
-                    });
-                }
-                let signed = v1::encode_details(&details, self.curve, &self.public_key);
-                let sig = key.sign(&signed);
-                Ok(Certificate::build_v1(
-                    details,
-                    self.curve,
-                    self.public_key.clone(),
-                    sig,
-                ))
-            }
-            Version::V2 => {
-                let name_len = details.name.len();
-                if name_len == 0 || name_len > v2::MAX_NAME_LENGTH {
-                    return Err(CertError::InvalidName { len: name_len });
-                }
-                if details.groups.iter().any(|g| g.is_empty()) {
-                    return Err(CertError::EmptyGroup);
-                }
-                validate_v2(&mut details, &self.public_key)?;
-                let raw = v2::encode_details(&details);
-                let sig = key.sign(&v2::signed_bytes(&raw, self.curve, &self.public_key));
-                let cert =
-                    Certificate::build_v2(details, raw, self.curve, self.public_key.clone(), sig);
-                if cert.marshaled_bytes().len() > v2::MAX_CERTIFICATE_SIZE {
-                    return Err(CertError::TooLarge {
-                        len: cert.marshaled_bytes().len(),
-                    });
-                }
-                Ok(cert)
-            }
         }
     }
-}
 
-// ---------------------------------------------------------------------------------------------
-// Go-compatible rendering helpers
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-fn split_time(unix: i64) -> (i64, u32, u32, i64, i64, i64) {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    (y, m, d, secs / 3600, (secs / 60) % 60, secs % 60)
-}
-
-/// Unix seconds as Go's `time.Time` JSON in UTC (`2036-11-23T11:09:39Z`). Go refuses years outside
-/// 0..=9999; here such years are written with their full digits instead.
-pub fn go_time_rfc3339(unix: i64) -> String {
-    let (y, mo, d, h, mi, s) = split_time(unix);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
-}
-
-/// Unix seconds as Go's `%v` of a UTC `time.Time` (`2036-11-23 11:09:39 +0000 UTC`).
-pub fn go_time_text(unix: i64) -> String {
-    let (y, mo, d, h, mi, s) = split_time(unix);
-    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} +0000 UTC")
-}
-
-fn go_json_escape(out: &mut String, s: &str) {
-    out.push('"');
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
-                out.push_str(&format!("\\u{:04x}", ch as u32));
-            }
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
+    /// v1: IPv4 only, a host carries exactly one network.
+    fn sign_v1(&self, details: Details, key: &CaSigningKey) -> Result<Certificate, CertError> {
+        details.validate_v1(&self.public_key)?;
+        if !self.is_ca && details.networks.len() != 1 {
+            return Err(CertError::TooManyNetworksV1 {
+                count: details.networks.len(),
+            });
         }
+        let signed = v1::encode_details(&details, self.curve, &self.public_key);
+        let sig = key.sign(&signed);
+        Ok(Certificate::build_v1(
+            details,
+            self.curve,
+            self.public_key.clone(),
+            sig,
+        ))
     }
-    out.push('"');
-}
 
-fn go_json_write(out: &mut String, v: &Value, indent: bool, depth: usize) {
-    let newline = |out: &mut String, depth: usize| {
-        if indent {
-            out.push('\n');
-            for _ in 0..depth {
-                out.push('\t');
-            }
+    /// v2: name 1–253 bytes, no empty group, networks sorted without duplicates, at most 64 KiB.
+    fn sign_v2(&self, mut details: Details, key: &CaSigningKey) -> Result<Certificate, CertError> {
+        let name_len = details.name.len();
+        if name_len == 0 || name_len > v2::MAX_NAME_LENGTH {
+            return Err(CertError::InvalidName { len: name_len });
         }
-    };
-    match v {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&n.to_string()),
-        Value::String(s) => go_json_escape(out, s),
-        Value::Array(a) => {
-            if a.is_empty() {
-                out.push_str("[]");
-                return;
-            }
-            out.push('[');
-            for (i, item) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                newline(out, depth + 1);
-                go_json_write(out, item, indent, depth + 1);
-            }
-            newline(out, depth);
-            out.push(']');
+        if details.groups.iter().any(|g| g.is_empty()) {
+            return Err(CertError::EmptyGroup);
         }
-        Value::Object(o) => {
-            if o.is_empty() {
-                out.push_str("{}");
-                return;
-            }
-            let mut keys: Vec<&String> = o.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                newline(out, depth + 1);
-                go_json_escape(out, k);
-                out.push(':');
-                if indent {
-                    out.push(' ');
-                }
-                if let Some(val) = o.get(*k) {
-                    go_json_write(out, val, indent, depth + 1);
-                }
-            }
-            newline(out, depth);
-            out.push('}');
+        details.validate_v2(&self.public_key)?;
+        let raw = v2::encode_details(&details);
+        let sig = key.sign(&v2::signed_bytes(&raw, self.curve, &self.public_key));
+        let cert = Certificate::build_v2(details, raw, self.curve, self.public_key.clone(), sig);
+        if cert.marshaled_bytes().len() > v2::MAX_CERTIFICATE_SIZE {
+            return Err(CertError::TooLarge {
+                len: cert.marshaled_bytes().len(),
+            });
         }
+        Ok(cert)
     }
-}
-
-/// Serialise like Go's `encoding/json`: keys sorted, `<`, `>`, `&`, U+2028/2029 escaped;
-/// `indent = true` is `json.MarshalIndent(v, "", "\t")`, `false` is `json.Marshal`.
-pub fn go_json_string(v: &Value, indent: bool) -> String {
-    let mut out = String::new();
-    go_json_write(&mut out, v, indent, 0);
-    out
 }
 
 /// The first PEM block of `input` and the bytes after it; no block at all is an error.
@@ -965,6 +606,7 @@ pub(crate) fn version_of_banner(label: &str) -> Result<Version, CertError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::der;
     use prost::Message as _;
 
     pub(crate) fn net(s: &str) -> IpNet {
@@ -1062,16 +704,7 @@ pub(crate) mod tests {
         issuer: &[u8],
         key: &CaSigningKey,
     ) -> Certificate {
-        let details = Details {
-            name: tbs.name.clone(),
-            networks: tbs.networks.clone(),
-            unsafe_networks: tbs.unsafe_networks.clone(),
-            groups: tbs.groups.clone(),
-            is_ca: tbs.is_ca,
-            not_before: tbs.not_before,
-            not_after: tbs.not_after,
-            issuer: issuer.to_vec(),
-        };
+        let details = tbs.details(issuer.to_vec());
         match tbs.version {
             Version::V1 => {
                 let sig = key.sign(&v1::encode_details(&details, tbs.curve, &tbs.public_key));
@@ -1099,64 +732,6 @@ pub(crate) mod tests {
                 sig,
             ),
         }
-    }
-
-    // ----- Go's own output for `fixed_pair` (nebula-cert 1.11.0 / 1.6.1 `print` run on our PEM) -----
-
-    const GO_V1_HOST_JSON: &str = "[{\"details\":{\"curve\":\"CURVE25519\",\"groups\":[\"laptop\"],\"isCa\":false,\"issuer\":\"3883d3a4452664b83910049b7499df9eefb3468aa041707a3eb996ef9929af56\",\"name\":\"host1\",\"networks\":[\"10.42.1.5/16\"],\"notAfter\":\"2027-01-15T08:00:00Z\",\"notBefore\":\"2023-11-14T22:15:00Z\",\"publicKey\":\"0202020202020202020202020202020202020202020202020202020202020202\",\"unsafeNetworks\":[\"10.42.200.0/24\"]},\"fingerprint\":\"b2c45ccb32d2b7efe6ed8f1bee11ae7a339a19a95b0b4fc37804b5beb72b8c58\",\"signature\":\"a70ff0d06cdc2b5f8111a1e814adb1f237043ec3887c613f6553911cbbe377067973913c2e4033abea34f96d5800a7dc05105341768c1d134901a6775a589f09\",\"version\":1}]";
-    const GO_V2_HOST_JSON: &str = "[{\"curve\":\"CURVE25519\",\"details\":{\"groups\":[\"laptop\"],\"isCa\":false,\"issuer\":\"445f36bd2ed6d5c6e3c206a6f481951b1c41d265e0efaf3c3d5f7ca9bb3d38cf\",\"name\":\"host1\",\"networks\":[\"10.42.1.5/16\",\"fd00::5/64\"],\"notAfter\":\"2027-01-15T08:00:00Z\",\"notBefore\":\"2023-11-14T22:15:00Z\",\"unsafeNetworks\":[\"10.42.200.0/24\"]},\"fingerprint\":\"c9887855b2268b1067b0b81c8ac15a10a817e35577efd396e33d1c4c862d7caa\",\"publicKey\":\"0202020202020202020202020202020202020202020202020202020202020202\",\"signature\":\"bf6178933a2b161e205ba7e73e9bc0cfa5c6824a8bcc7b22b597b03c52ef213c68b4319a9e9cf1fdedf518d06c44358319d227738adf6170eed940709df0dd0f\",\"version\":2}]";
-    const GO_V2_CA_JSON: &str = "[{\"curve\":\"CURVE25519\",\"details\":{\"groups\":[\"laptop\",\"home\"],\"isCa\":true,\"issuer\":\"\",\"name\":\"Test CA\",\"networks\":[\"10.42.0.0/16\",\"fd00::/64\"],\"notAfter\":\"2030-03-17T17:46:40Z\",\"notBefore\":\"2023-11-14T22:13:20Z\",\"unsafeNetworks\":null},\"fingerprint\":\"445f36bd2ed6d5c6e3c206a6f481951b1c41d265e0efaf3c3d5f7ca9bb3d38cf\",\"publicKey\":\"8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c\",\"signature\":\"d1c0bd3682458223a0c710919b567caec145ebddf9813cddb181175ac33332059fe46f016d74a023c505f9fad0d678db9d52e82151c05054b620339c71f1790e\",\"version\":2}]";
-    const GO_V1_HOST_TEXT: &str = "{\n\t\"details\": {\n\t\t\"curve\": \"CURVE25519\",\n\t\t\"groups\": [\n\t\t\t\"laptop\"\n\t\t],\n\t\t\"isCa\": false,\n\t\t\"issuer\": \"3883d3a4452664b83910049b7499df9eefb3468aa041707a3eb996ef9929af56\",\n\t\t\"name\": \"host1\",\n\t\t\"networks\": [\n\t\t\t\"10.42.1.5/16\"\n\t\t],\n\t\t\"notAfter\": \"2027-01-15T08:00:00Z\",\n\t\t\"notBefore\": \"2023-11-14T22:15:00Z\",\n\t\t\"publicKey\": \"0202020202020202020202020202020202020202020202020202020202020202\",\n\t\t\"unsafeNetworks\": [\n\t\t\t\"10.42.200.0/24\"\n\t\t]\n\t},\n\t\"fingerprint\": \"b2c45ccb32d2b7efe6ed8f1bee11ae7a339a19a95b0b4fc37804b5beb72b8c58\",\n\t\"signature\": \"a70ff0d06cdc2b5f8111a1e814adb1f237043ec3887c613f6553911cbbe377067973913c2e4033abea34f96d5800a7dc05105341768c1d134901a6775a589f09\",\n\t\"version\": 1\n}";
-    const GO_V2_HOST_TEXT: &str = "{\n\t\"curve\": \"CURVE25519\",\n\t\"details\": {\n\t\t\"groups\": [\n\t\t\t\"laptop\"\n\t\t],\n\t\t\"isCa\": false,\n\t\t\"issuer\": \"445f36bd2ed6d5c6e3c206a6f481951b1c41d265e0efaf3c3d5f7ca9bb3d38cf\",\n\t\t\"name\": \"host1\",\n\t\t\"networks\": [\n\t\t\t\"10.42.1.5/16\",\n\t\t\t\"fd00::5/64\"\n\t\t],\n\t\t\"notAfter\": \"2027-01-15T08:00:00Z\",\n\t\t\"notBefore\": \"2023-11-14T22:15:00Z\",\n\t\t\"unsafeNetworks\": [\n\t\t\t\"10.42.200.0/24\"\n\t\t]\n\t},\n\t\"fingerprint\": \"c9887855b2268b1067b0b81c8ac15a10a817e35577efd396e33d1c4c862d7caa\",\n\t\"publicKey\": \"0202020202020202020202020202020202020202020202020202020202020202\",\n\t\"signature\": \"bf6178933a2b161e205ba7e73e9bc0cfa5c6824a8bcc7b22b597b03c52ef213c68b4319a9e9cf1fdedf518d06c44358319d227738adf6170eed940709df0dd0f\",\n\t\"version\": 2\n}";
-    const GO161_V1_HOST_JSON: &str = "{\"details\":{\"groups\":[\"laptop\"],\"ips\":[\"10.42.1.5/16\"],\"isCa\":false,\"issuer\":\"3883d3a4452664b83910049b7499df9eefb3468aa041707a3eb996ef9929af56\",\"name\":\"host1\",\"notAfter\":\"2027-01-15T08:00:00Z\",\"notBefore\":\"2023-11-14T22:15:00Z\",\"publicKey\":\"0202020202020202020202020202020202020202020202020202020202020202\",\"subnets\":[\"10.42.200.0/24\"]},\"fingerprint\":\"b2c45ccb32d2b7efe6ed8f1bee11ae7a339a19a95b0b4fc37804b5beb72b8c58\",\"signature\":\"a70ff0d06cdc2b5f8111a1e814adb1f237043ec3887c613f6553911cbbe377067973913c2e4033abea34f96d5800a7dc05105341768c1d134901a6775a589f09\"}";
-    const GO161_V1_HOST_TEXT: &str = "NebulaCertificate {\n\tDetails {\n\t\tName: host1\n\t\tIps: [\n\t\t\t10.42.1.5/16\n\t\t]\n\t\tSubnets: [\n\t\t\t10.42.200.0/24\n\t\t]\n\t\tGroups: [\n\t\t\t\"laptop\"\n\t\t]\n\t\tNot before: 2023-11-14 22:15:00 +0000 UTC\n\t\tNot After: 2027-01-15 08:00:00 +0000 UTC\n\t\tIs CA: false\n\t\tIssuer: 3883d3a4452664b83910049b7499df9eefb3468aa041707a3eb996ef9929af56\n\t\tPublic key: 0202020202020202020202020202020202020202020202020202020202020202\n\t}\n\tFingerprint: b2c45ccb32d2b7efe6ed8f1bee11ae7a339a19a95b0b4fc37804b5beb72b8c58\n\tSignature: a70ff0d06cdc2b5f8111a1e814adb1f237043ec3887c613f6553911cbbe377067973913c2e4033abea34f96d5800a7dc05105341768c1d134901a6775a589f09\n}";
-
-    #[test]
-    fn json_and_text_match_go_output() {
-        let (_, _, h1) = fixed_pair(Version::V1);
-        let (_, ca2, h2) = fixed_pair(Version::V2);
-        assert_eq!(
-            go_json_string(&Value::Array(vec![h1.to_json()]), false),
-            GO_V1_HOST_JSON
-        );
-        assert_eq!(
-            go_json_string(&Value::Array(vec![h2.to_json()]), false),
-            GO_V2_HOST_JSON
-        );
-        assert_eq!(
-            go_json_string(&Value::Array(vec![ca2.to_json()]), false),
-            GO_V2_CA_JSON
-        );
-        assert_eq!(h1.to_string(), GO_V1_HOST_TEXT);
-        assert_eq!(h2.to_string(), GO_V2_HOST_TEXT);
-        assert_eq!(
-            go_json_string(&h1.to_json_v1_6(), false),
-            GO161_V1_HOST_JSON
-        );
-        assert_eq!(h1.to_string_v1_6(), GO161_V1_HOST_TEXT);
-    }
-
-    #[test]
-    fn go_time_formats() {
-        assert_eq!(go_time_rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(go_time_rfc3339(-1), "1969-12-31T23:59:59Z");
-        assert_eq!(go_time_rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(go_time_rfc3339(4_102_444_800), "2100-01-01T00:00:00Z");
-        assert_eq!(go_time_rfc3339(2_111_051_379), "2036-11-23T11:09:39Z");
-        assert_eq!(go_time_text(1_700_000_100), "2023-11-14 22:15:00 +0000 UTC");
-    }
-
-    #[test]
-    fn go_json_escaping_and_layout() {
-        let v = json!({"b": "<a&b>\u{2028}\n\t\u{1}\u{8}\"\\é", "a": [], "c": {}, "d": [1, null]});
-        assert_eq!(
-            go_json_string(&v, false),
-            r#"{"a":[],"b":"\u003ca\u0026b\u003e\u2028\n\t\u0001\b\"\\é","c":{},"d":[1,null]}"#
-        );
-        assert_eq!(
-            go_json_string(&json!({"x": [1, {"y": true}], "e": []}), true),
-            "{\n\t\"e\": [],\n\t\"x\": [\n\t\t1,\n\t\t{\n\t\t\t\"y\": true\n\t\t}\n\t]\n}"
-        );
     }
 
     #[test]
@@ -1266,9 +841,9 @@ pub(crate) mod tests {
                     assert!(raw.details.expect("details").public_key.is_empty());
                 }
                 Version::V2 => {
-                    let mut r = v2::der::Reader::new(&hs);
+                    let mut r = der::Reader::new(&hs);
                     let body = r.read_expect(0x30).expect("seq");
-                    let mut r = v2::der::Reader::new(body);
+                    let mut r = der::Reader::new(body);
                     assert_eq!(
                         r.read_element().expect("details").whole,
                         &host.0.raw_details[..]
@@ -1828,15 +1403,15 @@ pub(crate) mod tests {
          -> Vec<u8> {
             let mut body = v2::encode_details(d);
             if let Some(c) = curve {
-                v2::der::push_tlv(&mut body, 0x81, &[c]);
+                der::push_tlv(&mut body, 0x81, &[c]);
             }
             if let Some(pk) = key {
-                v2::der::push_tlv(&mut body, 0x82, pk);
+                der::push_tlv(&mut body, 0x82, pk);
             }
-            v2::der::push_tlv(&mut body, 0x83, sig);
+            der::push_tlv(&mut body, 0x83, sig);
             body.extend_from_slice(extra);
             let mut out = Vec::new();
-            v2::der::push_tlv(&mut out, 0x30, &body);
+            der::push_tlv(&mut out, 0x30, &body);
             out
         };
         let pk = [3u8; 32];
@@ -1956,9 +1531,9 @@ pub(crate) mod tests {
         assert_eq!(parse(&big).err(), Some(CertError::TooLarge { len: 65_537 }));
         // Missing signature element.
         let mut body = v2::encode_details(&base);
-        v2::der::push_tlv(&mut body, 0x82, &pk);
+        der::push_tlv(&mut body, 0x82, &pk);
         let mut nosig = Vec::new();
-        v2::der::push_tlv(&mut nosig, 0x30, &body);
+        der::push_tlv(&mut nosig, 0x30, &body);
         assert!(matches!(
             parse(&nosig),
             Err(CertError::Truncated | CertError::InvalidDer { .. })

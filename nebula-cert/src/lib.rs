@@ -2,12 +2,23 @@
 //! Pure library: no file or network I/O here (the `nebula-cert` binary does that), no panics on bad input.
 #![forbid(unsafe_code)]
 
+// Module layers, bottom up: a module imports only from layers below it (`scripts/import-cycles.sh`
+// finds any cycle).
+//   1. the crate root (`Curve`, `Version`); der, gojson, pem, error
+//   2. details (the fields both versions share); signing (its ECDSA encoding is on `der`)
+//   3. v1, v2 (the codecs of `Details`; v2 on `der`); keys
+//   4. cert; encrypted
+//   5. print (`Certificate`'s Go output), pool
 pub mod cert;
+pub mod der;
+mod details;
 pub mod encrypted;
 pub mod error;
+mod gojson;
 pub mod keys;
 pub mod pem;
 pub mod pool;
+mod print;
 pub mod signing;
 pub mod v1;
 pub mod v2;

@@ -1,8 +1,8 @@
 //! CA signing keys and signature checks for both curves (Ed25519; ECDSA P-256 with SHA-256, low-S).
 //! Certificates of every version are signed and verified through this one seam.
 
+use crate::der;
 use crate::error::CertError;
-use crate::v2::der;
 use crate::Curve;
 use ed25519_dalek::Signer as _;
 use p256::ecdsa::signature::hazmat::{PrehashSigner as _, PrehashVerifier as _};

@@ -1,7 +1,7 @@
 //! v1 certificates: the protobuf codec (`cert/cert_v1.go` @ v1.11.1, `cert/cert.go` @ v1.6.1).
 //! Decodes `RawNebulaCertificate` into `Details` and re-encodes canonically, byte-identical to Go.
 
-use crate::cert::Details;
+use crate::details::Details;
 use crate::error::CertError;
 use crate::Curve;
 use ipnet::{IpNet, Ipv4Net};
