@@ -12,7 +12,8 @@
 # `crate::X` where X is re-exported by the root (`pub use b::X`) points at b, not at the root: a
 # facade re-export is not a dependency of the root's own code. `mod` declarations are not edges.
 # Comments (doc comments included: intra-doc links are not imports) and string literals are ignored.
-# Edges only used in `#[cfg(test)]` code count too, and are marked `(test)` in the output.
+# Edges only used in `#[cfg(test)]` code are left out unless --tests is given (then they are
+# marked `(test)`); the count of cycles they would add is printed either way.
 # tests/ and benches/ crates are not scanned.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,10 +23,13 @@ import re
 import sys
 
 SHOW_EDGES = False
+WITH_TESTS = False
 args = []
 for a in sys.argv[1:]:
     if a == "--edges":
         SHOW_EDGES = True
+    elif a == "--tests":
+        WITH_TESTS = True
     else:
         args.append(a)
 
@@ -341,12 +345,20 @@ for crate in crates:
         res = analyse_target(src_dir, root_file)
         if res is None:
             continue
-        mods, edges = res
+        mods, all_edges = res
+        # A `#[cfg(test)]` child module is compiled only into the test build: its uses of the
+        # test kit are not edges of the library's own graph unless --tests asks for them.
+        edges = all_edges if WITH_TESTS else {e: p for e, p in all_edges.items() if p}
         nodes = mods + ([ROOT] if any(ROOT in e for e in edges) else [])
         cycles = simple_cycles(nodes, edges)
         total += len(cycles)
+        if not WITH_TESTS:
+            through_tests = len(simple_cycles(nodes, all_edges)) - len(cycles)
+        else:
+            through_tests = 0
         label = f"{crate} ({kind}, {os.path.relpath(root_file, crate)})"
-        print(f"{label}: {len(mods)} modules, {len(edges)} edges, {len(cycles)} cycle(s)")
+        extra = f" (+{through_tests} through test-only code: --tests)" if through_tests else ""
+        print(f"{label}: {len(mods)} modules, {len(edges)} edges, {len(cycles)} cycle(s){extra}")
         if SHOW_EDGES:
             for (a, b), prod in sorted(edges.items()):
                 print(f"    edge {a} -> {b}{'' if prod else ' (test)'}")
