@@ -5,14 +5,14 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use nebula_cert::cert::Certificate;
-use nebula_cert::{Curve, Version};
+use nebula_cert::Version;
 use prost::Message as _;
 use proto::handshake::{NebulaHandshake, NebulaHandshakeDetails};
 use proto::header::{subtype, Header, MessageType, HEADER_LEN};
 use rand_core::CryptoRngCore;
 
 use crate::aead::{CipherKind, Session};
-use crate::noise::{self, DhKind};
+use crate::noise;
 use crate::pki::Pki;
 use crate::EngineError;
 
@@ -64,13 +64,6 @@ pub struct Completed {
     pub session: Session,
 }
 
-fn dh_kind(curve: Curve) -> DhKind {
-    match curve {
-        Curve::Curve25519 => DhKind::X25519,
-        Curve::P256 => DhKind::P256,
-    }
-}
-
 fn version_number(v: Version) -> u32 {
     match v {
         Version::V1 => 1,
@@ -108,8 +101,7 @@ pub fn initiate(
     now: Instant,
     rng: &mut dyn CryptoRngCore,
 ) -> Result<PendingHandshake, EngineError> {
-    let keypair = noise::StaticKeypair::from_private(dh_kind(pki.curve()), pki.private_key())
-        .map_err(|e| EngineError::Crypto(e.to_string()))?;
+    let keypair = pki.static_keypair().clone();
     let mut init = noise::Initiator::new(cipher, keypair);
     let body = init
         .write_message_1(&payload(pki, version, local_index, 0, unix_nanos), rng)
@@ -190,8 +182,7 @@ pub fn respond(
     unix_secs: i64,
     rng: &mut dyn CryptoRngCore,
 ) -> Result<Response, EngineError> {
-    let keypair = noise::StaticKeypair::from_private(dh_kind(pki.curve()), pki.private_key())
-        .map_err(|e| EngineError::Crypto(e.to_string()))?;
+    let keypair = pki.static_keypair().clone();
     let (payload_in, remote_static, responder) =
         noise::Responder::read_message_1(cipher, keypair, body)
             .map_err(|e| EngineError::Handshake(format!("noise: {e}")))?;

@@ -9,6 +9,7 @@ use nebula_cert::cert::Certificate;
 use nebula_cert::pool::CaPool;
 use nebula_cert::{Curve, Version};
 
+use crate::noise::{DhKind, StaticKeypair};
 use crate::EngineError;
 
 /// What we present in handshakes and what we accept from peers.
@@ -20,6 +21,9 @@ pub struct Pki {
     v1_handshake: Vec<u8>,
     v2_handshake: Vec<u8>,
     private_key: Vec<u8>,
+    /// The Noise static keypair, derived once (deriving the public half is a scalar
+    /// multiplication: too dear to repeat per handshake).
+    keypair: StaticKeypair,
     curve: Curve,
     ca_pool: Arc<CaPool>,
     initiating_version: Version,
@@ -116,7 +120,14 @@ impl Pki {
             networks.retain(|n| n != first_net);
             networks.insert(0, *first_net);
         }
+        let dh = match curve {
+            Curve::Curve25519 => DhKind::X25519,
+            Curve::P256 => DhKind::P256,
+        };
+        let keypair = StaticKeypair::from_private(dh, &private_key)
+            .map_err(|e| EngineError::Config(format!("pki.key: {e}")))?;
         Ok(Pki {
+            keypair,
             v1_handshake: v1
                 .as_ref()
                 .map(|c| c.marshal_for_handshake())
@@ -148,6 +159,11 @@ impl Pki {
             Version::V1 => &self.v1_handshake,
             Version::V2 => &self.v2_handshake,
         }
+    }
+
+    /// Our Noise static keypair.
+    pub fn static_keypair(&self) -> &StaticKeypair {
+        &self.keypair
     }
 
     pub fn private_key(&self) -> &[u8] {

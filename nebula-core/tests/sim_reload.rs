@@ -120,7 +120,10 @@ fn a_wall_clock_step_past_the_peer_cert_expiry_closes_the_tunnel() {
         sim.inside(a, &ping);
         sim.run_for(Duration::from_millis(500));
     }
-    assert!(sim.nodes[a].engine.tunnel_to(&b_vpn).is_some(), "closed early");
+    assert!(
+        sim.nodes[a].engine.tunnel_to(&b_vpn).is_some(),
+        "closed early"
+    );
     // The wall clock jumps two days ahead.
     let now = sim.now;
     let stepped = sim.unix_nanos() + 2 * 86_400 * 1_000_000_000;
