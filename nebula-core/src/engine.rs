@@ -18,7 +18,7 @@ use rand_core::CryptoRngCore;
 use crate::aead::{CipherKind, Session, TAG_LEN};
 use crate::dataplane::{DataTable, Refusal, Routing};
 use crate::filter::PacketFilter;
-use crate::handshake::{self, PendingHandshake, QueuedPacket, MAX_QUEUED_PACKETS};
+use crate::handshake::{self, PendingTable, QueuedPacket, MAX_QUEUED_PACKETS};
 pub use crate::hostmap::ROAMING_SUPPRESS;
 use crate::hostmap::{
     HostMap, NewTunnel, Relay, RelayKind, RelayState, RelayTable, Roam, Tunnel,
@@ -207,8 +207,7 @@ pub struct Engine {
     pki: Pki,
     rng: Box<dyn CryptoRngCore + Send>,
     hostmap: HostMap,
-    pending: HashMap<u32, PendingHandshake>,
-    pending_by_vpn: HashMap<IpAddr, u32>,
+    pending: PendingTable,
     remotes: HashMap<IpAddr, RemoteList>,
     timers: Timers,
     filter: Arc<dyn PacketFilter>,
@@ -248,13 +247,13 @@ impl Engine {
         for (vpn, addrs) in &cfg.static_host_map {
             remotes.entry(*vpn).or_default().static_addrs = addrs.clone();
         }
+        let pending = PendingTable::new(cfg.max_pending_handshakes);
         Engine {
             cfg,
             pki,
             rng,
             hostmap: HostMap::default(),
-            pending: HashMap::new(),
-            pending_by_vpn: HashMap::new(),
+            pending,
             remotes,
             timers: Timers::default(),
             filter: Arc::from(filter),
@@ -660,14 +659,14 @@ impl Engine {
         packet: QueuedPacket,
         out: &mut Outputs,
     ) -> InsideOutcome {
-        let idx = match self.pending_by_vpn.get(&vpn) {
-            Some(i) => *i,
+        let idx = match self.pending.index_for(&vpn) {
+            Some(i) => i,
             None => match self.start_handshake(now, vpn, out) {
                 Some(i) => i,
                 None => return InsideOutcome::Dropped(DropReason::HandshakeQueueFull),
             },
         };
-        if let Some(p) = self.pending.get_mut(&idx) {
+        if let Some(p) = self.pending.get_mut(idx) {
             if p.queued.len() < MAX_QUEUED_PACKETS {
                 p.queued.push(packet);
                 return InsideOutcome::Queued;
@@ -682,7 +681,7 @@ impl Engine {
         if self.hostmap.primary(&vpn).is_some() {
             return true;
         }
-        if !self.pending_by_vpn.contains_key(&vpn) {
+        if self.pending.index_for(&vpn).is_none() {
             self.start_handshake(now, vpn, out);
         }
         false
@@ -828,7 +827,6 @@ impl Engine {
             self.remove_tunnel(idx, CloseReason::LocalClose, out);
         }
         self.pending.clear();
-        self.pending_by_vpn.clear();
     }
 
     /// Close the tunnels to `vpn`, telling the peer.
@@ -1226,10 +1224,10 @@ impl Engine {
 
     /// Begin a handshake to `vpn` as initiator. Returns the pending local index.
     fn start_handshake(&mut self, now: Instant, vpn: IpAddr, out: &mut Outputs) -> Option<u32> {
-        if let Some(i) = self.pending_by_vpn.get(&vpn) {
-            return Some(*i);
+        if let Some(i) = self.pending.index_for(&vpn) {
+            return Some(i);
         }
-        if self.pending.len() >= self.cfg.max_pending_handshakes || self.pki.is_my_addr(&vpn) {
+        if self.pending.is_full() || self.pki.is_my_addr(&vpn) {
             return None;
         }
         let local_index = self.allocate_index()?;
@@ -1255,8 +1253,9 @@ impl Engine {
             &mut *self.rng,
         )
         .ok()?;
-        self.pending.insert(local_index, pending);
-        self.pending_by_vpn.insert(vpn, local_index);
+        if self.pending.insert(pending).is_err() {
+            return None;
+        }
         self.timers.add(
             now + self.cfg.handshake_try_interval,
             Timer::HandshakeRetry { local_index },
@@ -1314,7 +1313,7 @@ impl Engine {
     fn allocate_index(&mut self) -> Option<u32> {
         for _ in 0..32 {
             let i = self.rng.next_u32();
-            if i != 0 && !self.hostmap.contains_index(i) && !self.pending.contains_key(&i) {
+            if i != 0 && !self.hostmap.contains_index(i) && !self.pending.contains_index(i) {
                 return Some(i);
             }
         }
@@ -1323,13 +1322,12 @@ impl Engine {
 
     /// One handshake attempt: send stage 1 to every known address.
     fn handshake_attempt(&mut self, now: Instant, idx: u32, from_timer: bool, out: &mut Outputs) {
-        let Some(p) = self.pending.get_mut(&idx) else {
+        let Some(p) = self.pending.get_mut(idx) else {
             return;
         };
         let vpn = p.vpn_addr;
         if from_timer && p.attempts >= self.cfg.handshake_retries {
-            self.pending.remove(&idx);
-            self.pending_by_vpn.remove(&vpn);
+            self.pending.remove(idx);
             out.events.push(Event::HandshakeTimedOut { vpn_addr: vpn });
             // Our relays to that host may be stale (a relay restarted): ask afresh next time.
             let stale: Vec<u32> = self
@@ -1640,7 +1638,7 @@ impl Engine {
         out: &mut Outputs,
     ) {
         let unix_secs = self.unix_secs(now);
-        let Some(p) = self.pending.get_mut(&idx) else {
+        let Some(p) = self.pending.get_mut(idx) else {
             return;
         };
         // The address must be allowed for the host we are dialling (checked before the Noise
@@ -1660,16 +1658,13 @@ impl Engine {
                     from: via.log_addr(),
                     reason: e.to_string(),
                 });
-                if let Some(p) = self.pending.remove(&idx) {
-                    self.pending_by_vpn.remove(&p.vpn_addr);
-                }
+                self.pending.remove(idx);
                 return;
             }
         };
-        let Some(p) = self.pending.remove(&idx) else {
+        let Some(p) = self.pending.remove(idx) else {
             return;
         };
-        self.pending_by_vpn.remove(&p.vpn_addr);
         if done.vpn_addrs.iter().any(|a| self.pki.is_my_addr(a)) {
             return;
         }
@@ -1695,7 +1690,7 @@ impl Engine {
             });
             let queued = p.queued;
             if let Some(ni) = self.start_handshake(now, p.vpn_addr, out) {
-                if let Some(np) = self.pending.get_mut(&ni) {
+                if let Some(np) = self.pending.get_mut(ni) {
                     np.queued = queued;
                 }
             }
@@ -1781,10 +1776,7 @@ impl Engine {
         let Some(primary) = self.hostmap.primary(&vpn) else {
             return;
         };
-        let Some(pidx) = self.pending_by_vpn.get(&vpn).copied() else {
-            return;
-        };
-        let Some(p) = self.pending.get_mut(&pidx) else {
+        let Some(p) = self.pending.for_vpn_mut(&vpn) else {
             return;
         };
         let queued = std::mem::take(&mut p.queued);
@@ -1926,7 +1918,7 @@ impl Engine {
                     });
                 }
             }
-            if is_primary && needs_rehandshake && !self.pending_by_vpn.contains_key(&vpn) {
+            if is_primary && needs_rehandshake && self.pending.index_for(&vpn).is_none() {
                 self.start_rehandshake(now, vpn, out);
             }
             self.timers.add(
@@ -2109,10 +2101,10 @@ impl Engine {
                 entry.set_from_lighthouse(sender, addrs.clone());
                 entry.set_relays_from_lighthouse(sender, relays);
                 // Answer at once if the addresses (or relays) are news to a pending handshake.
-                if let Some(pi) = self.pending_by_vpn.get(&vpn).copied() {
+                if let Some(pi) = self.pending.index_for(&vpn) {
                     let fresh = self
                         .pending
-                        .get(&pi)
+                        .get(pi)
                         .is_some_and(|p| addrs.iter().any(|a| !p.last_addrs.contains(a)));
                     if fresh || new_relays {
                         self.handshake_attempt(now, pi, false, out);
@@ -2301,11 +2293,7 @@ impl Engine {
         match r.kind {
             RelayKind::Terminal => {
                 // Our own path to r.peer is ready: send the pending stage 1 through it now.
-                let stage1 = self
-                    .pending_by_vpn
-                    .get(&r.peer)
-                    .and_then(|pi| self.pending.get(pi))
-                    .map(|p| p.stage1.clone());
+                let stage1 = self.pending.for_vpn(&r.peer).map(|p| p.stage1.clone());
                 if let Some(s1) = stage1 {
                     self.send_through_relay(r.local_index, &s1, out);
                 }

@@ -1,6 +1,7 @@
 //! The Nebula IX handshake on top of our Noise implementation: building and reading the two
 //! messages with Go's payload, certificate checks, and the initiator's pending state.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -41,6 +42,90 @@ pub struct PendingHandshake {
     pub queued: Vec<QueuedPacket>,
     /// Addresses the last attempt went to.
     pub last_addrs: Vec<std::net::SocketAddr>,
+}
+
+/// The handshakes we initiated and have not finished, by local index and by vpn address (at
+/// most one per host), with a bound on how many run at once.
+pub struct PendingTable {
+    by_index: HashMap<u32, PendingHandshake>,
+    by_vpn: HashMap<IpAddr, u32>,
+    capacity: usize,
+}
+
+impl PendingTable {
+    /// A table that admits at most `capacity` handshakes at once.
+    pub fn new(capacity: usize) -> PendingTable {
+        PendingTable {
+            by_index: HashMap::new(),
+            by_vpn: HashMap::new(),
+            capacity,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_index.is_empty()
+    }
+
+    /// No room for another handshake.
+    pub fn is_full(&self) -> bool {
+        self.by_index.len() >= self.capacity
+    }
+
+    /// Add a handshake; refused (handed back) when the table is full or `vpn` already has one.
+    pub fn insert(&mut self, p: PendingHandshake) -> Result<(), PendingHandshake> {
+        if self.is_full() || self.by_vpn.contains_key(&p.vpn_addr) {
+            return Err(p);
+        }
+        self.by_vpn.insert(p.vpn_addr, p.local_index);
+        self.by_index.insert(p.local_index, p);
+        Ok(())
+    }
+
+    /// Take a handshake out (finished, failed or timed out).
+    pub fn remove(&mut self, local_index: u32) -> Option<PendingHandshake> {
+        let p = self.by_index.remove(&local_index)?;
+        if self.by_vpn.get(&p.vpn_addr) == Some(&local_index) {
+            self.by_vpn.remove(&p.vpn_addr);
+        }
+        Some(p)
+    }
+
+    pub fn get(&self, local_index: u32) -> Option<&PendingHandshake> {
+        self.by_index.get(&local_index)
+    }
+
+    pub fn get_mut(&mut self, local_index: u32) -> Option<&mut PendingHandshake> {
+        self.by_index.get_mut(&local_index)
+    }
+
+    pub fn contains_index(&self, local_index: u32) -> bool {
+        self.by_index.contains_key(&local_index)
+    }
+
+    /// The local index of the handshake to `vpn`, if one runs.
+    pub fn index_for(&self, vpn: &IpAddr) -> Option<u32> {
+        self.by_vpn.get(vpn).copied()
+    }
+
+    /// The handshake to `vpn`, if one runs.
+    pub fn for_vpn(&self, vpn: &IpAddr) -> Option<&PendingHandshake> {
+        self.index_for(vpn).and_then(|i| self.by_index.get(&i))
+    }
+
+    /// The handshake to `vpn`, if one runs.
+    pub fn for_vpn_mut(&mut self, vpn: &IpAddr) -> Option<&mut PendingHandshake> {
+        let i = self.index_for(vpn)?;
+        self.by_index.get_mut(&i)
+    }
+
+    pub fn clear(&mut self) {
+        self.by_index.clear();
+        self.by_vpn.clear();
+    }
 }
 
 /// The responder's result: everything needed to install the tunnel and answer.
