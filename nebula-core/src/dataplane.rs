@@ -195,6 +195,10 @@ pub(crate) fn open(
     Ok((HEADER_LEN, HEADER_LEN + plain_len))
 }
 
+/// What [`inbound`] made of a datagram: the plaintext's place, or the refusal (with the
+/// plaintext's place when the packet was authenticated before the firewall refused it).
+pub(crate) type Inbound = Result<(usize, usize), (Refusal, Option<(usize, usize)>)>;
+
 /// The inbound per-packet core, for the workers and the engine alike: [`open`], then the
 /// inbound firewall for `peer`. The plaintext is `datagram[start..end]` on success and also on a
 /// firewall refusal (the packet was authenticated: the caller may still act on that).
@@ -205,7 +209,7 @@ pub(crate) fn inbound(
     peer: &PeerIdentity<'_>,
     counter: u64,
     datagram: &mut [u8],
-) -> Result<(usize, usize), (Refusal, Option<(usize, usize)>)> {
+) -> Inbound {
     let (start, end) = open(session, counter, datagram).map_err(|r| (Refusal::Dropped(r), None))?;
     match filter.check(now, &datagram[start..end], true, peer) {
         Verdict::Allow => Ok((start, end)),

@@ -75,14 +75,15 @@ impl PendingTable {
         self.by_index.len() >= self.capacity
     }
 
-    /// Add a handshake; refused (handed back) when the table is full or `vpn` already has one.
-    pub fn insert(&mut self, p: PendingHandshake) -> Result<(), PendingHandshake> {
+    /// Add a handshake; false (and dropped) when the table is full or its host already has one.
+    #[must_use]
+    pub fn insert(&mut self, p: PendingHandshake) -> bool {
         if self.is_full() || self.by_vpn.contains_key(&p.vpn_addr) {
-            return Err(p);
+            return false;
         }
         self.by_vpn.insert(p.vpn_addr, p.local_index);
         self.by_index.insert(p.local_index, p);
-        Ok(())
+        true
     }
 
     /// Take a handshake out (finished, failed or timed out).

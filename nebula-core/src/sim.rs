@@ -387,7 +387,7 @@ impl Sim {
                 }
                 FastInside::Rejected(reason) => {
                     self.nodes[i].fast_packets.0 += 1;
-                    if let Some(reply) = crate::filter::reject_reply(&packet[..]) {
+                    if let Some(reply) = crate::filter::reject_reply(packet) {
                         self.nodes[i].tun.push(reply);
                     }
                     return InsideOutcome::Dropped(reason);

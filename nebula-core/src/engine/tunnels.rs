@@ -1,0 +1,351 @@
+//! The per-tunnel state machine: confirmation and the choice of primary, roaming, removal, and
+//! the timers that keep a tunnel honest (connection checks, rehandshakes, path probes).
+
+use super::inside::seal_message;
+use super::*;
+
+impl Engine {
+    /// An authenticated packet arrived on tunnel `idx`: note the traffic, confirm the tunnel,
+    /// follow a roaming peer.
+    pub(super) fn authenticated(&mut self, now: Instant, idx: u32, via: Via, out: &mut Outputs) {
+        let Some(t) = self.hostmap.get(idx) else {
+            return;
+        };
+        t.session.mark_in();
+        let newly_confirmed = self.hostmap.confirm(idx, now);
+        self.roam(now, idx, via, out);
+        if newly_confirmed {
+            self.on_confirmed(now, idx, out);
+        }
+    }
+
+    /// A tunnel's peer just proved it holds the keys: decide whether it becomes primary.
+    pub(super) fn on_confirmed(&mut self, now: Instant, idx: u32, _out: &mut Outputs) {
+        let Some(t) = self.hostmap.get(idx) else {
+            return;
+        };
+        let vpn = t.vpn_addr;
+        let current = self.hostmap.primary(&vpn);
+        if current == Some(idx) {
+            return;
+        }
+        let promote = match current.and_then(|c| self.hostmap.get(c)) {
+            None => true,
+            Some(cur) => self.newer_wins(now, t, cur),
+        };
+        if promote {
+            self.hostmap.make_primary(idx);
+        }
+    }
+
+    /// Should confirmed tunnel `new` replace confirmed primary `cur`? A clearly newer tunnel wins;
+    /// two confirmed within [`RACE_WINDOW`] are a race, won by the one the higher vpn address
+    /// initiated (both ends reach the same answer).
+    pub(super) fn newer_wins(&self, now: Instant, new: &Tunnel, cur: &Tunnel) -> bool {
+        if !cur.is_confirmed() {
+            return true;
+        }
+        if !new.is_confirmed() {
+            return false;
+        }
+        let cur_at = cur.confirmed_at().unwrap_or(cur.created);
+        let new_at = new.confirmed_at().unwrap_or(now);
+        if new_at.saturating_duration_since(cur_at) > RACE_WINDOW {
+            return true;
+        }
+        let me = self.pki.vpn_addr();
+        let init = |t: &Tunnel| if t.initiator { me } else { t.vpn_addr };
+        let (a, b) = (init(new), init(cur));
+        if a != b {
+            return a > b;
+        }
+        true
+    }
+
+    /// Follow a peer whose authenticated packet came from a new address (rate-limited per
+    /// tunnel by the host map: see [`HostMap::roam`]).
+    pub(super) fn roam(&mut self, now: Instant, idx: u32, via: Via, out: &mut Outputs) {
+        // Relayed packets never move a tunnel.
+        let Via::Udp(from) = via else {
+            return;
+        };
+        let Some(t) = self.hostmap.get(idx) else {
+            return;
+        };
+        if t.remote() == Some(from)
+            || !self
+                .cfg
+                .remote_allow_list
+                .allows_all(&t.vpn_addrs, from.ip())
+        {
+            return;
+        }
+        let vpn = t.vpn_addr;
+        if let Roam::Moved(old) = self.hostmap.roam(idx, from, now) {
+            self.remotes.entry(vpn).or_default().learn(from);
+            out.events.push(Event::Roamed {
+                vpn_addr: vpn,
+                from: old,
+                to: from,
+            });
+        }
+    }
+
+    pub(super) fn remove_tunnel(&mut self, idx: u32, reason: CloseReason, out: &mut Outputs) {
+        if let Some(t) = self.hostmap.remove(idx) {
+            out.events.push(Event::TunnelDown {
+                vpn_addr: t.vpn_addr,
+                local_index: idx,
+                reason,
+            });
+            if self.hostmap.primary(&t.vpn_addr).is_none() {
+                if let Some(server) = self.lighthouse_server.as_mut() {
+                    server.host_gone(t.vpn_addr);
+                }
+                // Relays riding on this host, or leading to it, go with it.
+                for r in self.relays.involving(t.vpn_addr) {
+                    self.remove_relay(r);
+                }
+            }
+            if self.hostmap.primary(&t.vpn_addr).is_none() && reason != CloseReason::Replaced {
+                if let Some(r) = self.remotes.get_mut(&t.vpn_addr) {
+                    if !self.cfg.lighthouses.contains(&t.vpn_addr) {
+                        r.forget_dynamic();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Run every timer that is due.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Outputs) {
+        while let Some(t) = self.timers.pop_due(now) {
+            match t {
+                Timer::HandshakeRetry { local_index } => {
+                    self.handshake_attempt(now, local_index, true, out)
+                }
+                Timer::ConnectionCheck { local_index } => {
+                    self.connection_check(now, local_index, out)
+                }
+                Timer::LighthouseUpdate => {
+                    self.send_host_updates(now, out);
+                    if !self.cfg.lighthouse_interval.is_zero() {
+                        self.timers
+                            .add(now + self.cfg.lighthouse_interval, Timer::LighthouseUpdate);
+                    }
+                }
+                Timer::Punch { to } => out.transmits.push(Transmit {
+                    to,
+                    payload: vec![0],
+                }),
+                Timer::PunchRespond { vpn } => self.send_test_request(now, vpn, &[], out),
+                Timer::TryDirect { local_index } => {
+                    if self
+                        .hostmap
+                        .get(local_index)
+                        .is_some_and(|t| t.remote().is_none())
+                    {
+                        self.probe_paths(local_index, out);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A tunnel just came up through a relay: try the direct addresses once the lighthouse's punch
+    /// notification has had time to open the far NAT (`punchy.delay`), and again a bit later.
+    pub(super) fn schedule_direct_probe(&mut self, now: Instant, local_index: u32) {
+        let first = self.cfg.punchy.delay + Duration::from_millis(250);
+        self.timers
+            .add(now + first, Timer::TryDirect { local_index });
+        self.timers
+            .add(now + first * 3, Timer::TryDirect { local_index });
+    }
+
+    /// Go 1.11's per-tunnel connection check.
+    pub(super) fn connection_check(&mut self, now: Instant, idx: u32, out: &mut Outputs) {
+        let unix_secs = self.unix_secs(now);
+        let Some(t) = self.hostmap.get(idx) else {
+            return;
+        };
+        let vpn = t.vpn_addr;
+        let is_primary = self.hostmap.primary(&vpn) == Some(idx);
+        // Certificate still good? Its signature was checked by the handshake; only a new CA
+        // pool (a reload) makes that worth doing again.
+        let cert_check = if t.pki_generation == self.pki_generation {
+            self.pki.ca_pool().reverify(unix_secs, &t.peer_cert)
+        } else {
+            self.pki.ca_pool().verify(unix_secs, &t.peer_cert)
+        };
+        if let Err(e) = cert_check {
+            let blocklisted = self.pki.ca_pool().is_blocklisted(&t.peer_cert);
+            if blocklisted || self.cfg.disconnect_invalid {
+                let _ = e;
+                self.send_on_tunnel(idx, MessageType::CloseTunnel, 0, &[], out);
+                self.remove_tunnel(idx, CloseReason::CertInvalid, out);
+                return;
+            }
+        }
+        let Some(t) = self.hostmap.get_mut(idx) else {
+            return;
+        };
+        if t.session.is_exhausted() {
+            self.remove_tunnel(idx, CloseReason::CounterExhausted, out);
+            return;
+        }
+        let (tin, tout) = t.session.take_traffic();
+        if !t.is_confirmed() && !is_primary && !tin {
+            // An answer to a stage 1 that nobody followed up: a replay or a lost race.
+            self.remove_tunnel(idx, CloseReason::Replaced, out);
+            return;
+        }
+        if is_primary && (t.remote().is_none() || !self.cfg.preferred_ranges.is_empty()) {
+            // Relayed, or maybe not on a preferred range: keep looking for a better path.
+            self.probe_paths(idx, out);
+        }
+        let Some(t) = self.hostmap.get_mut(idx) else {
+            return;
+        };
+        if tin {
+            t.pending_deletion = false;
+            let needs_rehandshake = t.session.send_counter() >= self.cfg.rehandshake_after_messages
+                || t.pki_generation != self.pki_generation;
+            if !tout && self.cfg.punchy.punch {
+                if let Some(r) = t.remote() {
+                    out.transmits.push(Transmit {
+                        to: r,
+                        payload: vec![1],
+                    });
+                }
+            }
+            if is_primary && needs_rehandshake && self.pending.index_for(&vpn).is_none() {
+                self.start_rehandshake(now, vpn, out);
+            }
+            self.timers.add(
+                now + self.cfg.connection_alive_interval,
+                Timer::ConnectionCheck { local_index: idx },
+            );
+            return;
+        }
+        if t.pending_deletion {
+            self.remove_tunnel(idx, CloseReason::Dead, out);
+            // Ask where the host went, so the next handshake has fresh addresses.
+            if self.hostmap.primary(&vpn).is_none() {
+                self.query_lighthouses(now, vpn, out);
+            }
+            return;
+        }
+        if !is_primary {
+            // A replaced tunnel that went quiet.
+            self.remove_tunnel(idx, CloseReason::Replaced, out);
+            return;
+        }
+        if tout {
+            t.pending_deletion = true;
+            self.send_on_tunnel(idx, MessageType::Test, subtype::TEST_REQUEST, &[], out);
+            self.timers.add(
+                now + self.cfg.pending_deletion_interval,
+                Timer::ConnectionCheck { local_index: idx },
+            );
+            return;
+        }
+        if self.cfg.punchy.punch && !self.cfg.lighthouses.contains(&vpn) {
+            if let Some(r) = t.remote() {
+                out.transmits.push(Transmit {
+                    to: r,
+                    payload: vec![1],
+                });
+            }
+        }
+        self.timers.add(
+            now + self.cfg.connection_alive_interval,
+            Timer::ConnectionCheck { local_index: idx },
+        );
+    }
+
+    /// Start a new handshake to a host we already have a tunnel with (counter limit, new cert).
+    pub(super) fn start_rehandshake(&mut self, now: Instant, vpn: IpAddr, out: &mut Outputs) {
+        if let Some(r) = self
+            .hostmap
+            .primary(&vpn)
+            .and_then(|i| self.hostmap.get(i))
+            .and_then(|t| t.remote())
+        {
+            self.remotes.entry(vpn).or_default().learn(r);
+        }
+        if let Some(idx) = self.start_handshake(now, vpn, out) {
+            // Known address: try at once rather than wait for the timer.
+            let has = self.remotes.get(&vpn).is_some_and(|r| !r.is_empty());
+            if has {
+                self.handshake_attempt(now, idx, false, out);
+            }
+        }
+    }
+
+    /// Every `counters.try_promote` packets: probe better paths (Go's `TryPromoteBest`); every
+    /// `counters.requery_every_packets`: ask the lighthouses again, at most once per
+    /// `timers.requery_wait_duration`.
+    pub(super) fn try_promote_best(
+        &mut self,
+        now: Instant,
+        idx: u32,
+        count: u32,
+        out: &mut Outputs,
+    ) {
+        if self.cfg.am_lighthouse {
+            return;
+        }
+        let Some(t) = self.hostmap.get(idx) else {
+            return;
+        };
+        let vpn = t.vpn_addr;
+        let every = self.cfg.try_promote_every;
+        if every != 0 && count.is_multiple_of(every) {
+            self.probe_paths(idx, out);
+        }
+        let requery = self.cfg.requery_every_packets;
+        if requery != 0 && count.is_multiple_of(requery) {
+            let Some(t) = self.hostmap.get_mut(idx) else {
+                return;
+            };
+            if t.next_requery.is_some_and(|n| now < n) {
+                return;
+            }
+            t.next_requery = Some(now + self.cfg.requery_wait);
+            self.query_lighthouses(now, vpn, out);
+        }
+    }
+
+    /// Send a test request straight to the peer's other addresses: its preferred-range ones if
+    /// the tunnel is direct but not on a preferred range, all of them if it is relayed. The peer
+    /// roams to where the probe came from and answers there, and so do we.
+    pub(super) fn probe_paths(&mut self, idx: u32, out: &mut Outputs) {
+        let Some(t) = self.hostmap.get(idx) else {
+            return;
+        };
+        let vpn = t.vpn_addr;
+        let remote = t.remote();
+        let preferred = &self.cfg.preferred_ranges;
+        if remote.is_some_and(|r| preferred.iter().any(|n| n.contains(&r.ip()))) {
+            return;
+        }
+        let addrs: Vec<SocketAddr> = self
+            .remotes
+            .get(&vpn)
+            .map(|r| r.addrs(preferred))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| Some(*a) != remote)
+            .filter(|a| remote.is_none() || preferred.iter().any(|n| n.contains(&a.ip())))
+            .filter(|a| !self.pki.in_my_networks(&a.ip()))
+            .collect();
+        for a in addrs {
+            let Some(t) = self.hostmap.get_mut(idx) else {
+                return;
+            };
+            if let Some(d) = seal_message(t, MessageType::Test, subtype::TEST_REQUEST, &[]) {
+                out.transmits.push(Transmit { to: a, payload: d });
+            }
+        }
+    }
+}
