@@ -9,13 +9,13 @@ use nebula_cert::cert::Certificate;
 use nebula_cert::Version;
 use prost::Message as _;
 use proto::handshake::{NebulaHandshake, NebulaHandshakeDetails};
-use proto::header::{subtype, Header, MessageType, HEADER_LEN};
+use proto::header::{subtype, Header, MessageType};
 use rand_core::CryptoRngCore;
 
 use crate::aead::{CipherKind, Session};
 use crate::noise;
 use crate::pki::Pki;
-use crate::EngineError;
+use crate::{EngineError, HandshakeError};
 
 /// Most packets queued behind one pending handshake (Go: 100).
 pub const MAX_QUEUED_PACKETS: usize = 100;
@@ -191,11 +191,10 @@ pub fn initiate(
     let mut init = noise::Initiator::new(cipher, keypair);
     let body = init
         .write_message_1(&payload(pki, version, local_index, 0, unix_nanos), rng)
-        .map_err(|e| EngineError::Crypto(e.to_string()))?;
-    let mut stage1 = vec![0u8; HEADER_LEN];
-    Header::new(MessageType::Handshake, subtype::HANDSHAKE_IX_PSK0, 0, 1)
-        .encode(&mut stage1)
-        .map_err(|e| EngineError::Crypto(e.to_string()))?;
+        .map_err(EngineError::Crypto)?;
+    let mut stage1 = Header::new(MessageType::Handshake, subtype::HANDSHAKE_IX_PSK0, 0, 1)
+        .to_bytes()
+        .to_vec();
     stage1.extend_from_slice(&body);
     Ok(PendingHandshake {
         vpn_addr: vpn,
@@ -217,43 +216,33 @@ fn verify_peer(
     remote_static: &[u8],
     unix_secs: i64,
 ) -> Result<(NebulaHandshakeDetails, Certificate, Vec<IpAddr>), EngineError> {
-    let details = proto::handshake::decode_strict(payload)
-        .map_err(|e| EngineError::Handshake(format!("bad handshake payload: {e}")))?;
+    let details = proto::handshake::decode_strict(payload).map_err(HandshakeError::Payload)?;
     if details.cert.is_empty() {
-        return Err(EngineError::Handshake(
-            "handshake carries no certificate".into(),
-        ));
+        return Err(HandshakeError::NoCertificate.into());
     }
     let version = match details.cert_version {
         0 | 1 => Version::V1,
         2 => Version::V2,
-        v => {
-            return Err(EngineError::Handshake(format!(
-                "unknown certificate version {v}"
-            )))
-        }
+        v => return Err(HandshakeError::UnknownCertVersion(v).into()),
     };
     let cert =
         Certificate::recombine_from_handshake(version, &details.cert, remote_static, pki.curve())
-            .map_err(|e| EngineError::Handshake(format!("peer certificate: {e}")))?;
+            .map_err(HandshakeError::BadCertificate)?;
     if cert.curve() != pki.curve() {
-        return Err(EngineError::Handshake(
-            "peer certificate uses another curve".into(),
-        ));
+        return Err(HandshakeError::OtherCurve.into());
     }
     if cert.is_ca() {
-        return Err(EngineError::Handshake(
-            "peer presented a CA certificate".into(),
-        ));
+        return Err(HandshakeError::CaCertificate.into());
     }
     pki.ca_pool()
         .verify(unix_secs, &cert)
-        .map_err(|e| EngineError::Handshake(format!("peer certificate {:?}: {e}", cert.name())))?;
+        .map_err(|source| HandshakeError::Untrusted {
+            name: cert.name().to_string(),
+            source,
+        })?;
     let vpn_addrs: Vec<IpAddr> = cert.networks().iter().map(|n| n.addr()).collect();
     if vpn_addrs.is_empty() {
-        return Err(EngineError::Handshake(
-            "peer certificate has no networks".into(),
-        ));
+        return Err(HandshakeError::NoNetworks.into());
     }
     Ok((details, cert, vpn_addrs))
 }
@@ -270,18 +259,13 @@ pub fn respond(
 ) -> Result<Response, EngineError> {
     let keypair = pki.static_keypair().clone();
     let (payload_in, remote_static, responder) =
-        noise::Responder::read_message_1(cipher, keypair, body)
-            .map_err(|e| EngineError::Handshake(format!("noise: {e}")))?;
+        noise::Responder::read_message_1(cipher, keypair, body).map_err(HandshakeError::Noise)?;
     let (details, cert, vpn_addrs) = verify_peer(pki, &payload_in, &remote_static, unix_secs)?;
     if details.initiator_index == 0 {
-        return Err(EngineError::Handshake(
-            "stage 1 without an initiator index".into(),
-        ));
+        return Err(HandshakeError::NoInitiatorIndex.into());
     }
     if details.responder_index != 0 {
-        return Err(EngineError::Handshake(
-            "stage 1 carries a responder index".into(),
-        ));
+        return Err(HandshakeError::ResponderIndexInStage1.into());
     }
     let our_version = pki.answer_version(cert.version());
     let reply = payload(
@@ -293,10 +277,8 @@ pub fn respond(
     );
     let (stage2, keys) = responder
         .write_message_2(&reply, rng)
-        .map_err(|e| EngineError::Crypto(e.to_string()))?;
-    let session = keys
-        .into_session(false)
-        .map_err(|e| EngineError::Crypto(e.to_string()))?;
+        .map_err(EngineError::Crypto)?;
+    let session = keys.into_session(false).map_err(EngineError::Session)?;
     Ok(Response {
         peer_cert: cert,
         vpn_addrs,
@@ -321,18 +303,12 @@ pub fn complete(
     };
     let (details, cert, vpn_addrs) = verify_peer(pki, &payload_in, &remote_static, unix_secs)?;
     if details.responder_index == 0 {
-        return Err(EngineError::Handshake(
-            "stage 2 without a responder index".into(),
-        ));
+        return Err(HandshakeError::NoResponderIndex.into());
     }
     if details.initiator_index != pending.local_index {
-        return Err(EngineError::Handshake(
-            "stage 2 echoes another initiator index".into(),
-        ));
+        return Err(HandshakeError::WrongInitiatorIndex.into());
     }
-    let session = keys
-        .into_session(true)
-        .map_err(|e| EngineError::Crypto(e.to_string()))?;
+    let session = keys.into_session(true).map_err(EngineError::Session)?;
     Ok(Some(Completed {
         peer_cert: cert,
         vpn_addrs,
@@ -340,4 +316,86 @@ pub fn complete(
         peer_time: details.time,
         session,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use nebula_cert::{Curve, Version};
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::sim::TestCa;
+
+    fn pending(pki: &Pki, vpn: &str, index: u32) -> PendingHandshake {
+        let mut rng = StdRng::seed_from_u64(u64::from(index));
+        initiate(
+            pki,
+            CipherKind::AesGcm,
+            Version::V1,
+            vpn.parse().expect("vpn"),
+            index,
+            0,
+            Instant::now(),
+            &mut rng,
+        )
+        .expect("stage 1")
+    }
+
+    #[test]
+    fn the_pending_table_is_bounded_and_keeps_one_handshake_per_host() {
+        let ca = TestCa::new("ca", Curve::Curve25519, Version::V1);
+        let pki = ca.pki("me", "10.42.0.1/16");
+        let mut t = PendingTable::new(2);
+        assert!(t.insert(pending(&pki, "10.42.0.2", 1)));
+        // A second handshake to the same host is refused; the first stays.
+        assert!(!t.insert(pending(&pki, "10.42.0.2", 2)));
+        assert_eq!(t.index_for(&"10.42.0.2".parse().expect("ip")), Some(1));
+        assert!(t.insert(pending(&pki, "10.42.0.3", 3)));
+        assert!(t.is_full());
+        assert!(!t.insert(pending(&pki, "10.42.0.4", 4)), "over capacity");
+        assert_eq!(t.len(), 2);
+        let p = t.remove(1).expect("pending 1");
+        assert_eq!(p.local_index, 1);
+        assert_eq!(t.index_for(&"10.42.0.2".parse().expect("ip")), None);
+        assert!(t.for_vpn(&"10.42.0.3".parse().expect("ip")).is_some());
+        assert!(t.insert(pending(&pki, "10.42.0.4", 4)));
+        t.clear();
+        assert!(t.is_empty());
+        assert_eq!(t.index_for(&"10.42.0.4".parse().expect("ip")), None);
+    }
+
+    #[test]
+    fn a_refused_handshake_keeps_its_cause() {
+        use std::error::Error as _;
+        let ours = TestCa::new("ours", Curve::Curve25519, Version::V1);
+        let theirs = TestCa::new("theirs", Curve::Curve25519, Version::V1);
+        let me = ours.pki("me", "10.42.0.1/16");
+        let stranger = theirs.pki("stranger", "10.42.0.9/16");
+        let p = pending(&stranger, "10.42.0.1", 7);
+        let mut rng = StdRng::seed_from_u64(9);
+        let err = match respond(
+            &me,
+            CipherKind::AesGcm,
+            &p.stage1[proto::header::HEADER_LEN..],
+            1,
+            0,
+            crate::sim::SIM_EPOCH_UNIX,
+            &mut rng,
+        ) {
+            Ok(_) => panic!("a certificate from another CA was accepted"),
+            Err(e) => e,
+        };
+        let EngineError::Handshake(HandshakeError::Untrusted { name, .. }) = &err else {
+            panic!("unexpected error {err:?}");
+        };
+        assert_eq!(name, "stranger");
+        // The chain reaches the certificate library's own error.
+        let cause = err.source().and_then(|h| h.source()).expect("a cause");
+        assert!(cause
+            .downcast_ref::<nebula_cert::error::CertError>()
+            .is_some());
+    }
 }

@@ -72,9 +72,8 @@ impl Pki {
                     "pki.cert: certificates use different curves".into(),
                 ));
             }
-            c.verify_private_key(curve, &private_key).map_err(|e| {
-                EngineError::Config(format!("pki.key does not match pki.cert: {e}"))
-            })?;
+            c.verify_private_key(curve, &private_key)
+                .map_err(EngineError::KeyMismatch)?;
             if c.networks().is_empty() {
                 return Err(EngineError::Config("pki.cert has no networks".into()));
             }
@@ -124,8 +123,7 @@ impl Pki {
             Curve::Curve25519 => DhKind::X25519,
             Curve::P256 => DhKind::P256,
         };
-        let keypair = StaticKeypair::from_private(dh, &private_key)
-            .map_err(|e| EngineError::Config(format!("pki.key: {e}")))?;
+        let keypair = StaticKeypair::from_private(dh, &private_key).map_err(EngineError::Key)?;
         Ok(Pki {
             keypair,
             v1_handshake: v1
