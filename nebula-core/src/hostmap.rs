@@ -40,8 +40,9 @@ pub struct NewTunnel {
     pub relays: Vec<IpAddr>,
     pub initiator: bool,
     pub peer_handshake_time: u64,
-    /// Responder only: the stage-1 body and our stage-2 datagram, to answer retransmits.
-    pub stage1_body: Vec<u8>,
+    /// Responder only: the stage 1 that made the tunnel (see [`stage1_digest`]) and our
+    /// stage-2 datagram, to answer retransmits until the peer confirms the tunnel.
+    pub stage1: Option<[u8; 32]>,
     pub stage2_datagram: Option<Vec<u8>>,
     pub cert_version: nebula_cert::Version,
     pub pki_generation: u64,
@@ -76,10 +77,12 @@ pub struct Tunnel {
     pub initiator: bool,
     /// The peer's handshake time field (nanoseconds since the Unix epoch).
     pub peer_handshake_time: u64,
-    /// Stage-1 body (without header) that created this tunnel, to spot retransmits.
-    pub stage1_body: Vec<u8>,
-    /// Our stage-2 datagram, re-sent when the initiator retransmits its stage 1.
-    pub stage2_datagram: Option<Vec<u8>>,
+    /// Digest of the stage 1 (without header) that created this tunnel, to spot retransmits;
+    /// dropped once the peer confirms the tunnel (it has our stage 2 then).
+    stage1: Option<[u8; 32]>,
+    /// Our stage-2 datagram, re-sent when the initiator retransmits its stage 1 (until the
+    /// tunnel is confirmed).
+    stage2_datagram: Option<Vec<u8>>,
     /// When the peer proved it holds the session keys (an authenticated packet arrived, or we
     /// initiated and read its stage 2). Unconfirmed tunnels never replace a confirmed primary.
     /// Set only by [`HostMap::confirm`].
@@ -125,7 +128,7 @@ impl Tunnel {
             roam_window: (n.now, 0),
             initiator: n.initiator,
             peer_handshake_time: n.peer_handshake_time,
-            stage1_body: n.stage1_body,
+            stage1: n.stage1.filter(|_| !n.initiator),
             stage2_datagram: n.stage2_datagram,
             confirmed_at: n.initiator.then_some(n.now),
             created: n.now,
@@ -155,6 +158,11 @@ impl Tunnel {
         self.confirmed_at
     }
 
+    /// Our stage-2 datagram, while a retransmitted stage 1 may still need it.
+    pub fn stage2(&self) -> Option<&[u8]> {
+        self.stage2_datagram.as_deref()
+    }
+
     /// Who the peer is, as the firewall sees it (borrowed: no allocation).
     pub fn peer_identity(&self) -> PeerIdentity<'_> {
         PeerIdentity {
@@ -178,6 +186,12 @@ impl Tunnel {
             issuer_hex: self.peer_issuer_hex.clone(),
         })
     }
+}
+
+/// What a responder remembers of a stage 1 (the datagram without its header): its SHA-256.
+pub fn stage1_digest(body: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(body).into()
 }
 
 /// Whether [`HostMap::roam`] moved a tunnel.
@@ -327,6 +341,14 @@ impl HostMap {
             return false;
         }
         t.confirmed_at = Some(now);
+        // The peer has our stage 2: no retransmit of its stage 1 will need an answer.
+        t.stage2_datagram = None;
+        if let Some(d) = t.stage1.take() {
+            let key = self.stage1_hasher.hash_one(d);
+            if self.by_stage1.get(&key) == Some(&local_index) {
+                self.by_stage1.remove(&key);
+            }
+        }
         self.generation += 1;
         self.sync_index(local_index);
         true
@@ -357,16 +379,14 @@ impl HostMap {
         self.by_remote_index.get(&remote_index).copied()
     }
 
-    fn stage1_key(&self, body: &[u8]) -> u64 {
-        self.stage1_hasher.hash_one(body)
-    }
-
-    /// The responder tunnel made by exactly this stage-1 body (a retransmit), by hash lookup.
+    /// The unconfirmed responder tunnel made by exactly this stage-1 body (a retransmit), by
+    /// hash look-up.
     pub fn by_stage1(&self, body: &[u8]) -> Option<&Tunnel> {
+        let d = stage1_digest(body);
         self.by_stage1
-            .get(&self.stage1_key(body))
+            .get(&self.stage1_hasher.hash_one(d))
             .and_then(|i| self.by_index.get(i))
-            .filter(|t| !t.initiator && t.stage1_body == body)
+            .filter(|t| t.stage1 == Some(d))
     }
 
     /// Local index of the primary tunnel to `vpn`.
@@ -397,8 +417,8 @@ impl HostMap {
         let idx = tunnel.local_index;
         let addrs = tunnel.vpn_addrs.clone();
         self.by_remote_index.insert(tunnel.remote_index, idx);
-        if !tunnel.initiator && !tunnel.stage1_body.is_empty() {
-            let key = self.stage1_key(&tunnel.stage1_body);
+        if let Some(d) = tunnel.stage1 {
+            let key = self.stage1_hasher.hash_one(d);
             self.by_stage1.insert(key, idx);
         }
         self.by_index.insert(idx, tunnel);
@@ -459,8 +479,8 @@ impl HostMap {
         if self.by_remote_index.get(&t.remote_index) == Some(&local_index) {
             self.by_remote_index.remove(&t.remote_index);
         }
-        if !t.stage1_body.is_empty() {
-            let key = self.stage1_key(&t.stage1_body);
+        if let Some(d) = t.stage1 {
+            let key = self.stage1_hasher.hash_one(d);
             if self.by_stage1.get(&key) == Some(&local_index) {
                 self.by_stage1.remove(&key);
             }
@@ -699,6 +719,10 @@ mod index_tests {
     use crate::aead::{CipherKind, SessionCipher};
     use crate::sim::TestCa;
 
+    fn stage1_of(idx: u32) -> Vec<u8> {
+        format!("stage1 of {idx}").into_bytes()
+    }
+
     fn session() -> Session {
         let key = [7u8; 32];
         let c = || SessionCipher::new(CipherKind::AesGcm, &key).expect("cipher");
@@ -726,11 +750,7 @@ mod index_tests {
             relays: Vec::new(),
             initiator,
             peer_handshake_time: 0,
-            stage1_body: if initiator {
-                Vec::new()
-            } else {
-                format!("stage1 of {idx}").into_bytes()
-            },
+            stage1: Some(stage1_digest(&stage1_of(idx))),
             stage2_datagram: None,
             cert_version: Version::V1,
             pki_generation: 0,
@@ -815,9 +835,14 @@ mod index_tests {
                     }
                 }
                 assert_eq!(incremental(&m), rebuild(&m), "seed {seed} step {step}");
-                for t in m.tunnels().filter(|t| !t.initiator) {
-                    let found = m.by_stage1(&t.stage1_body).map(|f| f.local_index);
-                    assert_eq!(found, Some(t.local_index), "stage 1 of {}", t.local_index);
+                for t in m.tunnels() {
+                    let found = m
+                        .by_stage1(&stage1_of(t.local_index))
+                        .map(|f| f.local_index);
+                    let answers = !t.initiator && !t.is_confirmed();
+                    let want = answers.then_some(t.local_index);
+                    assert_eq!(found, want, "stage 1 of {}", t.local_index);
+                    assert_eq!(t.stage2().is_some(), answers && t.stage2().is_some());
                 }
             }
         }

@@ -184,7 +184,7 @@ impl Engine {
         let seen = self
             .hostmap
             .by_stage1(body)
-            .map(|t| t.stage2_datagram.clone());
+            .map(|t| t.stage2().map(<[u8]>::to_vec));
         if let Some(s2) = seen {
             if let Some(s2) = s2 {
                 self.send_via(via, &s2, out);
@@ -266,7 +266,7 @@ impl Engine {
             relays: via.relays(),
             initiator: false,
             peer_handshake_time: resp.peer_time,
-            stage1_body: body.to_vec(),
+            stage1: Some(crate::hostmap::stage1_digest(body)),
             stage2_datagram: Some(datagram2.clone()),
             cert_version: resp.our_version,
             pki_generation: self.pki_generation,
@@ -380,7 +380,7 @@ impl Engine {
             relays: via.relays(),
             initiator: true,
             peer_handshake_time: done.peer_time,
-            stage1_body: Vec::new(),
+            stage1: None,
             stage2_datagram: None,
             cert_version: p.version,
             pki_generation: self.pki_generation,
