@@ -3,12 +3,15 @@
 //! we time new handshakes (answer + the data table the workers would get) and garbage stage 1s.
 //!
 //! `cargo bench -p nebula-core --bench control [-- SIZES]`, SIZES like `1000,10000,100000`
-//! (default). Flat rows mean O(1) work per event. Handshakes are answered, not completed: the
+//! (default). Flat rows mean O(1) work per event. Heap bytes per tunnel are the engine's live
+//! allocations (the test CA and clock aside) divided by the tunnels it holds. Handshakes are answered, not completed: the
 //! initiators never send stage 3 traffic, so every tunnel stays a responder tunnel, which is what
 //! a lighthouse holds for most of its peers between their packets.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nebula_cert::{Curve, Version};
@@ -20,6 +23,28 @@ use nebula_core::sim::{TestCa, SIM_EPOCH_UNIX};
 use proto::header::{subtype, Header, MessageType, HEADER_LEN};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
+
+/// The system allocator, counting the bytes in use (heap per tunnel, without allocator slack).
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator; only a counter is added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        // SAFETY: the caller's layout contract is passed on as is.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        // SAFETY: `p` came from `alloc` above with this layout.
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
 
 /// Handshakes and garbage datagrams timed at each size.
 const HANDSHAKES: usize = 2_000;
@@ -80,7 +105,8 @@ fn main() {
     );
     let mut out = Outputs::default();
     let mut next_host = 0u32;
-    println!("tunnels   us/handshake   us/garbage stage 1   (answer + data table)");
+    println!("tunnels   us/handshake   us/garbage stage 1   heap bytes/tunnel");
+    let base = LIVE.load(Ordering::Relaxed);
     for size in sizes {
         // Grow to `size` tunnels (untimed).
         while engine.hostmap().len() < size {
@@ -114,11 +140,15 @@ fn main() {
             out.clear();
         }
         let per_garbage = t.elapsed() / GARBAGE as u32;
+        drop(batch);
+        let tunnels = engine.hostmap().len();
+        let heap = (LIVE.load(Ordering::Relaxed) - base) as f64 / tunnels as f64;
         println!(
-            "{:>7}   {:>12.1}   {:>19.2}",
-            engine.hostmap().len() - HANDSHAKES,
+            "{:>7}   {:>12.1}   {:>19.2}   {:>17.0}",
+            tunnels - HANDSHAKES,
             micros(per_handshake),
-            micros(per_garbage)
+            micros(per_garbage),
+            heap
         );
     }
 }
