@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use nebula_cert::{Curve, Version};
-use support::{our_nebula, Pki};
 #[cfg(feature = "interop")]
 use support::{go_binary, GO_1110};
+use support::{our_nebula, Pki};
 
 fn run(bin: &Path, args: &[&str]) -> Output {
     Command::new(bin).args(args).output().expect("run nebula")
