@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use nebula_core::engine::{Engine, Outputs, Reload};
+use nebula_core::engine::{Engine, Outputs};
 use nebula_core::filter::GroupFirewall;
 use nebula_core::pki::Pki;
 use nebula_lighthouse::AddressBook;
@@ -21,6 +21,7 @@ use crate::config::{Config, LoadedConfig};
 use crate::datapath::{flush_outputs, DataPath};
 use crate::plane::Plane;
 use crate::poll::{poll, pollin, readable};
+use crate::reload;
 use crate::setup::{self, SetupError};
 use crate::tun::{Tun, TunQueue};
 use crate::udp_batch::{BatchOptions, BatchSocket, DEFAULT_SOCKET_BUFFER};
@@ -351,7 +352,8 @@ impl Control<'_> {
             flush_outputs(self.udp, self.queue0, &mut out);
             if readable(&fds[0]) && drain(self.sighup) {
                 crate::notify::notify("RELOADING=1");
-                reload(self.plane, self.config_path, &mut out);
+                // A refused config is logged there; the node goes on with the old one.
+                let _ = reload::reload(self.plane, self.config_path, unix_secs(), &mut out);
                 flush_outputs(self.udp, self.queue0, &mut out);
                 crate::notify::notify("READY=1");
             }
@@ -361,53 +363,6 @@ impl Control<'_> {
             }
         }
     }
-}
-
-/// SIGHUP: re-read the config; swap pki, firewall and lighthouse hosts. A broken new config
-/// is refused as a whole and the node keeps running on the old one.
-fn reload(plane: &Plane, config_path: &Path, out: &mut Outputs) {
-    tracing::info!(path = %config_path.display(), "Caught HUP, reloading config");
-    let loaded = match Config::load(config_path) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "Failed to reload config, keeping the old one");
-            return;
-        }
-    };
-    let cfg = &loaded.config;
-    let (pki, _) = match setup::load_pki(cfg, unix_secs()) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!(error = %e, "Failed to reload pki, keeping the old one");
-            return;
-        }
-    };
-    let firewall = match setup::build_firewall(cfg, &pki) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::error!(error = %e, "Failed to reload firewall, keeping the old one");
-            return;
-        }
-    };
-    let static_hosts = match setup::resolve_static_hosts(cfg) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "Failed to reload static_host_map");
-            return;
-        }
-    };
-    tracing::info!(rules = %firewall.rules_hash(), "Firewall reloaded");
-    plane.with_engine(|engine| {
-        // Only what a reload may change is taken from this config (see `Engine::reload`).
-        let config =
-            setup::engine_config(cfg, static_hosts, engine.config().advertise_addrs.clone());
-        let reload = Reload {
-            config,
-            pki,
-            firewall,
-        };
-        engine.reload(Instant::now(), reload, out);
-    });
 }
 
 fn advertise_addrs(cfg: &Config, vpn: &[ipnet::IpNet], port: u16) -> Vec<SocketAddr> {

@@ -12,6 +12,7 @@ pub mod notify;
 pub mod offload;
 pub mod plane;
 pub mod poll;
+pub mod reload;
 pub mod setup;
 pub mod tun;
 pub mod udp_batch;
