@@ -37,8 +37,6 @@ pub enum DaemonError {
     Setup(#[from] SetupError),
     #[error("listen.host/listen.port: {0}")]
     Listen(io::Error),
-    #[error("tun: {0}")]
-    Tun(String),
     #[error("signals: {0}")]
     Signals(io::Error),
     #[error("poll: {0}")]
@@ -347,8 +345,13 @@ impl Control<'_> {
             if self.died.load(Ordering::Acquire) {
                 return Err(DaemonError::WorkerDied);
             }
-            self.plane
-                .with_engine(|e| e.handle_timeout(Instant::now(), &mut out));
+            self.plane.with_engine(|e| {
+                let now = Instant::now();
+                // Re-anchor certificate time to the real clock on every wake-up (cheap): after a
+                // suspend or an NTP step, the monotonic clock alone would drift from it.
+                e.set_wall_clock(now, unix_nanos());
+                e.handle_timeout(now, &mut out)
+            });
             flush_outputs(self.udp, self.queue0, &mut out);
             if readable(&fds[0]) && drain(self.sighup) {
                 crate::notify::notify("RELOADING=1");
