@@ -3,6 +3,7 @@
 //!
 //! The Go binaries are installed by `.ci/install-go-nebula.sh`; a missing one FAILS these tests (with
 //! that hint) rather than skipping them. Everything runs in fresh temp dirs with cheap Argon2 settings.
+#![cfg(feature = "interop")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

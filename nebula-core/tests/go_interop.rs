@@ -1,6 +1,7 @@
 //! Protocol-level interop with real Go Nebula (Debian's 1.6.1 and 1.11.0), no root needed: Go runs
 //! with `tun.disabled: true` on loopback; our engine is driven over a real UDP socket by this harness.
 //! The Go binaries come from `.ci/install-go-nebula.sh` (the test fails, loudly, if they are missing).
+#![cfg(feature = "interop")]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

@@ -4,13 +4,13 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use nebula_core::engine::{Engine, Event, Outputs, Reload};
+use nebula_core::engine::{Engine, Outputs};
 use nebula_core::filter::GroupFirewall;
 use nebula_core::pki::Pki;
 use nebula_lighthouse::AddressBook;
@@ -20,9 +20,12 @@ use thiserror::Error;
 use crate::config::{Config, LoadedConfig};
 use crate::datapath::{flush_outputs, DataPath};
 use crate::plane::Plane;
+use crate::poll::{poll, pollin, readable};
+use crate::reload;
 use crate::setup::{self, SetupError};
 use crate::tun::{Tun, TunQueue};
 use crate::udp_batch::{BatchOptions, BatchSocket, DEFAULT_SOCKET_BUFFER};
+use crate::worker::{self, LocalDrop};
 
 /// Largest packet we handle (Go's internal `mtu` constant).
 pub const MAX_PACKET: usize = 9001;
@@ -34,23 +37,12 @@ pub enum DaemonError {
     Setup(#[from] SetupError),
     #[error("listen.host/listen.port: {0}")]
     Listen(io::Error),
-    #[error("tun: {0}")]
-    Tun(String),
     #[error("signals: {0}")]
     Signals(io::Error),
     #[error("poll: {0}")]
     Poll(io::Error),
     #[error("a data-plane worker stopped unexpectedly (see the log above)")]
     WorkerDied,
-}
-
-/// A packet device the loop reads from and writes to (the TUN).
-pub trait Device {
-    fn fd(&self) -> RawFd;
-    /// Packets carry a `virtio_net_hdr` (IFF_VNET_HDR).
-    fn vnet_hdr(&self) -> bool;
-    fn read_packet(&self, buf: &mut [u8]) -> io::Result<usize>;
-    fn write_packet(&self, buf: &[u8]) -> io::Result<usize>;
 }
 
 pub fn unix_nanos() -> u64 {
@@ -89,40 +81,6 @@ pub struct Node {
     sighup: UnixStream,
     sigterm: UnixStream,
     drop_filter: LocalDrop,
-}
-
-/// `tun.drop_local_broadcast` / `tun.drop_multicast`: packets from the TUN we never forward.
-struct LocalDrop {
-    multicast: bool,
-    broadcast: bool,
-    broadcast_addrs: Vec<IpAddr>,
-}
-
-impl LocalDrop {
-    fn new(tun: &crate::config::TunConfig, networks: Vec<ipnet::IpNet>) -> LocalDrop {
-        let mut broadcast_addrs: Vec<IpAddr> = vec![IpAddr::V4(std::net::Ipv4Addr::BROADCAST)];
-        for n in networks {
-            if let ipnet::IpNet::V4(v4) = n {
-                broadcast_addrs.push(IpAddr::V4(v4.broadcast()));
-            }
-        }
-        LocalDrop {
-            multicast: tun.drop_multicast,
-            broadcast: tun.drop_local_broadcast,
-            broadcast_addrs,
-        }
-    }
-
-    fn drops(&self, packet: &[u8]) -> bool {
-        if !self.multicast && !self.broadcast {
-            return false;
-        }
-        let Some(dst) = nebula_core::filter::destination(packet) else {
-            return false;
-        };
-        (self.multicast && dst.is_multicast())
-            || (self.broadcast && self.broadcast_addrs.contains(&dst))
-    }
 }
 
 /// A socket pair whose read end becomes readable each time one of `signals` arrives.
@@ -317,7 +275,7 @@ impl Node {
                             died,
                             asked_to_stop: false,
                         };
-                        notice.asked_to_stop = worker(plane, data, queue, drop_filter, stop);
+                        notice.asked_to_stop = worker::run(plane, data, queue, drop_filter, stop);
                     });
                 if let Err(e) = spawned {
                     let _ = io::Write::write(&mut stop_tx, &[1]);
@@ -380,75 +338,34 @@ impl Control<'_> {
                 pollin(self.sigterm.as_raw_fd()),
                 pollin(self.wake.as_raw_fd()),
             ];
-            poll(&mut fds, timeout)?;
-            if fds[2].revents & libc::POLLIN != 0 {
+            poll(&mut fds, timeout).map_err(DaemonError::Poll)?;
+            if readable(&fds[2]) {
                 drain(self.wake);
             }
             if self.died.load(Ordering::Acquire) {
                 return Err(DaemonError::WorkerDied);
             }
-            self.plane
-                .with_engine(|e| e.handle_timeout(Instant::now(), &mut out));
+            self.plane.with_engine(|e| {
+                let now = Instant::now();
+                // Re-anchor certificate time to the real clock on every wake-up (cheap): after a
+                // suspend or an NTP step, the monotonic clock alone would drift from it.
+                e.set_wall_clock(now, unix_nanos());
+                e.handle_timeout(now, &mut out)
+            });
             flush_outputs(self.udp, self.queue0, &mut out);
-            if fds[0].revents & libc::POLLIN != 0 && drain(self.sighup) {
+            if readable(&fds[0]) && drain(self.sighup) {
                 crate::notify::notify("RELOADING=1");
-                reload(self.plane, self.config_path, &mut out);
+                // A refused config is logged there; the node goes on with the old one.
+                let _ = reload::reload(self.plane, self.config_path, unix_secs(), &mut out);
                 flush_outputs(self.udp, self.queue0, &mut out);
                 crate::notify::notify("READY=1");
             }
-            if fds[1].revents & libc::POLLIN != 0 && drain(self.sigterm) {
+            if readable(&fds[1]) && drain(self.sigterm) {
                 tracing::info!("Caught signal, shutting down");
                 return Ok(());
             }
         }
     }
-}
-
-/// SIGHUP: re-read the config; swap pki, firewall and lighthouse hosts. A broken new config
-/// is refused as a whole and the node keeps running on the old one.
-fn reload(plane: &Plane, config_path: &Path, out: &mut Outputs) {
-    tracing::info!(path = %config_path.display(), "Caught HUP, reloading config");
-    let loaded = match Config::load(config_path) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "Failed to reload config, keeping the old one");
-            return;
-        }
-    };
-    let cfg = &loaded.config;
-    let (pki, _) = match setup::load_pki(cfg, unix_secs()) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!(error = %e, "Failed to reload pki, keeping the old one");
-            return;
-        }
-    };
-    let firewall = match setup::build_firewall(cfg, &pki) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::error!(error = %e, "Failed to reload firewall, keeping the old one");
-            return;
-        }
-    };
-    let static_hosts = match setup::resolve_static_hosts(cfg) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "Failed to reload static_host_map");
-            return;
-        }
-    };
-    tracing::info!(rules = %firewall.rules_hash(), "Firewall reloaded");
-    plane.with_engine(|engine| {
-        // Only what a reload may change is taken from this config (see `Engine::reload`).
-        let config =
-            setup::engine_config(cfg, static_hosts, engine.config().advertise_addrs.clone());
-        let reload = Reload {
-            config,
-            pki,
-            firewall,
-        };
-        engine.reload(Instant::now(), reload, out);
-    });
 }
 
 fn advertise_addrs(cfg: &Config, vpn: &[ipnet::IpNet], port: u16) -> Vec<SocketAddr> {
@@ -488,104 +405,5 @@ impl Drop for DeathNotice<'_> {
             self.died.store(true, Ordering::Release);
             self.plane.wake_control();
         }
-    }
-}
-
-/// One data-plane worker: its socket and TUN queue, until the stop pipe becomes readable (returns
-/// true) or poll fails (returns false).
-fn worker(
-    plane: &Plane,
-    mut data: DataPath,
-    queue: Option<&TunQueue>,
-    drop_filter: &LocalDrop,
-    stop: &UnixStream,
-) -> bool {
-    let mut out = Outputs::default();
-    let is_dropped = |p: &[u8]| drop_filter.drops(p);
-    loop {
-        let mut fds = [
-            pollin(data.udp.as_raw_fd()),
-            pollin(stop.as_raw_fd()),
-            pollin(queue.map(|q| q.as_raw_fd()).unwrap_or(-1)),
-        ];
-        let n = if queue.is_some() { 3 } else { 2 };
-        if let Err(e) = poll(&mut fds[..n], Duration::from_secs(1)) {
-            tracing::error!(error = %e, "worker poll failed");
-            return false;
-        }
-        if fds[1].revents & libc::POLLIN != 0 {
-            return true;
-        }
-        if fds[0].revents & libc::POLLIN != 0 {
-            data.read_udp(plane, queue, &mut out);
-            data.flush_outputs(queue, &mut out);
-        }
-        if let (Some(q), true) = (queue, fds[2].revents & libc::POLLIN != 0) {
-            data.read_tun(plane, q, &is_dropped, &mut out);
-            data.flush_outputs(queue, &mut out);
-        }
-    }
-}
-
-fn pollin(fd: RawFd) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    }
-}
-
-/// `poll(2)` for at most `timeout`; an interrupted call counts as a wake-up with nothing ready.
-fn poll(fds: &mut [libc::pollfd], timeout: Duration) -> Result<(), DaemonError> {
-    let ms = i32::try_from(timeout.as_millis())
-        .unwrap_or(1000)
-        .max(if timeout.is_zero() { 0 } else { 1 });
-    // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
-    let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(DaemonError::Poll(e));
-        }
-        for f in fds.iter_mut() {
-            f.revents = 0;
-        }
-    }
-    Ok(())
-}
-
-pub(crate) fn log_event(e: &Event) {
-    match e {
-        Event::TunnelUp {
-            vpn_addr,
-            remote,
-            local_index,
-            initiator,
-            cert_name,
-        } => tracing::info!(
-            vpn_addr = %vpn_addr,
-            remote = ?remote,
-            local_index,
-            initiator,
-            cert_name = %cert_name,
-            "Handshake completed, tunnel up"
-        ),
-        Event::TunnelDown {
-            vpn_addr,
-            local_index,
-            reason,
-        } => {
-            tracing::info!(vpn_addr = %vpn_addr, local_index, reason = ?reason, "Tunnel down")
-        }
-        Event::HandshakeTimedOut { vpn_addr } => {
-            tracing::info!(vpn_addr = %vpn_addr, "Handshake timed out")
-        }
-        Event::HandshakeRejected { from, reason } => {
-            tracing::info!(from = %from, reason = %reason, "Handshake refused")
-        }
-        Event::Roamed { vpn_addr, from, to } => {
-            tracing::info!(vpn_addr = %vpn_addr, from = ?from, to = %to, "Host roamed to new udp ip/port.")
-        }
-        Event::TestReply { vpn_addr, .. } => tracing::debug!(vpn_addr = %vpn_addr, "test reply"),
     }
 }

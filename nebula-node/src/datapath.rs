@@ -10,7 +10,8 @@ use nebula_core::dataplane::{FastInside, FastOutside};
 use nebula_core::engine::{InsideOutcome, Outputs, OutsideOutcome};
 use proto::header::HEADER_LEN;
 
-use crate::daemon::Device;
+use crate::device::Device;
+use crate::events::log_event;
 use crate::offload::{
     complete_checksum, Coalescer, CoalescerConfig, Pushed, Segmenter, VNET_F_NEEDS_CSUM,
     VNET_GSO_NONE,
@@ -276,7 +277,7 @@ pub fn flush_outputs<D: Device>(udp: &mut BatchSocket, tun: Option<&D>, out: &mu
         }
     }
     for e in out.events.drain(..) {
-        crate::daemon::log_event(&e);
+        log_event(&e);
     }
 }
 

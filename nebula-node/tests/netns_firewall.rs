@@ -1,6 +1,7 @@
 //! The ADR's firewall policy end to end (root, namespaces): group `public-ingress` reaches TCP 443
 //! on an ingress host, others do not; ICMP is allowed; replies to outbound connections flow; a
 //! SIGHUP that removes the rule cuts an open connection.
+#![cfg(feature = "netns")]
 
 mod support;
 

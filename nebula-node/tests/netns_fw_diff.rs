@@ -11,6 +11,7 @@
 //! Where Go 1.11.0 and we deliberately differ, the case says so and why: we follow Go 1.11.1, whose IPv6
 //! classification fixes (slackhq/nebula#1840) are not in 1.11.0, the version Debian ships. For those cases
 //! the test asserts that the difference really is there, so a fixed Go (or a regression of ours) shows up.
+#![cfg(all(feature = "netns", feature = "interop"))]
 
 use std::collections::HashSet;
 use std::fs::File;

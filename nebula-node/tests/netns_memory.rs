@@ -1,5 +1,6 @@
 //! Resident memory of our daemon holding 1,000 idle tunnels (target: under 64 MiB). The peers are
 //! 1,000 sans-IO engines in this test process, sharing one UDP socket inside the namespace.
+#![cfg(feature = "netns")]
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! End-to-end tests in network namespaces (root): our `nebula` with real TUN devices and UDP, with
 //! itself and mixed with Debian's Go Nebula 1.6.1 and 1.11.0, lighthouses of both kinds, NAT.
+#![cfg(all(feature = "netns", feature = "interop"))]
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! NAT traversal and relays in network namespaces (root): direct through cone NATs (nothing crosses
 //! the lighthouse), relayed through symmetric/blocked ones, mixed with Go 1.6.1/1.11.0, roaming.
+#![cfg(all(feature = "netns", feature = "interop"))]
 
 mod support;
 

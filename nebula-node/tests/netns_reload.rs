@@ -1,6 +1,7 @@
 //! SIGHUP with a changed certificate: the node swaps it without a restart and its tunnels move to
 //! the new certificate (re-handshake), as Go 1.7+ does; and with a new remote allow list, which
 //! applies to the next handshakes. Namespaces, real daemons (root).
+#![cfg(feature = "netns")]
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! Stage 1 of the handshake travels in the clear: someone on the path can capture it and replay
 //! it, or alter its time field, from another address. Go lets such a copy take over a working
 //! tunnel for a while; ours must not. Namespaces, real daemons, a real capture (root).
+#![cfg(feature = "netns")]
 
 mod support;
 

@@ -8,6 +8,7 @@
 //! route, an unsafe route with metric 50): `mtu 1400 ... qlen 777`, `addrgenmode none`,
 //! `inet 10.77.0.1/24 brd 10.77.0.255`, `10.77.0.0/24 proto kernel scope link src 10.77.0.1 mtu 1300
 //! advmss 1260`, `<route> scope link mtu 1400`, `172.30.0.0/24 scope link metric 50 mtu 1300 advmss 1260`.
+#![cfg(feature = "netns")]
 
 use std::fs::File;
 use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};

@@ -1,6 +1,7 @@
 //! `apply` against a real OpenSSH server started by the test on a loopback port (throwaway host key,
 //! authorized key made here), installing into throwaway root directories, with `systemctl` replaced
 //! by a stub script that records every call and keeps a little unit state.
+#![cfg(all(feature = "netns", feature = "interop"))]
 
 mod common;
 

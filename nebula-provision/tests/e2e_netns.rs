@@ -7,6 +7,7 @@
 //!   cli 198.51.100.20 ─┐
 //!   ksh 203.0.113.10 ──┼─ wan (router) ── 192.0.2.2 vgw (NAT) ── br 192.168.68.1 ─┬─ vm1 .211
 //!                                                                                └─ vm2 .212
+#![cfg(all(feature = "netns", feature = "interop"))]
 
 mod common;
 

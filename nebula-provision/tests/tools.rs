@@ -1,6 +1,7 @@
 //! The rendered ADR bundles checked by the tools that will consume them: `nebula -test` (Go 1.11.0,
 //! Go 1.6.1, ours), `systemd-analyze verify`/`security`, `ansible-playbook --syntax-check`,
 //! cloud-init's schema, a Terraform (HCL2) parser, and nftables loading the edge rules.
+#![cfg(all(feature = "netns", feature = "interop"))]
 
 mod common;
 
