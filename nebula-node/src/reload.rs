@@ -95,6 +95,7 @@ mod tests {
     use nebula_cert::{keys, Curve, Version};
     use nebula_core::engine::{Engine, Outputs, RecvErrorPolicy};
     use nebula_core::filter::{GroupFirewall, PeerIdentity, Verdict};
+    use nebula_core::firewall::DropReason;
     use nebula_core::sim::{udp_packet, TestCa};
     use rand::SeedableRng;
 
@@ -280,7 +281,7 @@ mod tests {
                     .into(),
                 Box::new(|f, e| {
                     f.inbound_verdict(e, 6000) == Verdict::Allow
-                        && f.inbound_verdict(e, 5000) == Verdict::Drop
+                        && f.inbound_verdict(e, 5000) == Verdict::Drop(DropReason::NoMatchingRule)
                 }),
             ),
             (
@@ -470,7 +471,11 @@ mod tests {
             assert!(e.config().preferred_ranges.is_empty(), "{what}");
             assert_eq!(e.pki().cert(Version::V1).map(|c| c.name()), Some("a"));
             assert_eq!(f.inbound_verdict(&e, 5000), Verdict::Allow, "{what}");
-            assert_eq!(f.inbound_verdict(&e, 6000), Verdict::Drop, "{what}");
+            assert_eq!(
+                f.inbound_verdict(&e, 6000),
+                Verdict::Drop(DropReason::NoMatchingRule),
+                "{what}"
+            );
         }
     }
 }
