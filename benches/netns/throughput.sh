@@ -24,6 +24,7 @@ CIPHER=aes
 BUFFERS=""        # listen.read_buffer / write_buffer for both nebulas; empty = their default
 TARGETS="veth,go-1.11.0,ours,ours-2,wireguard-go"
 OURS=$ROOT/target/release/nebula
+OURS_BEFORE=""    # a second build of ours (e.g. the commit before a change), target ours-before
 GO_NEBULA=/opt/go-nebula/1.11.0/usr/bin/nebula
 GO_CERT=/opt/go-nebula/1.11.0/usr/bin/nebula-cert
 WG_GO=/opt/wireguard-go/usr/bin/wireguard-go
@@ -34,7 +35,7 @@ usage() {
 usage: sudo bash benches/netns/throughput.sh [options]
   --rounds N          rounds; each runs every target once, in order (default $ROUNDS)
   -o FILE             also write the results (raw rounds, medians, ratios) as JSON to FILE
-  --targets LIST      comma-separated subset of: veth,go-1.11.0,ours,ours-2,wireguard-go
+  --targets LIST      comma-separated subset of: veth,go-1.11.0,ours,ours-2,ours-before,wireguard-go
                       (default all; ours-2 is ours with routines: 2)
   --duration S        seconds per TCP test (default $DURATION); UDP steps last $UDP_DURATION s
   --mtu N             tunnel MTU, also the bare veth's (default $MTU)
@@ -44,6 +45,8 @@ usage: sudo bash benches/netns/throughput.sh [options]
                       counting as loss; the daemons' sockets are left alone
   --buffers BYTES     set listen.read_buffer and listen.write_buffer for both nebulas (default: unset)
   --ours PATH         our nebula binary (default $OURS)
+  --ours-before PATH  another build of ours, run as target ours-before (a before/after comparison
+                      interleaved in the same run; add ours-before to --targets)
   --go PATH           Go nebula binary (default $GO_NEBULA)
   --wireguard-go PATH wireguard-go binary (default $WG_GO; install: benches/netns/install-wireguard-go.sh)
   --keep-logs DIR     copy daemon logs, iperf3 JSON outputs and raw results into DIR
@@ -61,6 +64,7 @@ while [ $# -gt 0 ]; do
     --buffers) BUFFERS=$2; shift 2 ;;
     --udp-window) UDP_WINDOW=$2; shift 2 ;;
     --ours) OURS=$2; shift 2 ;;
+    --ours-before) OURS_BEFORE=$2; shift 2 ;;
     --go) GO_NEBULA=$2; shift 2 ;;
     --wireguard-go) WG_GO=$2; shift 2 ;;
     --keep-logs) KEEP_LOGS=$2; shift 2 ;;
@@ -348,6 +352,7 @@ run_target() { # round target
     go-*) dst=10.200.0.2; start_nebula "$GO_NEBULA" "$lp" ;;
     ours) dst=10.200.0.2; start_nebula "$OURS" "$lp" ;;
     ours-2) dst=10.200.0.2; start_nebula "$OURS" "$lp" -2 ;;
+    ours-before) dst=10.200.0.2; start_nebula "$OURS_BEFORE" "$lp" ;;
     wireguard-go) dst=10.200.0.2; start_wireguard "$lp" || err="wireguard-go setup failed" ;;
   esac
   if [ -z "$err" ] && ! wait_tunnel "$dst"; then err="tunnel to $dst did not come up within 20 s"; fi
@@ -412,6 +417,9 @@ for t in "${WANT[@]}"; do
     ours|ours-2)
       if [ -x "$OURS" ]; then RUN+=("$t")
       else log "skipping ours: no binary at $OURS (cargo build --release -p nebula-node -p nebula-cert)"; fi ;;
+    ours-before)
+      if [ -n "$OURS_BEFORE" ] && [ -x "$OURS_BEFORE" ]; then RUN+=("$t")
+      else log "skipping ours-before: give its binary with --ours-before PATH"; fi ;;
     wireguard-go|wg)
       if [ -x "$WG_GO" ] && command -v wg >/dev/null 2>&1; then RUN+=("wireguard-go")
       else log "skipping wireguard-go: need $WG_GO and wg (run benches/netns/install-wireguard-go.sh)"; fi ;;
@@ -443,6 +451,7 @@ print(json.dumps({
   "versions": {"go": "$( [ -x "$GO_NEBULA" ] && version_of "$GO_NEBULA" -version)",
                "ours": "$( [ -x "$OURS" ] && version_of "$OURS" -version)",
                "ours_binary_mtime": "$( [ -x "$OURS" ] && date -u -r "$OURS" +%Y-%m-%dT%H:%M:%SZ)",
+               "ours_before": "${OURS_BEFORE}",
                "wireguard_go": "$( [ -x "$WG_GO" ] && version_of "$WG_GO" --version)",
                "iperf3": "$(version_of iperf3 --version)"},
   "cert_tool": "$CERT_BIN",
