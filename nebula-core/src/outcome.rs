@@ -58,7 +58,13 @@ pub enum Event {
         from: Option<SocketAddr>,
         to: SocketAddr,
     },
-
+    /// A peer's certificate stopped verifying (expired, blocklisted, CA gone) at a connection
+    /// check; with `pki.disconnect_invalid` (or a blocklisting) its tunnel closes right after.
+    PeerCertificateInvalid {
+        vpn_addr: IpAddr,
+        cert_name: String,
+        error: String,
+    },
     TestReply {
         vpn_addr: IpAddr,
         payload: Vec<u8>,

@@ -137,4 +137,10 @@ fn a_wall_clock_step_past_the_peer_cert_expiry_closes_the_tunnel() {
             ..
         }
     )));
+    // The reason is told, not dropped.
+    assert!(sim.nodes[a].events.iter().any(|e| matches!(
+        e,
+        Event::PeerCertificateInvalid { cert_name, error, .. }
+            if cert_name == "b" && !error.is_empty()
+    )));
 }

@@ -36,6 +36,16 @@ pub fn log_event(e: &Event) {
         Event::Roamed { vpn_addr, from, to } => {
             tracing::info!(vpn_addr = %vpn_addr, from = ?from, to = %to, "Host roamed to new udp ip/port.")
         }
+        Event::PeerCertificateInvalid {
+            vpn_addr,
+            cert_name,
+            error,
+        } => tracing::warn!(
+            vpn_addr = %vpn_addr,
+            cert_name = %cert_name,
+            error = %error,
+            "Remote certificate is no longer valid, tearing down the tunnel"
+        ),
         Event::TestReply { vpn_addr, .. } => tracing::debug!(vpn_addr = %vpn_addr, "test reply"),
     }
 }

@@ -5,12 +5,17 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 use nebula_cert::cert::Certificate;
+use nebula_cert::error::CertError;
+use nebula_cert::keys::KeyError;
 use nebula_cert::pool::CaPool;
 use nebula_cert::{keys, Version};
 use nebula_core::aead::CipherKind;
 use nebula_core::engine::{EngineConfig, PunchyConfig, RecvErrorPolicy};
-use nebula_core::firewall::{Action, Firewall, FirewallConfig as CoreFirewallConfig};
+use nebula_core::firewall::{
+    Action, Firewall, FirewallConfig as CoreFirewallConfig, FirewallError,
+};
 use nebula_core::pki::Pki;
+use nebula_core::EngineError;
 use thiserror::Error;
 
 use crate::config::{self, Cipher, Config, ConfigError, FirewallAction};
@@ -20,42 +25,47 @@ use crate::config::{self, Cipher, Config, ConfigError, FirewallAction};
 pub enum SetupError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The CA bundle does not parse.
     #[error("pki.ca: {0}")]
-    Ca(String),
+    Ca(#[source] CertError),
+    #[error("pki.ca: no CA certificates found")]
+    NoCa,
+    /// The certificate file does not parse.
     #[error("pki.cert: {0}")]
-    Cert(String),
+    Cert(#[source] CertError),
+    #[error("pki.cert: no certificate found")]
+    NoCert,
+    #[error("pki.cert: certificate {0:?} is expired or not yet valid")]
+    CertNotValidNow(String),
+    /// The private key file does not parse.
     #[error("pki.key: {0}")]
-    Key(String),
+    Key(#[source] KeyError),
+    /// Certificate(s) and key do not make usable credentials (mismatch, CA cert, no networks).
     #[error("{0}")]
-    Pki(String),
+    Pki(#[source] EngineError),
+    /// The firewall rules do not compile.
     #[error("firewall: {0}")]
-    Firewall(String),
-    #[error("static_host_map: {0}")]
-    StaticHost(String),
+    Firewall(#[source] FirewallError),
 }
 
 /// Load `pki.*`: the CA pool (with blocklist), our certificate(s) and key.
 pub fn load_pki(cfg: &Config, now_unix: i64) -> Result<(Pki, Vec<String>), SetupError> {
     let bytes = cfg.pki.load()?;
     let (mut pool, mut warnings) =
-        CaPool::from_pem_at(&bytes.ca, now_unix).map_err(|e| SetupError::Ca(e.to_string()))?;
+        CaPool::from_pem_at(&bytes.ca, now_unix).map_err(SetupError::Ca)?;
     if pool.is_empty() {
-        return Err(SetupError::Ca("no CA certificates found".into()));
+        return Err(SetupError::NoCa);
     }
     for fp in &cfg.pki.blocklist {
         pool.blocklist_fingerprint(fp);
     }
-    let certs =
-        Certificate::from_pem_many(&bytes.cert).map_err(|e| SetupError::Cert(e.to_string()))?;
+    let certs = Certificate::from_pem_many(&bytes.cert).map_err(SetupError::Cert)?;
     if certs.is_empty() {
-        return Err(SetupError::Cert("no certificate found".into()));
+        return Err(SetupError::NoCert);
     }
     for c in &certs {
         if c.expired(now_unix) {
-            return Err(SetupError::Cert(format!(
-                "certificate {:?} is expired or not yet valid",
-                c.name()
-            )));
+            return Err(SetupError::CertNotValidNow(c.name().to_string()));
         }
         if let Err(e) = pool.verify(now_unix, c) {
             warnings.push(format!(
@@ -64,14 +74,13 @@ pub fn load_pki(cfg: &Config, now_unix: i64) -> Result<(Pki, Vec<String>), Setup
             ));
         }
     }
-    let (key, _curve, _) =
-        keys::unmarshal_private_key(&bytes.key).map_err(|e| SetupError::Key(e.to_string()))?;
+    let (key, _curve, _) = keys::unmarshal_private_key(&bytes.key).map_err(SetupError::Key)?;
     let initiating = match cfg.pki.initiating_version {
         Some(1) => Some(Version::V1),
         Some(2) => Some(Version::V2),
         _ => None,
     };
-    let pki = Pki::new(certs, key, pool, initiating).map_err(|e| SetupError::Pki(e.to_string()))?;
+    let pki = Pki::new(certs, key, pool, initiating).map_err(SetupError::Pki)?;
     Ok((pki, warnings))
 }
 
@@ -127,8 +136,7 @@ pub fn build_firewall(cfg: &Config, pki: &Pki) -> Result<Firewall, SetupError> {
         default_timeout: f.conntrack.default_timeout,
         default_local_cidr_any: f.default_local_cidr_any,
     };
-    Firewall::new(&core, pki.networks(), pki.unsafe_networks())
-        .map_err(|e| SetupError::Firewall(e.to_string()))
+    Firewall::new(&core, pki.networks(), pki.unsafe_networks()).map_err(SetupError::Firewall)
 }
 
 /// The engine's settings from the config.

@@ -180,7 +180,11 @@ impl Engine {
         if let Err(e) = cert_check {
             let blocklisted = self.pki.ca_pool().is_blocklisted(&t.peer_cert);
             if blocklisted || self.cfg.disconnect_invalid {
-                let _ = e;
+                out.events.push(Event::PeerCertificateInvalid {
+                    vpn_addr: vpn,
+                    cert_name: t.peer_cert.name().to_string(),
+                    error: e.to_string(),
+                });
                 self.send_on_tunnel(idx, MessageType::CloseTunnel, 0, &[], out);
                 self.remove_tunnel(idx, CloseReason::CertInvalid, out);
                 return;
