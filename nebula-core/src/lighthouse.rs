@@ -1,6 +1,7 @@
 //! The lighthouse client's messages (queries and host updates) and the seam where a lighthouse's
 //! address book (the `nebula-lighthouse` crate) plugs into the engine.
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -23,6 +24,49 @@ pub trait LighthouseServer: Send {
 
     /// A tunnel to `vpn` went away: forget what it told us.
     fn host_gone(&mut self, _vpn: IpAddr) {}
+}
+
+/// Most lighthouse messages kept while their lighthouse has no tunnel yet.
+pub const MAX_DEFERRED: usize = 256;
+
+/// The lighthouse client's waiting room: messages for lighthouses we have no tunnel to yet, in
+/// order, at most [`MAX_DEFERRED`] (the oldest go first).
+#[derive(Default, Debug)]
+pub struct Deferred {
+    queue: VecDeque<(IpAddr, Vec<u8>)>,
+}
+
+impl Deferred {
+    /// Keep `msg` (an encoded lighthouse message) for `lighthouse`.
+    pub fn push(&mut self, lighthouse: IpAddr, msg: Vec<u8>) {
+        self.queue.push_back((lighthouse, msg));
+        while self.queue.len() > MAX_DEFERRED {
+            self.queue.pop_front();
+        }
+    }
+
+    /// Take out, in order, the messages whose lighthouse `ready` says can be reached now.
+    pub fn take_ready(&mut self, mut ready: impl FnMut(&IpAddr) -> bool) -> Vec<(IpAddr, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut keep = VecDeque::with_capacity(self.queue.len());
+        for (lh, msg) in self.queue.drain(..) {
+            if ready(&lh) {
+                out.push((lh, msg));
+            } else {
+                keep.push_back((lh, msg));
+            }
+        }
+        self.queue = keep;
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
 }
 
 /// The address encoding for a tunnel that uses certificate `version` (v1 fields for v1 tunnels,
@@ -125,5 +169,25 @@ mod tests {
             back.details.as_ref().expect("d").old_relay_vpn_addrs,
             vec![0x0a01_0009]
         );
+    }
+
+    #[test]
+    fn deferred_messages_are_bounded_and_leave_in_order_when_ready() {
+        let a: IpAddr = "10.1.0.1".parse().expect("ip");
+        let b: IpAddr = "10.1.0.2".parse().expect("ip");
+        let mut d = Deferred::default();
+        for n in 0..(MAX_DEFERRED + 10) as u32 {
+            d.push(if n % 2 == 0 { a } else { b }, n.to_be_bytes().to_vec());
+        }
+        assert_eq!(d.len(), MAX_DEFERRED, "the oldest went first");
+        let ready = d.take_ready(|lh| *lh == a);
+        assert_eq!(ready.len(), MAX_DEFERRED / 2);
+        assert!(ready.iter().all(|(lh, _)| *lh == a));
+        let first = u32::from_be_bytes(ready[0].1.clone().try_into().expect("4 bytes"));
+        assert_eq!(first, 10, "messages 0..10 were dropped for room");
+        assert!(ready.windows(2).all(|w| w[0].1 < w[1].1), "in order");
+        assert_eq!(d.len(), MAX_DEFERRED / 2, "b's wait");
+        assert_eq!(d.take_ready(|_| true).len(), MAX_DEFERRED / 2);
+        assert!(d.is_empty());
     }
 }

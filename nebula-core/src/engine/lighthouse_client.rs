@@ -38,22 +38,17 @@ impl Engine {
         if let Some(idx) = self.hostmap.primary(&lh) {
             self.send_on_tunnel(idx, MessageType::LightHouse, 0, &bytes, out);
         } else {
-            self.deferred
-                .push_back((lh, MessageType::LightHouse, 0, bytes));
-            while self.deferred.len() > 256 {
-                self.deferred.pop_front();
-            }
+            self.deferred.push(lh, bytes);
             self.connect(now, lh, out);
         }
     }
 
     pub(super) fn flush_deferred(&mut self, _now: Instant, out: &mut Outputs) {
-        let items: Vec<_> = self.deferred.drain(..).collect();
-        for (vpn, t, st, payload) in items {
-            if let Some(idx) = self.hostmap.primary(&vpn) {
-                self.send_on_tunnel(idx, t, st, &payload, out);
-            } else {
-                self.deferred.push_back((vpn, t, st, payload));
+        let hostmap = &self.hostmap;
+        let ready = self.deferred.take_ready(|lh| hostmap.primary(lh).is_some());
+        for (lh, msg) in ready {
+            if let Some(idx) = self.hostmap.primary(&lh) {
+                self.send_on_tunnel(idx, MessageType::LightHouse, 0, &msg, out);
             }
         }
     }

@@ -17,7 +17,7 @@ mod lighthouse_client;
 mod relays;
 mod tunnels;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -240,8 +240,8 @@ pub struct Engine {
     /// Wall clock anchor: `unix_nanos` at `mono`.
     wall: (Instant, u64),
     started: bool,
-    /// Lighthouse messages waiting for a tunnel: (vpn, type, plaintext).
-    deferred: VecDeque<(IpAddr, MessageType, u8, Vec<u8>)>,
+    /// Lighthouse messages waiting for a tunnel to their lighthouse (the client's own queue).
+    deferred: lighthouse::Deferred,
     /// Relay indexes, ours and the ones we forward.
     relays: RelayTable,
     /// Bumped by every `reload_pki`; tunnels remember the generation they were made with.
@@ -279,7 +279,7 @@ impl Engine {
             lighthouse_server: None,
             wall: (now, unix_nanos),
             started: false,
-            deferred: VecDeque::new(),
+            deferred: lighthouse::Deferred::default(),
             relays: RelayTable::default(),
             pki_generation: 0,
         }
