@@ -48,9 +48,12 @@ struct Args {
     /// reported "timed out" and its larger sizes skipped.
     #[arg(long, default_value_t = 600)]
     phase_timeout: u64,
-    /// Sizes at which to run the garbage measurements (empty: none).
+    /// Sizes at which to run the garbage measurements.
     #[arg(long, default_value = "1000,10000", value_delimiter = ',')]
     garbage_sizes: Vec<u64>,
+    /// No garbage measurements at all.
+    #[arg(long)]
+    no_garbage: bool,
     /// Garbage stage-1 datagrams sent (as fast as possible) for the CPU-per-garbage figure.
     #[arg(long, default_value_t = 50_000)]
     garbage_count: u64,
@@ -228,7 +231,7 @@ fn measure_size(
     };
     eprintln!("   {}", r.one_line());
     out.sizes.push(r);
-    if args.garbage_sizes.contains(&size) {
+    if !args.no_garbage && args.garbage_sizes.contains(&size) {
         let g = garbage(args, pid, lh, d, deadline)?;
         eprintln!("   {}", g.one_line());
         out.garbage.push(g);

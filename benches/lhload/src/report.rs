@@ -239,6 +239,23 @@ pub fn text(results: &[TargetResult], settings: &str, load: Option<&str>) -> Str
                 g.during_dropped
             );
         }
+        for (what, w) in t
+            .sizes
+            .iter()
+            .map(|r| (r.live_tunnels, &r.window))
+            .chain(t.garbage.iter().map(|g| (g.live_tunnels, &g.window)))
+        {
+            if w.stats.timed_out {
+                let _ = writeln!(
+                    s,
+                    "note: the window at {what} tunnels timed out after {} handshakes",
+                    w.stats.completed
+                );
+            }
+            if let Some(e) = &w.stats.first_error {
+                let _ = writeln!(s, "note: at {what} tunnels, first failure: {e}");
+            }
+        }
         if let Some(n) = &t.note {
             let _ = writeln!(s, "note: {n}");
         }
@@ -483,6 +500,17 @@ mod tests {
             text.contains("ours/Go RSS per 1k tunnels = 0.50 (target <= 0.25: NOT met)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn report_names_a_timed_out_window() {
+        let mut r = size(10_000, 30, 100.0, 1.0);
+        r.window.stats.timed_out = true;
+        r.window.stats.completed = 17;
+        r.window.stats.first_error = Some("no answer after 10 attempts".into());
+        let out = text(&[target("ours", vec![r])], "s", None);
+        assert!(out.contains("note: the window at 10000 tunnels timed out after 17 handshakes"));
+        assert!(out.contains("first failure: no answer after 10 attempts"));
     }
 
     #[test]
