@@ -11,8 +11,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, Context, Result};
 use nebula_cert::Version;
 use nebula_core::aead::CipherKind;
-use nebula_core::handshake::{self, PendingHandshake};
+use nebula_core::aead::TAG_LEN;
+use nebula_core::handshake::{self, Completed, PendingHandshake};
+use nebula_core::lighthouse;
 use nebula_core::pki::Pki;
+use prost::Message as _;
 use proto::header::{subtype, Header, MessageType, HEADER_LEN};
 use rand::RngCore;
 
@@ -145,6 +148,37 @@ impl Driver {
         }
     }
 
+    /// What a real host does right after its handshake with a lighthouse: a HostUpdateNotification
+    /// with its underlay address, sealed on the new tunnel (this also confirms the tunnel on the
+    /// lighthouse, as real traffic would). The lighthouse's ack is counted as "other".
+    fn announce(&self, socket: usize, local_index: u32, done: &Completed) -> Result<()> {
+        let sock = &self.sockets[socket];
+        let host = u64::from(local_index)
+            .checked_sub(1)
+            .ok_or_else(|| anyhow!("local index 0"))?;
+        let me = IpAddr::V4(host_vpn_addr(host)?);
+        let here = sock.local_addr().context("socket address")?;
+        let msg = lighthouse::host_update(me, &[here], &[], Version::V1).encode_to_vec();
+        let counter = done
+            .session
+            .next_counter()
+            .map_err(|e| anyhow!("host {host}: {e}"))?;
+        let mut d = vec![0u8; HEADER_LEN + msg.len() + TAG_LEN];
+        d[..HEADER_LEN].copy_from_slice(
+            &Header::new(MessageType::LightHouse, 0, done.peer_index, counter).to_bytes(),
+        );
+        d[HEADER_LEN..HEADER_LEN + msg.len()].copy_from_slice(&msg);
+        done.session
+            .send
+            .seal_frame(counter, &mut d, HEADER_LEN)
+            .map_err(|e| anyhow!("host {host}: {e}"))?;
+        match sock.send_to(&d, self.target) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(e).context("sending the host update"),
+        }
+    }
+
     /// Runs `batch` to the end (every handshake completed or failed) or until `deadline`.
     pub fn run(&mut self, batch: Vec<PendingHandshake>, deadline: Instant) -> Result<BatchStats> {
         let start = Instant::now();
@@ -256,10 +290,11 @@ impl Driver {
                     continue;
                 };
                 match handshake::complete(&mut f.hs, &self.verifier, body, unix_secs) {
-                    Ok(Some(_done)) => {
+                    Ok(Some(done)) => {
                         flight.remove(&h.remote_index);
                         stats.completed += 1;
                         self.live += 1;
+                        self.announce(i, h.remote_index, &done)?;
                     }
                     Ok(None) => stats.other += 1,
                     Err(e) => {
