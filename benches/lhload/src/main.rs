@@ -173,11 +173,11 @@ fn measure(
     for &size in &args.sizes {
         let deadline = Instant::now() + Duration::from_secs(args.phase_timeout);
         match measure_size(args, &pid, lh, &mut d, size, deadline, &mut out) {
-            Ok(true) => {}
-            Ok(false) => {
+            Ok(None) => {}
+            Ok(Some(partial)) => {
                 out.note = Some(format!(
-                    "size {size}: timed out after {} s (live tunnels {}); larger sizes skipped",
-                    args.phase_timeout, d.live
+                    "size {size}: timed out after {} s ({partial}); larger sizes skipped",
+                    args.phase_timeout
                 ));
                 eprintln!("   {}", out.note.as_deref().unwrap_or_default());
                 break;
@@ -191,7 +191,8 @@ fn measure(
     Ok(out)
 }
 
-/// Grows to `size`, measures a window, and the garbage figures if asked. `Ok(false)`: timed out.
+/// Grows to `size`, measures a window, and the garbage figures if asked. `Ok(Some(what))`: timed
+/// out, with what was done by then.
 fn measure_size(
     args: &Args,
     pid: &str,
@@ -200,8 +201,9 @@ fn measure_size(
     size: u64,
     deadline: Instant,
     out: &mut TargetResult,
-) -> Result<bool> {
+) -> Result<Option<String>> {
     let grow_start = Instant::now();
+    let live_start = d.live;
     let grow_cpu0 = procfs::cpu_seconds(pid)?;
     let mut grow = BatchStats::default();
     while d.live < size {
@@ -211,7 +213,15 @@ fn measure_size(
         let s = d.run(batch, deadline)?;
         grow.add(&s);
         if s.timed_out {
-            return Ok(false);
+            let cpu = procfs::cpu_seconds(pid)? - grow_cpu0;
+            return Ok(Some(format!(
+                "grew from {live_start} to {} live tunnels in {:.0} s, lighthouse CPU {cpu:.1} s = \
+                 {:.2} CPU-s per 1k handshakes, RSS {:.1} MiB",
+                d.live,
+                grow_start.elapsed().as_secs_f64(),
+                cpu * 1000.0 / grow.completed.max(1) as f64,
+                procfs::rss_kib(pid)? as f64 / 1024.0
+            )));
         }
     }
     let grow_cpu = procfs::cpu_seconds(pid)? - grow_cpu0;
@@ -219,7 +229,11 @@ fn measure_size(
     let rss_kib = procfs::rss_kib(pid)?;
     let w = window(d, pid, args.window, deadline)?;
     if w.stats.timed_out {
-        return Ok(false);
+        return Ok(Some(format!(
+            "the window at {live} tunnels did {} handshakes in {:.0} s",
+            w.stats.completed,
+            w.stats.elapsed.as_secs_f64()
+        )));
     }
     let r = SizeResult {
         live_tunnels: live,
@@ -236,7 +250,7 @@ fn measure_size(
         eprintln!("   {}", g.one_line());
         out.garbage.push(g);
     }
-    Ok(true)
+    Ok(None)
 }
 
 /// One measured window: figures of the lighthouse and of the load generator.
