@@ -191,11 +191,29 @@ impl Engine {
             }
             return;
         }
+        if let Some((local_index, resp)) = self.answer_stage1(now, via, body, out) {
+            self.install_responder_tunnel(now, via, body, local_index, resp, out);
+        }
+    }
+
+    /// Read a new stage 1 and decide whether to answer it: the peer's certificate, our allow
+    /// lists, and whether a working tunnel with that host is at least as new. `None`: refused
+    /// (told as an event) or not needed.
+    fn answer_stage1(
+        &mut self,
+        now: Instant,
+        via: Via,
+        body: &[u8],
+        out: &mut Outputs,
+    ) -> Option<(u32, handshake::Response)> {
         let unix = self.unix_nanos(now);
         let unix_secs = self.unix_secs(now);
-        let local_index = match self.allocate_index() {
-            Some(i) => i,
-            None => return,
+        let local_index = self.allocate_index()?;
+        let refuse = |reason: String, out: &mut Outputs| {
+            out.events.push(Event::HandshakeRejected {
+                from: via.log_addr(),
+                reason,
+            });
         };
         let resp = match handshake::respond(
             &self.pki,
@@ -208,20 +226,14 @@ impl Engine {
         ) {
             Ok(r) => r,
             Err(e) => {
-                out.events.push(Event::HandshakeRejected {
-                    from: via.log_addr(),
-                    reason: e.to_string(),
-                });
-                return;
+                refuse(e.to_string(), out);
+                return None;
             }
         };
         let vpn = resp.vpn_addrs[0];
         if resp.vpn_addrs.iter().any(|a| self.pki.is_my_addr(a)) {
-            out.events.push(Event::HandshakeRejected {
-                from: via.log_addr(),
-                reason: "refusing to handshake with myself".into(),
-            });
-            return;
+            refuse("refusing to handshake with myself".into(), out);
+            return None;
         }
         if let Via::Udp(a) = via {
             if !self
@@ -229,11 +241,11 @@ impl Engine {
                 .remote_allow_list
                 .allows_all(&resp.vpn_addrs, a.ip())
             {
-                out.events.push(Event::HandshakeRejected {
-                    from: a,
-                    reason: format!("lighthouse.remote_allow_list denies {a} for {vpn}"),
-                });
-                return;
+                refuse(
+                    format!("lighthouse.remote_allow_list denies {a} for {vpn}"),
+                    out,
+                );
+                return None;
             }
         }
         // An existing, working tunnel with a handshake at least as new wins ("handshake too old"),
@@ -242,19 +254,31 @@ impl Engine {
             if !cur.initiator && cur.peer_handshake_time >= resp.peer_time && cur.is_confirmed() {
                 let ci = cur.local_index;
                 self.send_on_tunnel(ci, MessageType::Test, subtype::TEST_REQUEST, &[], out);
-                return;
+                return None;
             }
         }
-        let mut datagram2 = resp.stage2;
-        let mut hdr = [0u8; HEADER_LEN];
-        let _ = Header::new(
+        Some((local_index, resp))
+    }
+
+    /// Install the tunnel an accepted stage 1 made, and answer with stage 2.
+    fn install_responder_tunnel(
+        &mut self,
+        now: Instant,
+        via: Via,
+        body: &[u8],
+        local_index: u32,
+        resp: handshake::Response,
+        out: &mut Outputs,
+    ) {
+        let vpn = resp.vpn_addrs[0];
+        let header = Header::new(
             MessageType::Handshake,
             subtype::HANDSHAKE_IX_PSK0,
             resp.peer_index,
             2,
-        )
-        .encode(&mut hdr);
-        datagram2.splice(0..0, hdr);
+        );
+        let mut datagram2 = header.to_bytes().to_vec();
+        datagram2.extend_from_slice(&resp.stage2);
         let tunnel = Tunnel::new(NewTunnel {
             local_index,
             remote_index: resp.peer_index,

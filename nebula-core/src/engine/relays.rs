@@ -275,41 +275,7 @@ impl Engine {
             return;
         }
         if self.pki.is_my_addr(&ends.to) {
-            // We are the target: our end of the relay is ready as soon as we answer.
-            let from = ends.from;
-            let local = match self.relays.find(hop, from).cloned() {
-                Some(r)
-                    if r.kind == RelayKind::Terminal
-                        && (r.state == RelayState::Requested || r.remote_index == init) =>
-                {
-                    self.relays
-                        .update(r.local_index, init, RelayState::Established);
-                    r.local_index
-                }
-                _ => {
-                    let Some(local) = self.allocate_relay_index() else {
-                        return;
-                    };
-                    self.relays.insert(Relay {
-                        local_index: local,
-                        remote_index: init,
-                        hop,
-                        peer: from,
-                        kind: RelayKind::Terminal,
-                        state: RelayState::Established,
-                    });
-                    local
-                }
-            };
-            self.send_relay_control(
-                hop,
-                NebulaControlType::CreateRelayResponse,
-                init,
-                local,
-                from,
-                ends.to,
-                out,
-            );
+            self.relay_request_to_us(hop, init, ends, out);
             return;
         }
         // Someone wants us to relay.
@@ -379,6 +345,45 @@ impl Engine {
             0,
             hop,
             target,
+            out,
+        );
+    }
+
+    /// `hop` asks, on its index `init`, for a relay from `ends.from` to us: our end of the relay
+    /// is ready as soon as we answer.
+    fn relay_request_to_us(&mut self, hop: IpAddr, init: u32, ends: RelayEnds, out: &mut Outputs) {
+        let from = ends.from;
+        let local = match self.relays.find(hop, from).cloned() {
+            Some(r)
+                if r.kind == RelayKind::Terminal
+                    && (r.state == RelayState::Requested || r.remote_index == init) =>
+            {
+                self.relays
+                    .update(r.local_index, init, RelayState::Established);
+                r.local_index
+            }
+            _ => {
+                let Some(local) = self.allocate_relay_index() else {
+                    return;
+                };
+                self.relays.insert(Relay {
+                    local_index: local,
+                    remote_index: init,
+                    hop,
+                    peer: from,
+                    kind: RelayKind::Terminal,
+                    state: RelayState::Established,
+                });
+                local
+            }
+        };
+        self.send_relay_control(
+            hop,
+            NebulaControlType::CreateRelayResponse,
+            init,
+            local,
+            from,
+            ends.to,
             out,
         );
     }
