@@ -495,14 +495,7 @@ impl Engine {
                 };
                 let mut frame = vec![0u8; HEADER_LEN + packet.len() + TAG_LEN];
                 frame[HEADER_LEN..HEADER_LEN + packet.len()].copy_from_slice(&packet);
-                let sealed = crate::dataplane::outbound(
-                    &*self.filter,
-                    now,
-                    &t.session,
-                    t.remote_index,
-                    &t.peer_identity(),
-                    &mut frame,
-                );
+                let sealed = self.seal_outbound(now, t, &mut frame);
                 match sealed {
                     Ok(()) => self.send_sealed(idx, frame, out),
                     Err(Refusal::Firewall { reject: true, .. }) => {

@@ -59,15 +59,7 @@ impl Engine {
         let Some(t) = self.hostmap.get(idx) else {
             return InsideOutcome::Dropped(DropReason::NoRoute);
         };
-        let frame = &mut buf[at..at + total];
-        let sealed = crate::dataplane::outbound(
-            &*self.filter,
-            now,
-            &t.session,
-            t.remote_index,
-            &t.peer_identity(),
-            frame,
-        );
+        let sealed = self.seal_outbound(now, t, &mut buf[at..at + total]);
         if let Err(refusal) = sealed {
             if let Refusal::Firewall { reject: true, .. } = refusal {
                 let packet = &buf[at + HEADER_LEN..at + HEADER_LEN + len];
@@ -98,6 +90,24 @@ impl Engine {
             self.try_promote_best(now, idx, promote, out);
         }
         outcome
+    }
+
+    /// The outbound per-packet core on tunnel `t`: its firewall verdict for the packet in
+    /// `frame` (`header room || packet || tag room`), then the seal.
+    pub(super) fn seal_outbound(
+        &self,
+        now: Instant,
+        t: &Tunnel,
+        frame: &mut [u8],
+    ) -> Result<(), Refusal> {
+        crate::dataplane::outbound(
+            &*self.filter,
+            now,
+            &t.session,
+            t.remote_index,
+            &t.peer_identity(),
+            frame,
+        )
     }
 
     /// How to reach a tunnel that has no underlay address: the first of its relays with an

@@ -118,6 +118,28 @@ impl Engine {
         None
     }
 
+    /// A new relay entry on a fresh local index: `hop`'s tunnel carries it towards `peer`.
+    /// `None` when no index is free.
+    fn new_relay(
+        &mut self,
+        remote_index: u32,
+        hop: IpAddr,
+        peer: IpAddr,
+        kind: RelayKind,
+        state: RelayState,
+    ) -> Option<u32> {
+        let local_index = self.allocate_relay_index()?;
+        self.relays.insert(Relay {
+            local_index,
+            remote_index,
+            hop,
+            peer,
+            kind,
+            state,
+        });
+        Some(local_index)
+    }
+
     /// The relay half of a handshake attempt (`handshake_manager.go`): for each relay the target
     /// advertises, make sure we have a tunnel to the relay, then a relay index through it, then
     /// send the stage 1 through it.
@@ -151,17 +173,15 @@ impl Engine {
                 .map(|r| (r.local_index, r.kind, r.state))
             {
                 None => {
-                    let Some(index) = self.allocate_relay_index() else {
+                    let Some(index) = self.new_relay(
+                        0,
+                        relay,
+                        target,
+                        RelayKind::Terminal,
+                        RelayState::Requested,
+                    ) else {
                         continue;
                     };
-                    self.relays.insert(Relay {
-                        local_index: index,
-                        remote_index: 0,
-                        hop: relay,
-                        peer: target,
-                        kind: RelayKind::Terminal,
-                        state: RelayState::Requested,
-                    });
                     let me = self.pki.vpn_addr();
                     self.send_relay_control(
                         relay,
@@ -300,17 +320,11 @@ impl Engine {
             Some(r) if r.kind == RelayKind::Forwarding => r.local_index,
             Some(_) => return,
             None => {
-                let Some(i) = self.allocate_relay_index() else {
+                let Some(i) =
+                    self.new_relay(0, target, hop, RelayKind::Forwarding, RelayState::Requested)
+                else {
                     return;
                 };
-                self.relays.insert(Relay {
-                    local_index: i,
-                    remote_index: 0,
-                    hop: target,
-                    peer: hop,
-                    kind: RelayKind::Forwarding,
-                    state: RelayState::Requested,
-                });
                 i
             }
         };
@@ -324,17 +338,16 @@ impl Engine {
             }
             Some(_) => return,
             None => {
-                let Some(i) = self.allocate_relay_index() else {
-                    return;
-                };
-                self.relays.insert(Relay {
-                    local_index: i,
-                    remote_index: init,
+                let made = self.new_relay(
+                    init,
                     hop,
-                    peer: target,
-                    kind: RelayKind::Forwarding,
-                    state: RelayState::PeerRequested,
-                });
+                    target,
+                    RelayKind::Forwarding,
+                    RelayState::PeerRequested,
+                );
+                if made.is_none() {
+                    return;
+                }
             }
         }
         // Always (re)ask the target, as 1.11 does: its answer completes both halves.
@@ -363,17 +376,15 @@ impl Engine {
                 r.local_index
             }
             _ => {
-                let Some(local) = self.allocate_relay_index() else {
+                let Some(local) = self.new_relay(
+                    init,
+                    hop,
+                    from,
+                    RelayKind::Terminal,
+                    RelayState::Established,
+                ) else {
                     return;
                 };
-                self.relays.insert(Relay {
-                    local_index: local,
-                    remote_index: init,
-                    hop,
-                    peer: from,
-                    kind: RelayKind::Terminal,
-                    state: RelayState::Established,
-                });
                 local
             }
         };
