@@ -15,7 +15,7 @@ use anyhow::{anyhow, Context, Result};
 use clap::Parser;
 
 use crate::driver::{send_garbage, BatchStats, Driver};
-use crate::report::{GarbageResult, SizeResult, TargetResult};
+use crate::report::{GarbageResult, SizeResult, TargetResult, Window};
 use crate::setup::{Ca, Lighthouse};
 
 /// Lighthouse load benchmark: handshakes/s, lighthouse CPU-s per 1,000 handshakes and RSS per
@@ -251,14 +251,6 @@ fn measure_size(
         out.garbage.push(g);
     }
     Ok(None)
-}
-
-/// One measured window: figures of the lighthouse and of the load generator.
-#[derive(Clone, Debug)]
-pub struct Window {
-    pub stats: BatchStats,
-    pub lighthouse_cpu_s: f64,
-    pub generator_cpu_s: f64,
 }
 
 fn window(d: &mut Driver, pid: &str, n: usize, deadline: Instant) -> Result<Window> {

@@ -6,7 +6,15 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::Window;
+use crate::driver::BatchStats;
+
+/// One measured window: figures of the lighthouse and of the load generator.
+#[derive(Clone, Debug)]
+pub struct Window {
+    pub stats: BatchStats,
+    pub lighthouse_cpu_s: f64,
+    pub generator_cpu_s: f64,
+}
 
 /// Everything measured at one size.
 #[derive(Clone, Debug)]
@@ -420,7 +428,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::driver::BatchStats;
 
     fn window(done: u64, secs: f64, cpu: f64) -> Window {
         Window {
