@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cargo fmt --all -- --check
+# Module import cycles inside each crate (test-only edges aside): there must be none.
+bash scripts/import-cycles.sh
 # With every feature, so the gated system tests are linted too.
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 mkdir -p target
