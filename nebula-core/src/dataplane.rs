@@ -112,6 +112,52 @@ pub(crate) struct Routing {
     pub requery_every: u32,
 }
 
+/// Makes the engine's data-plane snapshots: a new [`DataTable`] only when the host map's
+/// generation moved or the routing (networks, routes, firewall) changed, in O(1) either way.
+#[derive(Default)]
+pub(crate) struct Publisher {
+    /// The routing changed since the last table (host map changes are told by its generation).
+    routing_dirty: bool,
+    /// The host map's generation the last table was made from (`None`: no table yet).
+    hostmap_generation: Option<u64>,
+    /// Bumped each time a new table is made.
+    generation: u64,
+    routing: Option<Arc<Routing>>,
+}
+
+impl Publisher {
+    /// Our networks, unsafe routes or firewall changed: the next table gets new routing.
+    pub fn routing_changed(&mut self) {
+        self.routing_dirty = true;
+    }
+
+    /// A table over `index` if anything changed since the last one; `make_routing` is called
+    /// only when the routing must be rebuilt.
+    pub fn publish(
+        &mut self,
+        hostmap_generation: u64,
+        index: &DataIndex,
+        make_routing: impl FnOnce() -> Routing,
+    ) -> Option<Arc<DataTable>> {
+        let fresh = self.hostmap_generation == Some(hostmap_generation);
+        if fresh && !self.routing_dirty && self.routing.is_some() {
+            return None;
+        }
+        let routing = match &self.routing {
+            Some(r) if !self.routing_dirty => Arc::clone(r),
+            _ => {
+                let r = Arc::new(make_routing());
+                self.routing = Some(Arc::clone(&r));
+                r
+            }
+        };
+        self.routing_dirty = false;
+        self.hostmap_generation = Some(hostmap_generation);
+        self.generation += 1;
+        Some(Arc::new(DataTable::new(self.generation, index, routing)))
+    }
+}
+
 /// Why the per-packet core ([`outbound`], [`inbound`]) refused a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Refusal {

@@ -32,7 +32,7 @@ use proto::lighthouse::{AddrEncoding, NebulaMeta, NebulaMetaType};
 use rand_core::CryptoRngCore;
 
 use crate::aead::{CipherKind, Session, TAG_LEN};
-use crate::dataplane::{DataTable, Refusal, Routing};
+use crate::dataplane::{DataTable, Publisher, Refusal, Routing};
 use crate::filter::PacketFilter;
 use crate::handshake::{self, PendingTable, QueuedPacket, MAX_QUEUED_PACKETS};
 pub use crate::hostmap::ROAMING_SUPPRESS;
@@ -227,15 +227,8 @@ pub struct Engine {
     remotes: HashMap<IpAddr, RemoteList>,
     timers: Timers,
     filter: Arc<dyn PacketFilter>,
-    /// The firewall or our networks changed since the last [`Engine::data_table`] (host map
-    /// changes are told by its generation).
-    table_dirty: bool,
-    /// The host map's generation the last table was made from.
-    table_hostmap_generation: u64,
-    /// Bumped each time a new data table is made.
-    table_generation: u64,
-    /// Networks, routes and firewall of the tables (rebuilt only when `table_dirty`).
-    routing: Option<Arc<Routing>>,
+    /// Makes the data-plane snapshots (knows what changed since the last one).
+    publisher: Publisher,
     lighthouse_server: Option<Box<dyn LighthouseServer>>,
     /// Wall clock anchor: `unix_nanos` at `mono`.
     wall: (Instant, u64),
@@ -272,10 +265,7 @@ impl Engine {
             remotes,
             timers: Timers::default(),
             filter: Arc::from(filter),
-            table_dirty: true,
-            table_hostmap_generation: 0,
-            table_generation: 0,
-            routing: None,
+            publisher: Publisher::default(),
             lighthouse_server: None,
             wall: (now, unix_nanos),
             started: false,
@@ -341,7 +331,7 @@ impl Engine {
     /// Replace the packet filter entirely (drops its connection state).
     pub fn set_filter(&mut self, filter: Box<dyn PacketFilter>) {
         self.filter = Arc::from(filter);
-        self.table_dirty = true;
+        self.publisher.routing_changed();
     }
 
     /// Apply a re-read configuration (SIGHUP): the one way to change a running engine's settings.
@@ -365,7 +355,7 @@ impl Engine {
         }
         self.pki = pki;
         self.pki_generation += 1;
-        self.table_dirty = true;
+        self.publisher.routing_changed();
         for r in self.remotes.values_mut() {
             r.static_addrs.clear();
         }
@@ -417,27 +407,15 @@ impl Engine {
     /// O(1) in the number of tunnels: the host map keeps the table's maps up to date entry by
     /// entry, and a snapshot shares them.
     pub fn data_table(&mut self) -> Option<Arc<DataTable>> {
-        if !self.table_dirty && self.hostmap.generation() == self.table_hostmap_generation {
-            return None;
-        }
-        if self.table_dirty || self.routing.is_none() {
-            self.routing = Some(Arc::new(Routing {
-                networks: self.pki.networks().to_vec(),
-                unsafe_routes: self.cfg.unsafe_routes.clone(),
-                filter: Arc::clone(&self.filter),
-                try_promote_every: self.cfg.try_promote_every,
-                requery_every: self.cfg.requery_every_packets,
-            }));
-        }
-        self.table_dirty = false;
-        self.table_hostmap_generation = self.hostmap.generation();
-        self.table_generation += 1;
-        let routing = Arc::clone(self.routing.as_ref()?);
-        Some(Arc::new(DataTable::new(
-            self.table_generation,
-            self.hostmap.data(),
-            routing,
-        )))
+        let (pki, cfg, filter) = (&self.pki, &self.cfg, &self.filter);
+        self.publisher
+            .publish(self.hostmap.generation(), self.hostmap.data(), || Routing {
+                networks: pki.networks().to_vec(),
+                unsafe_routes: cfg.unsafe_routes.clone(),
+                filter: Arc::clone(filter),
+                try_promote_every: cfg.try_promote_every,
+                requery_every: cfg.requery_every_packets,
+            })
     }
 
     /// The data plane sent the `count`th TUN packet on tunnel `local_index` and that count is
