@@ -401,14 +401,25 @@ mod tests {
             let mut buf = vec![0u8; 4096];
             let mut answered = 0u32;
             let mut dropped_one = false;
+            let mut sessions = HashMap::new();
+            let mut announced = 0u32;
             // Answer every stage 1 (retries included) until the driver has gone quiet.
             lh.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
             while let Ok((n, from)) = lh.recv_from(&mut buf) {
+                let (h, body) = Header::parse_split(&buf[..n]).unwrap();
+                if h.msg_type == MessageType::LightHouse {
+                    // A host announcing itself on its new tunnel: it must open with that
+                    // tunnel's keys.
+                    let s: &nebula_core::aead::Session = sessions.get(&h.remote_index).unwrap();
+                    let mut d = buf[..n].to_vec();
+                    s.open_frame(h.message_counter, &mut d, HEADER_LEN).unwrap();
+                    announced += 1;
+                    continue;
+                }
                 if !dropped_one {
                     dropped_one = true; // lose the first stage 1: the driver must retry it
                     continue;
                 }
-                let (_, body) = Header::parse_split(&buf[..n]).unwrap();
                 let r = handshake::respond(
                     &responder_pki,
                     CipherKind::AesGcm,
@@ -429,15 +440,18 @@ mod tests {
                 .to_vec();
                 out.extend_from_slice(&r.stage2);
                 lh.send_to(&out, from).unwrap();
+                sessions.insert(1000 + answered, r.session);
                 answered += 1;
             }
+            announced
         });
         driver.retry_after = Duration::from_millis(300);
         let stats = driver
             .run(batch, Instant::now() + Duration::from_secs(20))
             .unwrap();
-        responder.join().unwrap();
+        let announced = responder.join().unwrap();
         assert_eq!(stats.completed, 6, "{stats:?}");
+        assert_eq!(announced, 6, "every host announced itself on its tunnel");
         assert_eq!(stats.failed, 0);
         assert!(stats.retries >= 1);
         assert!(!stats.timed_out);
