@@ -4,7 +4,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What a deadline is for.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -24,6 +24,17 @@ pub enum Timer {
     TryDirect { local_index: u32 },
 }
 
+/// `now + delay`, saturating: a delay too large for the clock (a huge configured interval) is a
+/// deadline about a century away instead of a panic.
+pub fn after(now: Instant, delay: Duration) -> Instant {
+    now.checked_add(delay)
+        .or_else(|| now.checked_add(FAR_AWAY))
+        .unwrap_or(now)
+}
+
+/// How far [`after`] falls back to when `now + delay` does not fit in an `Instant`.
+const FAR_AWAY: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// A min-heap of deadlines. Stale entries are allowed: the handler re-checks state when one fires.
 #[derive(Default)]
 pub struct Timers {
@@ -35,6 +46,11 @@ impl Timers {
     pub fn add(&mut self, at: Instant, timer: Timer) {
         self.seq += 1;
         self.heap.push(Reverse((at, self.seq, timer)));
+    }
+
+    /// Add `timer` due `delay` after `now` (saturating, see [`after`]).
+    pub fn add_after(&mut self, now: Instant, delay: Duration, timer: Timer) {
+        self.add(after(now, delay), timer);
     }
 
     /// The earliest deadline.
@@ -62,7 +78,17 @@ impl Timers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    #[test]
+    fn a_huge_delay_saturates_instead_of_panicking() {
+        let t0 = Instant::now();
+        let far = after(t0, Duration::MAX);
+        assert!(far > t0 + Duration::from_secs(365 * 86_400));
+        let mut t = Timers::default();
+        t.add_after(t0, Duration::MAX, Timer::LighthouseUpdate);
+        t.add_after(t0, Duration::from_secs(1), Timer::LighthouseUpdate);
+        assert_eq!(t.next_deadline(), Some(t0 + Duration::from_secs(1)));
+    }
 
     #[test]
     fn pops_in_deadline_order_and_only_when_due() {

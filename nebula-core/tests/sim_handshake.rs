@@ -691,3 +691,41 @@ fn a_retransmitted_stage1_gets_the_same_stage2_until_confirmed() {
     assert!(answers.iter().all(|a| *a == answers[0]), "the same stage 2");
     assert_eq!(b.counts().0, 1, "one tunnel");
 }
+
+/// Intervals far beyond any clock (a hostile or mistyped config that slipped past the config's
+/// bounds) give far-away deadlines, never an overflow panic: handshakes, connection checks,
+/// lighthouse updates and punches all still work or simply wait.
+#[test]
+fn huge_timer_settings_never_panic() {
+    let ca = TestCa::new("ca", Curve::Curve25519, Version::V1);
+    let huge = |mut cfg: EngineConfig| {
+        cfg.handshake_try_interval = Duration::MAX;
+        cfg.handshake_retries = u32::MAX;
+        cfg.connection_alive_interval = Duration::MAX;
+        cfg.pending_deletion_interval = Duration::MAX;
+        cfg.lighthouse_interval = Duration::MAX;
+        cfg.requery_wait = Duration::MAX;
+        cfg.punchy.delay = Duration::MAX;
+        cfg.punchy.respond_delay = Duration::MAX;
+        cfg.punchy.punch = true;
+        cfg.punchy.respond = true;
+        cfg
+    };
+    let mut sim = Sim::new(99);
+    let mut a_cfg = huge(static_config(&[(B_VPN, B_ADDR)]));
+    // B is also A's lighthouse: host updates and queries run on the huge interval too.
+    a_cfg.lighthouses = vec![B_VPN.parse().expect("ip")];
+    sim.add_node("a", A_ADDR, a_cfg, ca.pki("a", "10.42.0.1/16"));
+    sim.add_node(
+        "b",
+        B_ADDR,
+        huge(static_config(&[(A_VPN, A_ADDR)])),
+        ca.pki("b", "10.42.0.2/16"),
+    );
+    sim.inside(0, &pkt(A_VPN, B_VPN, 1));
+    sim.run_for(Duration::from_secs(30));
+    assert_eq!(delivered(&sim, 1, 1), 1, "the tunnel came up");
+    sim.inside(1, &pkt(B_VPN, A_VPN, 2));
+    sim.run_for(Duration::from_secs(30));
+    assert_eq!(delivered(&sim, 0, 2), 1);
+}

@@ -68,6 +68,14 @@ const CASES: &[(&str, &str, &str)] = &[
     ("pki: {ca: a, cert: b, key: c, blocklist: abc}\n", "pki.blocklist", "expected a list"),
     ("relay: {am_relay: perhaps}\n", "relay.am_relay", "expected a boolean"),
     ("timers: {connection_alive_interval: 5s}\n", "timers.connection_alive_interval", "expected an integer"),
+    // Values a timer cannot use: once accepted, they made `now + interval` panic.
+    ("timers: {connection_alive_interval: 9223372036854775807}\n", "timers.connection_alive_interval", "out of range"),
+    ("timers: {pending_deletion_interval: 86401}\n", "timers.pending_deletion_interval", "out of range"),
+    ("lighthouse: {interval: 9223372036854775807}\n", "lighthouse.interval", "out of range"),
+    ("handshakes: {try_interval: 2562047h}\n", "handshakes.try_interval", "out of range"),
+    ("handshakes: {retries: 2147483647}\n", "handshakes.retries", "out of range"),
+    ("punchy: {delay: 2562047h}\n", "punchy.delay", "out of range"),
+    ("timers: {requery_wait_duration: 9000h}\n", "timers.requery_wait_duration", "out of range"),
     ("preferred_ranges: \"10.0.0.0/8\"\n", "preferred_ranges", "expected a list"),
     ("sshd: {authorized_users: [{keys: [x]}]}\n", "sshd.authorized_users[0].user", "is not present"),
 ];

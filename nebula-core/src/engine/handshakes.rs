@@ -66,8 +66,9 @@ impl Engine {
         if !self.pending.insert(pending) {
             return None;
         }
-        self.timers.add(
-            now + self.cfg.handshake_try_interval,
+        self.timers.add_after(
+            now,
+            self.cfg.handshake_try_interval,
             Timer::HandshakeRetry { local_index },
         );
         // Static hosts are tried at once; so are addresses guessed by `calculated_remotes`.
@@ -156,8 +157,9 @@ impl Engine {
         let stage1 = p.stage1.clone();
         self.relay_handshake(now, vpn, &stage1, out);
         if from_timer {
-            self.timers.add(
-                now + self.cfg.handshake_try_interval * attempts,
+            self.timers.add_after(
+                now,
+                self.cfg.handshake_try_interval.saturating_mul(attempts),
                 Timer::HandshakeRetry { local_index: idx },
             );
             if addrs.len() <= 1 && attempts == 5 {
@@ -461,8 +463,9 @@ impl Engine {
         } else {
             self.schedule_direct_probe(now, local_index);
         }
-        self.timers.add(
-            now + self.cfg.connection_alive_interval,
+        self.timers.add_after(
+            now,
+            self.cfg.connection_alive_interval,
             Timer::ConnectionCheck { local_index },
         );
     }

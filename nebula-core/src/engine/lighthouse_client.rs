@@ -141,11 +141,12 @@ impl Engine {
                         continue;
                     }
                     self.timers
-                        .add(now + self.cfg.punchy.delay, Timer::Punch { to: a });
+                        .add_after(now, self.cfg.punchy.delay, Timer::Punch { to: a });
                 }
                 if self.cfg.punchy.respond {
-                    self.timers.add(
-                        now + self.cfg.punchy.respond_delay,
+                    self.timers.add_after(
+                        now,
+                        self.cfg.punchy.respond_delay,
                         Timer::PunchRespond { vpn },
                     );
                 }

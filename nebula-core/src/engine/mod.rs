@@ -439,7 +439,7 @@ impl Engine {
             self.send_host_updates(now, out);
             if !self.cfg.lighthouse_interval.is_zero() {
                 self.timers
-                    .add(now + self.cfg.lighthouse_interval, Timer::LighthouseUpdate);
+                    .add_after(now, self.cfg.lighthouse_interval, Timer::LighthouseUpdate);
             }
         }
     }

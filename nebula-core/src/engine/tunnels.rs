@@ -130,8 +130,11 @@ impl Engine {
                 Timer::LighthouseUpdate => {
                     self.send_host_updates(now, out);
                     if !self.cfg.lighthouse_interval.is_zero() {
-                        self.timers
-                            .add(now + self.cfg.lighthouse_interval, Timer::LighthouseUpdate);
+                        self.timers.add_after(
+                            now,
+                            self.cfg.lighthouse_interval,
+                            Timer::LighthouseUpdate,
+                        );
                     }
                 }
                 Timer::Punch { to } => out.transmits.push(Transmit {
@@ -155,11 +158,18 @@ impl Engine {
     /// A tunnel just came up through a relay: try the direct addresses once the lighthouse's punch
     /// notification has had time to open the far NAT (`punchy.delay`), and again a bit later.
     pub(super) fn schedule_direct_probe(&mut self, now: Instant, local_index: u32) {
-        let first = self.cfg.punchy.delay + Duration::from_millis(250);
+        let first = self
+            .cfg
+            .punchy
+            .delay
+            .saturating_add(Duration::from_millis(250));
         self.timers
-            .add(now + first, Timer::TryDirect { local_index });
-        self.timers
-            .add(now + first * 3, Timer::TryDirect { local_index });
+            .add_after(now, first, Timer::TryDirect { local_index });
+        self.timers.add_after(
+            now,
+            first.saturating_mul(3),
+            Timer::TryDirect { local_index },
+        );
     }
 
     /// Go 1.11's per-tunnel connection check.
@@ -225,8 +235,9 @@ impl Engine {
             if is_primary && needs_rehandshake && self.pending.index_for(&vpn).is_none() {
                 self.start_rehandshake(now, vpn, out);
             }
-            self.timers.add(
-                now + self.cfg.connection_alive_interval,
+            self.timers.add_after(
+                now,
+                self.cfg.connection_alive_interval,
                 Timer::ConnectionCheck { local_index: idx },
             );
             return;
@@ -247,8 +258,9 @@ impl Engine {
         if tout {
             t.pending_deletion = true;
             self.send_on_tunnel(idx, MessageType::Test, subtype::TEST_REQUEST, &[], out);
-            self.timers.add(
-                now + self.cfg.pending_deletion_interval,
+            self.timers.add_after(
+                now,
+                self.cfg.pending_deletion_interval,
                 Timer::ConnectionCheck { local_index: idx },
             );
             return;
@@ -261,8 +273,9 @@ impl Engine {
                 });
             }
         }
-        self.timers.add(
-            now + self.cfg.connection_alive_interval,
+        self.timers.add_after(
+            now,
+            self.cfg.connection_alive_interval,
             Timer::ConnectionCheck { local_index: idx },
         );
     }
@@ -315,7 +328,7 @@ impl Engine {
             if t.next_requery.is_some_and(|n| now < n) {
                 return;
             }
-            t.next_requery = Some(now + self.cfg.requery_wait);
+            t.next_requery = Some(crate::timers::after(now, self.cfg.requery_wait));
             self.query_lighthouses(now, vpn, out);
         }
     }

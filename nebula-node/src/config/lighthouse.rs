@@ -10,7 +10,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::error::{ConfigError, WarningKind};
-use super::read::{atoi, shown, Reader};
+use super::read::{atoi, shown, Reader, MAX_TIMER_INTERVAL};
 use super::value::{Map, Value};
 
 /// An underlay `host:port` as written: `host` is an IP literal or a DNS name the caller
@@ -338,7 +338,7 @@ impl LighthouseConfig {
         }
         let dns_host = r.string("lighthouse.dns.host", "")?.trim().to_string();
         let dns_port: u16 = r.int_in("lighthouse.dns.port", 53, 0, 65535)?;
-        let interval = r.seconds("lighthouse.interval", 10)?;
+        let interval = r.seconds("lighthouse.interval", 10, MAX_TIMER_INTERVAL)?;
 
         let mut hosts = Vec::new();
         for (i, h) in r.string_list("lighthouse.hosts")?.iter().enumerate() {

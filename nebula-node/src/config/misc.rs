@@ -6,8 +6,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::error::{ConfigError, WarningKind};
-use super::read::{scalar_string, shown, value_bool, Reader};
+use super::read::{scalar_string, shown, value_bool, Reader, MAX_TIMER_INTERVAL};
 use super::value::Value;
+
+/// The longest `handshakes.try_interval` (the wait grows by it with every attempt).
+const MAX_TRY_INTERVAL: Duration = Duration::from_secs(60);
+/// The most `handshakes.retries`.
+const MAX_HANDSHAKE_RETRIES: i64 = 1000;
 
 /// `listen.send_recv_error` / `listen.accept_recv_error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -377,8 +382,12 @@ pub struct HandshakesConfig {
 impl HandshakesConfig {
     pub(crate) fn parse(r: &Reader<'_>) -> Result<HandshakesConfig, ConfigError> {
         Ok(HandshakesConfig {
-            try_interval: r.duration("handshakes.try_interval", Duration::from_millis(100))?,
-            retries: r.int_in("handshakes.retries", 10, 0, i32::MAX as i64)?,
+            try_interval: r.duration_in(
+                "handshakes.try_interval",
+                Duration::from_millis(100),
+                MAX_TRY_INTERVAL,
+            )?,
+            retries: r.int_in("handshakes.retries", 10, 0, MAX_HANDSHAKE_RETRIES)?,
             trigger_buffer: r.int_in("handshakes.trigger_buffer", 64, 0, i32::MAX as i64)?,
             query_buffer: r.int_in("handshakes.query_buffer", 64, 0, u32::MAX as i64)?,
         })
@@ -399,8 +408,16 @@ pub struct TimersConfig {
 impl TimersConfig {
     pub(crate) fn parse(r: &Reader<'_>) -> Result<TimersConfig, ConfigError> {
         Ok(TimersConfig {
-            connection_alive_interval: r.seconds("timers.connection_alive_interval", 5)?,
-            pending_deletion_interval: r.seconds("timers.pending_deletion_interval", 10)?,
+            connection_alive_interval: r.seconds(
+                "timers.connection_alive_interval",
+                5,
+                MAX_TIMER_INTERVAL,
+            )?,
+            pending_deletion_interval: r.seconds(
+                "timers.pending_deletion_interval",
+                10,
+                MAX_TIMER_INTERVAL,
+            )?,
             requery_wait_duration: r
                 .duration("timers.requery_wait_duration", Duration::from_secs(60))?,
         })

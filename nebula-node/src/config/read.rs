@@ -86,21 +86,39 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Go `GetDuration`: Go duration text (`"5s"`, `"1m30s"`, `"100ms"`, `"0"`).
+    /// Go `GetDuration`: Go duration text (`"5s"`, `"1m30s"`, `"100ms"`, `"0"`), at most
+    /// [`MAX_DURATION`].
     pub(crate) fn duration(&self, key: &str, default: Duration) -> Result<Duration, ConfigError> {
+        self.duration_in(key, default, MAX_DURATION)
+    }
+
+    /// [`Reader::duration`] at most `max`: a key whose value feeds a timer gets a bound that
+    /// keeps deadlines meaningful (and far from any clock overflow).
+    pub(crate) fn duration_in(
+        &self,
+        key: &str,
+        default: Duration,
+        max: Duration,
+    ) -> Result<Duration, ConfigError> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => value_duration(key, v),
+            Some(v) => at_most(key, value_duration(key, v)?, max),
         }
     }
 
-    /// Keys Go reads with `GetInt` and multiplies by a second: a whole number of seconds.
-    pub(crate) fn seconds(&self, key: &str, default_secs: u64) -> Result<Duration, ConfigError> {
+    /// Keys Go reads with `GetInt` and multiplies by a second: a whole number of seconds, at most
+    /// `max`.
+    pub(crate) fn seconds(
+        &self,
+        key: &str,
+        default_secs: u64,
+        max: Duration,
+    ) -> Result<Duration, ConfigError> {
         match self.get(key) {
             None => Ok(Duration::from_secs(default_secs)),
             Some(v) => {
                 let n: u64 = int_in_range(key, v, 0, i64::MAX)?;
-                Ok(Duration::from_secs(n))
+                at_most(key, Duration::from_secs(n), max)
             }
         }
     }
@@ -218,6 +236,27 @@ pub(crate) fn value_bool(key: &str, v: &Value) -> Result<bool, ConfigError> {
 }
 
 /// Go's `GetDuration` conversion; negative durations are refused.
+/// The longest duration any key accepts (a year): longer is a typo or an attack on the timers.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
+/// The longest interval of the periodic timers (connection checks, lighthouse updates, handshake
+/// retries' base): a day.
+pub(crate) const MAX_TIMER_INTERVAL: Duration = Duration::from_secs(86_400);
+
+fn at_most(key: &str, d: Duration, max: Duration) -> Result<Duration, ConfigError> {
+    if d > max {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "{} is out of range (at most {})",
+                goflag::GoDuration::from_std(d),
+                goflag::GoDuration::from_std(max)
+            ),
+        ));
+    }
+    Ok(d)
+}
+
 pub(crate) fn value_duration(key: &str, v: &Value) -> Result<Duration, ConfigError> {
     if !v.is_scalar() {
         return Err(ConfigError::invalid(
@@ -304,8 +343,11 @@ mod tests {
         );
         assert!(r.duration("f", Duration::ZERO).is_err());
         assert!(r.duration("g", Duration::ZERO).is_err());
-        assert_eq!(r.seconds("d", 1).unwrap(), Duration::from_secs(5));
-        assert!(r.seconds("a", 1).is_err());
+        assert_eq!(
+            r.seconds("d", 1, MAX_TIMER_INTERVAL).unwrap(),
+            Duration::from_secs(5)
+        );
+        assert!(r.seconds("a", 1, MAX_TIMER_INTERVAL).is_err());
     }
 
     #[test]
