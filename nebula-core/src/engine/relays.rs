@@ -167,49 +167,33 @@ impl Engine {
                 self.connect(now, relay, out);
                 continue;
             }
-            match self
+            let requested = match self
                 .relays
                 .find(relay, target)
                 .map(|r| (r.local_index, r.kind, r.state))
             {
                 None => {
-                    let Some(index) = self.new_relay(
-                        0,
-                        relay,
-                        target,
-                        RelayKind::Terminal,
-                        RelayState::Requested,
-                    ) else {
-                        continue;
-                    };
-                    let me = self.pki.vpn_addr();
-                    self.send_relay_control(
-                        relay,
-                        NebulaControlType::CreateRelayRequest,
-                        index,
-                        0,
-                        me,
-                        target,
-                        out,
-                    );
+                    self.new_relay(0, relay, target, RelayKind::Terminal, RelayState::Requested)
                 }
-                Some((index, RelayKind::Terminal, RelayState::Requested)) => {
-                    // Ask again, in case the request or its answer was lost.
-                    let me = self.pki.vpn_addr();
-                    self.send_relay_control(
-                        relay,
-                        NebulaControlType::CreateRelayRequest,
-                        index,
-                        0,
-                        me,
-                        target,
-                        out,
-                    );
-                }
+                // Ask again, in case the request or its answer was lost.
+                Some((index, RelayKind::Terminal, RelayState::Requested)) => Some(index),
                 Some((index, RelayKind::Terminal, RelayState::Established)) => {
                     self.send_through_relay(index, stage1, out);
+                    None
                 }
-                Some(_) => {}
+                Some(_) => None,
+            };
+            if let Some(index) = requested {
+                let me = self.pki.vpn_addr();
+                self.send_relay_control(
+                    relay,
+                    NebulaControlType::CreateRelayRequest,
+                    index,
+                    0,
+                    me,
+                    target,
+                    out,
+                );
             }
         }
     }
