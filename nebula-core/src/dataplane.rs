@@ -725,6 +725,46 @@ mod tests {
         ))
     }
 
+    /// `outbound_action: reject` on the fast path: the worker answers the local sender itself
+    /// (no second firewall pass in the engine), and nothing is sealed.
+    #[test]
+    fn an_outbound_reject_is_answered_on_the_fast_path() {
+        let cfg = FirewallConfig {
+            inbound: vec![rule_from_anyone("udp", "53")],
+            outbound: vec![rule_from_anyone("udp", "53")],
+            outbound_action: Action::Reject,
+            ..FirewallConfig::default()
+        };
+        let net: IpNet = "10.42.0.1/16".parse().expect("net");
+        let fa: Box<dyn PacketFilter> = Box::new(GroupFirewall::new(
+            Firewall::new(&cfg, &[net], &[]).expect("firewall"),
+        ));
+        let mut sim = pair(fa, allow_all());
+        let fast = sim.nodes[0].fast_packets.0;
+        let tun_before = sim.nodes[0].tun.len();
+        let wire = sim.wire_log.len();
+        assert_eq!(
+            sim.inside(0, &pkt(0, 1, 2000, 1)),
+            InsideOutcome::Dropped(DropReason::Firewall(
+                crate::firewall::DropReason::NoMatchingRule
+            ))
+        );
+        assert_eq!(
+            sim.nodes[0].fast_packets.0,
+            fast + 1,
+            "decided on the fast path"
+        );
+        assert_eq!(
+            sim.nodes[0].tun.len(),
+            tun_before + 1,
+            "a reject answer for the sender"
+        );
+        let reply = sim.nodes[0].tun.last().expect("reply");
+        assert_eq!(crate::filter::destination(reply), Some(IpAddr::V4(vpn(0))));
+        sim.run_for(Duration::from_millis(20));
+        assert_eq!(sim.wire_log.len(), wire, "nothing was sealed or sent");
+    }
+
     #[test]
     fn the_firewall_decides_on_the_fast_path() {
         let mut sim = pair(
