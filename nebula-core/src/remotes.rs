@@ -8,6 +8,27 @@ use ipnet::IpNet;
 
 /// Most addresses kept per family from one lighthouse answer (Go's `MaxRemotes`).
 pub const MAX_REMOTES_PER_FAMILY: usize = 10;
+/// Most relays kept per host from one lighthouse answer (Go caps a host's relays at 10 too).
+pub const MAX_RELAYS: usize = 10;
+/// Most addresses kept on a host's block list (wrong host answered there); the oldest go first.
+pub const MAX_BLOCKED: usize = 16;
+
+/// `items` without duplicates, in order, at most `max` of them.
+pub fn distinct_capped<T: PartialEq + Copy>(
+    items: impl IntoIterator<Item = T>,
+    max: usize,
+) -> Vec<T> {
+    let mut out: Vec<T> = Vec::new();
+    for i in items {
+        if out.len() == max {
+            break;
+        }
+        if !out.contains(&i) {
+            out.push(i);
+        }
+    }
+    out
+}
 
 /// The addresses we know for one vpn address.
 #[derive(Clone, Debug, Default)]
@@ -82,9 +103,20 @@ impl RemoteList {
         out
     }
 
-    /// Replace the relays `lighthouse` reported.
+    /// Replace the relays `lighthouse` reported: the first [`MAX_RELAYS`] distinct ones.
     pub fn set_relays_from_lighthouse(&mut self, lighthouse: IpAddr, relays: Vec<IpAddr>) {
-        self.relays_from_lighthouse.insert(lighthouse, relays);
+        self.relays_from_lighthouse
+            .insert(lighthouse, distinct_capped(relays, MAX_RELAYS));
+    }
+
+    /// Never try `addr` again for this host (it answered with another host's certificate).
+    pub fn block(&mut self, addr: SocketAddr) {
+        if !self.blocked.contains(&addr) {
+            if self.blocked.len() == MAX_BLOCKED {
+                self.blocked.remove(0);
+            }
+            self.blocked.push(addr);
+        }
     }
 
     /// Record an address seen on an authenticated packet or handshake.
@@ -327,5 +359,30 @@ mod tests {
         assert_eq!(r.addrs(&[]).len(), MAX_REMOTES_PER_FAMILY);
         r.forget_dynamic();
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn relay_and_block_lists_are_bounded_and_distinct() {
+        let lh: IpAddr = "10.0.0.1".parse().expect("ip");
+        let mut r = RemoteList::default();
+        // A member advertising thousands of relays, with repeats.
+        let flood: Vec<IpAddr> = (0..8_000u32)
+            .map(|n| IpAddr::V4(Ipv4Addr::from(0x0a01_0000 + n % 4_000)))
+            .collect();
+        r.set_relays_from_lighthouse(lh, flood.clone());
+        assert_eq!(r.relays(), flood[..MAX_RELAYS].to_vec());
+        let dup = vec![flood[0], flood[0], flood[1]];
+        r.set_relays_from_lighthouse(lh, dup);
+        assert_eq!(r.relays(), vec![flood[0], flood[1]]);
+        for n in 0..100u16 {
+            let a = SocketAddr::from(([192, 0, 2, 1], 4000 + n));
+            r.block(a);
+            r.block(a);
+        }
+        assert_eq!(r.blocked.len(), MAX_BLOCKED);
+        assert_eq!(
+            r.blocked.last(),
+            Some(&SocketAddr::from(([192, 0, 2, 1], 4099)))
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use ipnet::IpNet;
 use nebula_core::lighthouse::LighthouseServer;
-use nebula_core::remotes::RemoteAllowList;
+use nebula_core::remotes::{distinct_capped, RemoteAllowList, MAX_RELAYS};
 use proto::lighthouse::{AddrEncoding, NebulaMeta, NebulaMetaDetails, NebulaMetaType};
 
 /// Most reported addresses kept per family for one host (Go's `MaxRemotes`).
@@ -184,7 +184,8 @@ impl LighthouseServer for AddressBook {
                 let entry = self.hosts.entry(sender).or_default();
                 entry.learned = learned;
                 entry.reported = reported;
-                entry.relays = details.relays();
+                // A host may advertise at most MAX_RELAYS distinct relays (as Go caps them).
+                entry.relays = distinct_capped(details.relays(), MAX_RELAYS);
                 entry.encoding = Some(encoding);
                 let ack = NebulaMetaDetails::for_vpn_addr(
                     sender,
@@ -358,5 +359,43 @@ mod tests {
         );
         lh.host_gone(ip("10.1.0.2"));
         assert!(lh.is_empty());
+    }
+
+    #[test]
+    fn an_advertised_relay_list_is_capped_and_distinct() {
+        let mut lh = AddressBook::new();
+        let now = Instant::now();
+        let mut msg = update("10.1.0.2", &["192.0.2.2:4242"], AddrEncoding::V2);
+        // A member (holding a valid certificate) advertising 8,000 relays, every one twice.
+        let relays: Vec<IpAddr> = (0..8_000u32)
+            .map(|n| IpAddr::V4(std::net::Ipv4Addr::from(0x0a02_0000 + n / 2)))
+            .collect();
+        msg.details
+            .as_mut()
+            .expect("details")
+            .set_relays(relays.clone(), AddrEncoding::V2)
+            .expect("relays");
+        let mut r = Vec::new();
+        lh.handle(now, &[ip("10.1.0.2")], None, &msg, &mut r);
+        let stored = &lh.get(&ip("10.1.0.2")).expect("entry").relays;
+        assert_eq!(stored.len(), MAX_RELAYS);
+        let want: Vec<IpAddr> = (0..MAX_RELAYS as u32)
+            .map(|n| IpAddr::V4(std::net::Ipv4Addr::from(0x0a02_0000 + n)))
+            .collect();
+        assert_eq!(stored, &want);
+        // And that is all a querier is handed.
+        let mut replies = Vec::new();
+        lh.handle(
+            now,
+            &[ip("10.1.0.3")],
+            None,
+            &query("10.1.0.2", AddrEncoding::V2),
+            &mut replies,
+        );
+        let answer = replies.first().expect("an answer");
+        assert_eq!(
+            answer.1.details.as_ref().expect("details").relays().len(),
+            MAX_RELAYS
+        );
     }
 }

@@ -370,7 +370,7 @@ impl Engine {
             // The wrong host answered: tell it, block that address and start over.
             let addr = via.log_addr();
             if let Via::Udp(a) = via {
-                self.remotes.entry(p.vpn_addr).or_default().blocked.push(a);
+                self.remotes.entry(p.vpn_addr).or_default().block(a);
             }
             // Sealed with the session the wrong host just agreed, on the index it gave.
             if let Some(d) = crate::dataplane::seal_datagram(

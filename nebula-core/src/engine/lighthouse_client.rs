@@ -113,12 +113,15 @@ impl Engine {
                     .into_iter()
                     .filter(|a| self.should_add(vpn, *a))
                     .collect();
-                let relays: Vec<IpAddr> = lighthouse::parse_relays(&msg)
-                    .into_iter()
-                    .filter(|r| *r != vpn && !self.pki.is_my_addr(r))
-                    .collect();
+                let relays = crate::remotes::distinct_capped(
+                    lighthouse::parse_relays(&msg)
+                        .into_iter()
+                        .filter(|r| *r != vpn && !self.pki.is_my_addr(r)),
+                    crate::remotes::MAX_RELAYS,
+                );
                 let entry = self.remotes.entry(vpn).or_default();
-                let new_relays = relays.iter().any(|r| !entry.relays().contains(r));
+                let known = entry.relays();
+                let new_relays = relays.iter().any(|r| !known.contains(r));
                 entry.set_from_lighthouse(sender, addrs.clone());
                 entry.set_relays_from_lighthouse(sender, relays);
                 // Answer at once if the addresses (or relays) are news to a pending handshake.
