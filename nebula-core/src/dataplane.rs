@@ -96,10 +96,8 @@ pub enum FastOutside {
 /// its maps share structure with the host map's and with earlier tables.
 pub struct DataTable {
     generation: u64,
-    /// Confirmed direct tunnels by our local index.
-    pub(crate) by_index: imbl::HashMap<u32, Arc<DataTunnel>>,
-    /// The primary tunnel of each vpn address, when it is direct.
-    pub(crate) by_vpn: imbl::HashMap<IpAddr, Arc<DataTunnel>>,
+    /// The host map's index as it was when the table was made (shared structure).
+    pub(crate) index: DataIndex,
     routing: Arc<Routing>,
 }
 
@@ -171,6 +169,11 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
+    /// The firewall refused with its `reject` action: the sender gets an answer.
+    pub fn rejects(self) -> bool {
+        matches!(self, Refusal::Firewall { reject: true, .. })
+    }
+
     pub fn reason(self) -> DropReason {
         match self {
             Refusal::Dropped(r) => r,
@@ -281,8 +284,7 @@ impl DataTable {
     pub(crate) fn new(generation: u64, index: &DataIndex, routing: Arc<Routing>) -> DataTable {
         DataTable {
             generation,
-            by_index: index.by_index.clone(),
-            by_vpn: index.by_vpn.clone(),
+            index: index.clone(),
             routing,
         }
     }
@@ -294,12 +296,12 @@ impl DataTable {
 
     /// Direct tunnels that receive on the fast path.
     pub fn inbound_tunnels(&self) -> usize {
-        self.by_index.len()
+        self.index.by_index.len()
     }
 
     /// Vpn addresses that send on the fast path.
     pub fn outbound_peers(&self) -> usize {
-        self.by_vpn.len()
+        self.index.by_vpn.len()
     }
 
     /// A packet read from the TUN, at `buf[HEADER_LEN..HEADER_LEN + len]` with `TAG_LEN` spare
@@ -320,7 +322,7 @@ impl DataTable {
             Ok(vpn) => vpn,
             Err(reason) => return FastInside::Dropped(reason),
         };
-        let Some(t) = self.by_vpn.get(&vpn) else {
+        let Some(t) = self.index.by_vpn.get(&vpn) else {
             return FastInside::Engine;
         };
         match outbound(
@@ -361,7 +363,7 @@ impl DataTable {
         {
             return FastOutside::Engine;
         }
-        let Some(t) = self.by_index.get(&h.remote_index) else {
+        let Some(t) = self.index.by_index.get(&h.remote_index) else {
             return FastOutside::Engine;
         };
         // A peer at a new address may be roaming: the engine decides.
@@ -378,7 +380,7 @@ impl DataTable {
             datagram,
         ) {
             Ok((start, end)) => FastOutside::Tun { start, end },
-            Err((refusal, Some((start, end)))) if refusal_rejects(refusal) => {
+            Err((refusal, Some((start, end)))) if refusal.rejects() => {
                 let reply = crate::filter::reject_reply(&datagram[start..end])
                     .and_then(|r| seal_reply(t, &r));
                 FastOutside::Dropped(refusal.reason(), reply)
@@ -386,10 +388,6 @@ impl DataTable {
             Err((refusal, _)) => FastOutside::Dropped(refusal.reason(), None),
         }
     }
-}
-
-fn refusal_rejects(r: Refusal) -> bool {
-    matches!(r, Refusal::Firewall { reject: true, .. })
 }
 
 /// Seal `payload` as an ordinary message on tunnel `t` (a reject answer).
@@ -666,21 +664,21 @@ mod tests {
         sim.inside(0, &pkt(0, 1, 53, 1));
         sim.run_for(Duration::from_secs(1));
         let before = latest(&mut sim, 0);
-        let b_entry = Arc::clone(before.by_vpn.get(&IpAddr::V4(vpn(1))).expect("b"));
+        let b_entry = Arc::clone(before.index.by_vpn.get(&IpAddr::V4(vpn(1))).expect("b"));
         // A second tunnel (to c) makes a new table; b's entry is carried over as is.
         sim.inside(0, &pkt(0, 2, 53, 2));
         sim.run_for(Duration::from_secs(1));
         let after = latest(&mut sim, 0);
         assert!(after.generation() > before.generation());
-        assert!(after.by_vpn.contains_key(&IpAddr::V4(vpn(2))));
-        let b_again = after.by_vpn.get(&IpAddr::V4(vpn(1))).expect("b");
+        assert!(after.index.by_vpn.contains_key(&IpAddr::V4(vpn(2))));
+        let b_again = after.index.by_vpn.get(&IpAddr::V4(vpn(1))).expect("b");
         assert!(Arc::ptr_eq(&b_entry, b_again), "b's entry was rebuilt");
         // b moving makes a fresh entry for b.
         sim.nodes[1].addr = "192.0.2.9:4000".parse().expect("addr");
         sim.inside(1, &pkt(1, 0, 53, 4));
         sim.run_for(Duration::from_millis(20));
         let moved = latest(&mut sim, 0);
-        let b_moved = moved.by_vpn.get(&IpAddr::V4(vpn(1))).expect("b");
+        let b_moved = moved.index.by_vpn.get(&IpAddr::V4(vpn(1))).expect("b");
         assert!(!Arc::ptr_eq(&b_entry, b_moved));
         assert_eq!(b_moved.remote, sim.nodes[1].addr);
     }
@@ -797,7 +795,7 @@ mod tests {
         let mut buf = vec![0u8; p.len() + 64];
         buf[HEADER_LEN..HEADER_LEN + p.len()].copy_from_slice(&p);
         let t = sim.nodes[0].table.clone().expect("table");
-        let d = t.by_vpn.get(&IpAddr::V4(vpn(1))).expect("tunnel");
+        let d = t.index.by_vpn.get(&IpAddr::V4(vpn(1))).expect("tunnel");
         let counter = d.session.next_counter().expect("counter");
         Header::new(
             MessageType::Message,

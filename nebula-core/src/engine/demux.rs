@@ -69,7 +69,7 @@ impl Engine {
                 }
                 Err((refusal, Some((start, end)))) => {
                     self.authenticated(now, idx, via, out);
-                    if let Refusal::Firewall { reject: true, .. } = refusal {
+                    if refusal.rejects() {
                         if let Some(reply) = crate::filter::reject_reply(&datagram[start..end]) {
                             self.send_on_tunnel(idx, MessageType::Message, 0, &reply, out);
                         }

@@ -501,7 +501,7 @@ impl Engine {
                 let sealed = self.seal_outbound(now, t, &mut frame);
                 match sealed {
                     Ok(()) => self.send_sealed(idx, frame, out),
-                    Err(Refusal::Firewall { reject: true, .. }) => {
+                    Err(refusal) if refusal.rejects() => {
                         if let Some(reply) = crate::filter::reject_reply(&packet) {
                             out.tun.push(reply);
                         }

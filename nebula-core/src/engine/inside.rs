@@ -61,7 +61,7 @@ impl Engine {
         };
         let sealed = self.seal_outbound(now, t, &mut buf[at..at + total]);
         if let Err(refusal) = sealed {
-            if let Refusal::Firewall { reject: true, .. } = refusal {
+            if refusal.rejects() {
                 let packet = &buf[at + HEADER_LEN..at + HEADER_LEN + len];
                 if let Some(reply) = crate::filter::reject_reply(packet) {
                     out.tun.push(reply);
