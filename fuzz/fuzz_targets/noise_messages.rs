@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nebula_core::aead::{CipherKind, SessionCipher};
+use nebula_core::aead::{CipherKind, KeyUse, SessionCipher};
 use nebula_core::noise::{DhKind, Initiator, Responder, StaticKeypair};
 use nebula_core::replay::ReplayWindow;
 use rand::rngs::StdRng;
@@ -39,8 +39,8 @@ fuzz_target!(|data: &[u8]| {
             .and_then(|b| <[u8; 8]>::try_from(b).ok())
             .map_or(0, u64::from_be_bytes);
         let mut buf = rest.to_vec();
-        assert!(c.open_frame(counter, &mut buf, 16).is_err());
-        assert!(c.open_ad_only_frame(counter, rest).is_err());
+        assert!(c.open_frame(KeyUse::Data, counter, &mut buf, 16).is_err());
+        assert!(c.open_ad_only_frame(KeyUse::Data, counter, rest).is_err());
     }
 
     // Replay window: update never accepts what check refused, and never accepts a counter twice.

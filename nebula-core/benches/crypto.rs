@@ -2,7 +2,7 @@
 //! ciphers, and a complete Noise IX handshake (both sides) for 25519 and P256.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use nebula_core::aead::{CipherKind, SessionCipher, TAG_LEN};
+use nebula_core::aead::{CipherKind, KeyUse, SessionCipher, TAG_LEN};
 use nebula_core::noise::{DhKind, Initiator, Responder, StaticKeypair};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -30,7 +30,7 @@ fn bench_aead(c: &mut Criterion) {
                 counter += 1;
                 frame[8..16].copy_from_slice(&counter.to_be_bytes());
                 cipher
-                    .seal_frame(counter, &mut frame, HEADER)
+                    .seal_frame(KeyUse::Data, counter, &mut frame, HEADER)
                     .expect("seal");
             })
         });
@@ -39,12 +39,17 @@ fn bench_aead(c: &mut Criterion) {
         // copy alone is measured as "copy-baseline".
         let mut sealed = vec![0u8; HEADER + PAYLOAD + TAG_LEN];
         sealed[8..16].copy_from_slice(&7u64.to_be_bytes());
-        cipher.seal_frame(7, &mut sealed, HEADER).expect("seal");
+        cipher
+            .seal_frame(KeyUse::Data, 7, &mut sealed, HEADER)
+            .expect("seal");
         let mut work = sealed.clone();
         group.bench_function(format!("open/{}", cipher_name(kind)), |b| {
             b.iter(|| {
                 work.copy_from_slice(&sealed);
-                cipher.open_frame(7, &mut work, HEADER).expect("open").len()
+                cipher
+                    .open_frame(KeyUse::Data, 7, &mut work, HEADER)
+                    .expect("open")
+                    .len()
             })
         });
         group.bench_function(format!("copy-baseline/{}", cipher_name(kind)), |b| {

@@ -2,9 +2,10 @@
 //! Nebula's nonce layout and counter limits, in-place seal/open, AD-only relay tags and the `Session` glue.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
+use zeroize::Zeroizing;
 
 use crate::replay::ReplayWindow;
 
@@ -87,30 +88,88 @@ pub enum AeadError {
     Replay,
 }
 
+/// Whether a call may leave the expanded key schedule behind in the cipher.
+///
+/// An AES-256-GCM schedule (round keys and the GHASH table) takes about 560 bytes; the raw key
+/// 32. A tunnel that carries data keeps its schedules, so the data path never expands a key. A
+/// tunnel that only carries control messages (lighthouse updates, connection tests: most of a
+/// lighthouse's tunnels) expands one per message, about a microsecond, and keeps only raw keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUse {
+    /// Data-plane traffic (messages, relayed frames): keep the schedule once expanded.
+    Data,
+    /// Control traffic (lighthouse, test, close, relay control): use a kept schedule if there
+    /// is one, else expand one for this call only.
+    Control,
+}
+
 /// One direction of a tunnel: an AEAD key plus Nebula's nonce rule. Stateless (the counter is passed in),
-/// so one value may be shared by several threads.
-#[derive(Clone)]
+/// so one value may be shared by several threads. The raw key is wiped on drop; the expanded
+/// schedule is built on first use (see [`KeyUse`]).
 pub struct SessionCipher {
-    key: LessSafeKey,
+    raw: Zeroizing<[u8; KEY_LEN]>,
     kind: CipherKind,
+    schedule: OnceLock<Box<LessSafeKey>>,
+}
+
+impl Clone for SessionCipher {
+    fn clone(&self) -> Self {
+        Self {
+            raw: self.raw.clone(),
+            kind: self.kind,
+            schedule: OnceLock::new(),
+        }
+    }
 }
 
 impl std::fmt::Debug for SessionCipher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionCipher")
             .field("kind", &self.kind)
+            .field("expanded", &self.schedule.get().is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl SessionCipher {
-    /// Builds the cipher from a raw 32-byte key (one half of the Noise split).
+    /// Builds the cipher from a raw 32-byte key (one half of the Noise split). The key is checked
+    /// by expanding it once; the schedule is not kept until a [`KeyUse::Data`] call.
     pub fn new(kind: CipherKind, key: &[u8; KEY_LEN]) -> Result<Self, AeadError> {
-        let unbound = UnboundKey::new(kind.algorithm(), key).map_err(|_| AeadError::InvalidKey)?;
-        Ok(Self {
-            key: LessSafeKey::new(unbound),
+        let cipher = Self {
+            raw: Zeroizing::new(*key),
             kind,
-        })
+            schedule: OnceLock::new(),
+        };
+        cipher.expand()?;
+        Ok(cipher)
+    }
+
+    fn expand(&self) -> Result<LessSafeKey, AeadError> {
+        let unbound = UnboundKey::new(self.kind.algorithm(), &*self.raw)
+            .map_err(|_| AeadError::InvalidKey)?;
+        Ok(LessSafeKey::new(unbound))
+    }
+
+    /// Whether the expanded schedule is held (a data call has been made).
+    pub fn is_expanded(&self) -> bool {
+        self.schedule.get().is_some()
+    }
+
+    /// Runs `f` with the key schedule: the kept one, or one expanded now (and kept for
+    /// [`KeyUse::Data`]).
+    fn with_key<T>(
+        &self,
+        use_: KeyUse,
+        f: impl FnOnce(&LessSafeKey) -> Result<T, AeadError>,
+    ) -> Result<T, AeadError> {
+        if let Some(key) = self.schedule.get() {
+            return f(key);
+        }
+        let key = self.expand()?;
+        match use_ {
+            KeyUse::Data => f(self.schedule.get_or_init(|| Box::new(key))),
+            KeyUse::Control => f(&key),
+        }
     }
 
     /// The cipher this key belongs to.
@@ -126,6 +185,7 @@ impl SessionCipher {
     /// `>= REJECT_AFTER_MESSAGES`.
     pub fn seal_in_place(
         &self,
+        use_: KeyUse,
         counter: u64,
         ad: &[u8],
         in_out: &mut [u8],
@@ -133,21 +193,22 @@ impl SessionCipher {
         if counter >= REJECT_AFTER_MESSAGES {
             return Err(AeadError::CounterExhausted);
         }
-        self.seal_unchecked(counter, ad, in_out)
+        self.seal_unchecked(use_, counter, ad, in_out)
     }
 
     /// Seal without the counter ceiling (the Noise handshake uses nonces 0 and 1 of its own keys).
     pub(crate) fn seal_unchecked(
         &self,
+        use_: KeyUse,
         counter: u64,
         ad: &[u8],
         in_out: &mut [u8],
     ) -> Result<[u8; TAG_LEN], AeadError> {
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(self.nonce(counter), Aad::from(ad), in_out)
-            .map_err(|_| AeadError::Seal)?;
-        Ok(tag_bytes(&tag))
+        self.with_key(use_, |key| {
+            key.seal_in_place_separate_tag(self.nonce(counter), Aad::from(ad), in_out)
+                .map(|tag| tag_bytes(&tag))
+                .map_err(|_| AeadError::Seal)
+        })
     }
 
     /// Seals a whole frame in place: `frame = ad (ad_len bytes) || plaintext || 16 spare bytes`.
@@ -155,6 +216,7 @@ impl SessionCipher {
     /// frame becomes `ad || ciphertext || tag` (for data packets `ad_len` = 16, the header).
     pub fn seal_frame(
         &self,
+        use_: KeyUse,
         counter: u64,
         frame: &mut [u8],
         ad_len: usize,
@@ -168,7 +230,7 @@ impl SessionCipher {
         }
         let (head, tag_slot) = frame.split_at_mut(body_end);
         let (ad, plaintext) = head.split_at_mut(ad_len);
-        let tag = self.seal_in_place(counter, ad, plaintext)?;
+        let tag = self.seal_in_place(use_, counter, ad, plaintext)?;
         tag_slot.copy_from_slice(&tag);
         Ok(())
     }
@@ -177,6 +239,7 @@ impl SessionCipher {
     /// Allocates only if `buf` lacks 16 bytes of spare capacity.
     pub fn seal_append(
         &self,
+        use_: KeyUse,
         counter: u64,
         buf: &mut Vec<u8>,
         ad_len: usize,
@@ -185,7 +248,7 @@ impl SessionCipher {
             return Err(AeadError::ShortBuffer);
         }
         let (ad, plaintext) = buf.split_at_mut(ad_len);
-        let tag = self.seal_in_place(counter, ad, plaintext)?;
+        let tag = self.seal_in_place(use_, counter, ad, plaintext)?;
         buf.extend_from_slice(&tag);
         Ok(())
     }
@@ -193,6 +256,7 @@ impl SessionCipher {
     /// Decrypts `ciphertext || tag` in place and returns the plaintext (the first `len − 16` bytes).
     pub fn open_in_place<'a>(
         &self,
+        use_: KeyUse,
         counter: u64,
         ad: &[u8],
         in_out: &'a mut [u8],
@@ -200,15 +264,17 @@ impl SessionCipher {
         if in_out.len() < TAG_LEN {
             return Err(AeadError::ShortBuffer);
         }
-        self.key
-            .open_in_place(self.nonce(counter), Aad::from(ad), in_out)
-            .map_err(|_| AeadError::Authentication)
+        self.with_key(use_, |key| {
+            key.open_in_place(self.nonce(counter), Aad::from(ad), in_out)
+                .map_err(|_| AeadError::Authentication)
+        })
     }
 
     /// Opens a whole frame `ad (ad_len bytes) || ciphertext || tag` in place and returns the plaintext,
     /// which sits at `frame[ad_len..len − 16]`.
     pub fn open_frame<'a>(
         &self,
+        use_: KeyUse,
         counter: u64,
         frame: &'a mut [u8],
         ad_len: usize,
@@ -217,26 +283,39 @@ impl SessionCipher {
             return Err(AeadError::ShortBuffer);
         }
         let (ad, rest) = frame.split_at_mut(ad_len);
-        self.open_in_place(counter, ad, rest)
+        self.open_in_place(use_, counter, ad, rest)
     }
 
     /// Tag over `ad` with an empty plaintext (relay frames: `outer header || inner packet` is the AD).
-    pub fn seal_ad_only(&self, counter: u64, ad: &[u8]) -> Result<[u8; TAG_LEN], AeadError> {
-        self.seal_in_place(counter, ad, &mut [])
+    pub fn seal_ad_only(
+        &self,
+        use_: KeyUse,
+        counter: u64,
+        ad: &[u8],
+    ) -> Result<[u8; TAG_LEN], AeadError> {
+        self.seal_in_place(use_, counter, ad, &mut [])
     }
 
     /// Verifies a tag produced by [`seal_ad_only`](Self::seal_ad_only).
-    pub fn open_ad_only(&self, counter: u64, ad: &[u8], tag: &[u8]) -> Result<(), AeadError> {
+    pub fn open_ad_only(
+        &self,
+        use_: KeyUse,
+        counter: u64,
+        ad: &[u8],
+        tag: &[u8],
+    ) -> Result<(), AeadError> {
         let tag = Tag::try_from(tag).map_err(|_| AeadError::ShortBuffer)?;
-        self.key
-            .open_in_place_separate_tag(self.nonce(counter), Aad::from(ad), tag, &mut [], 0..)
-            .map(|_| ())
-            .map_err(|_| AeadError::Authentication)
+        self.with_key(use_, |key| {
+            key.open_in_place_separate_tag(self.nonce(counter), Aad::from(ad), tag, &mut [], 0..)
+                .map(|_| ())
+                .map_err(|_| AeadError::Authentication)
+        })
     }
 
     /// Verifies a relay frame `ad || tag` (tag = last 16 bytes) and returns the authenticated `ad` part.
     pub fn open_ad_only_frame<'a>(
         &self,
+        use_: KeyUse,
         counter: u64,
         frame: &'a [u8],
     ) -> Result<&'a [u8], AeadError> {
@@ -245,7 +324,7 @@ impl SessionCipher {
             .checked_sub(TAG_LEN)
             .ok_or(AeadError::ShortBuffer)?;
         let (ad, tag) = frame.split_at(split);
-        self.open_ad_only(counter, ad, tag)?;
+        self.open_ad_only(use_, counter, ad, tag)?;
         Ok(ad)
     }
 }
@@ -357,11 +436,14 @@ impl Session {
     /// replay update. Returns the plaintext slice. Nothing is committed to the window on failure.
     pub fn open_frame<'a>(
         &self,
+        use_: KeyUse,
         counter: u64,
         frame: &'a mut [u8],
         ad_len: usize,
     ) -> Result<&'a mut [u8], AeadError> {
-        self.replay_guarded(counter, || self.recv.open_frame(counter, frame, ad_len))
+        self.replay_guarded(counter, || {
+            self.recv.open_frame(use_, counter, frame, ad_len)
+        })
     }
 
     /// Receive path for a relay frame `ad || tag`: replay check, verify, replay update (1.11 behaviour).
@@ -371,7 +453,9 @@ impl Session {
         counter: u64,
         frame: &'a [u8],
     ) -> Result<&'a [u8], AeadError> {
-        self.replay_guarded(counter, || self.recv.open_ad_only_frame(counter, frame))
+        self.replay_guarded(counter, || {
+            self.recv.open_ad_only_frame(KeyUse::Data, counter, frame)
+        })
     }
 
     /// Check `counter` against the replay window, run `open`, and only if it authenticates
@@ -433,6 +517,62 @@ mod tests {
     }
 
     #[test]
+    fn control_use_expands_for_the_call_and_data_use_keeps_the_schedule() {
+        let ad = [7u8; 16];
+        for kind in KINDS {
+            let sender = SessionCipher::new(kind, &KEY).unwrap();
+            let receiver = SessionCipher::new(kind, &KEY).unwrap();
+            assert!(!sender.is_expanded(), "a new cipher holds only its raw key");
+            let mut control = ad.to_vec();
+            control.extend_from_slice(b"lighthouse update");
+            control.extend_from_slice(&[0u8; TAG_LEN]);
+            sender
+                .seal_frame(KeyUse::Control, 3, &mut control, 16)
+                .unwrap();
+            assert!(
+                !sender.is_expanded(),
+                "{kind:?}: control seal keeps nothing"
+            );
+            let opened = receiver
+                .open_frame(KeyUse::Control, 3, &mut control, 16)
+                .unwrap();
+            assert_eq!(opened, b"lighthouse update");
+            assert!(
+                !receiver.is_expanded(),
+                "{kind:?}: control open keeps nothing"
+            );
+
+            // Data use keeps the schedule, and both forms produce the same bytes.
+            let mut via_control = ad.to_vec();
+            via_control.extend_from_slice(b"data");
+            via_control.extend_from_slice(&[0u8; TAG_LEN]);
+            let mut via_data = via_control.clone();
+            sender
+                .seal_frame(KeyUse::Control, 4, &mut via_control, 16)
+                .unwrap();
+            sender
+                .seal_frame(KeyUse::Data, 4, &mut via_data, 16)
+                .unwrap();
+            assert!(
+                sender.is_expanded(),
+                "{kind:?}: data seal keeps the schedule"
+            );
+            assert_eq!(via_control, via_data);
+            receiver
+                .open_frame(KeyUse::Data, 4, &mut via_data, 16)
+                .unwrap();
+            assert!(receiver.is_expanded());
+            // A kept schedule serves control calls too, and a clone starts without one.
+            receiver
+                .open_frame(KeyUse::Control, 4, &mut via_control, 16)
+                .unwrap();
+            assert!(!receiver.clone().is_expanded());
+        }
+        // What an idle (control-only) tunnel holds per direction: the raw key, not the schedule.
+        assert!(std::mem::size_of::<SessionCipher>() <= 64);
+    }
+
+    #[test]
     fn seal_matches_ring_with_expected_nonce_order() {
         let ad = hex::decode("10000000000000010000000000000003").unwrap();
         let pt = b"hello nebula";
@@ -446,7 +586,7 @@ mod tests {
             let mut frame = ad.clone();
             frame.extend_from_slice(pt);
             frame.extend_from_slice(&[0u8; TAG_LEN]);
-            c.seal_frame(3, &mut frame, 16).unwrap();
+            c.seal_frame(KeyUse::Data, 3, &mut frame, 16).unwrap();
             assert_eq!(&frame[..16], &ad[..], "AD left untouched");
             assert_eq!(
                 &frame[16..],
@@ -482,16 +622,19 @@ mod tests {
         for (kind, sealed, ad_only_tag) in cases {
             let c = SessionCipher::new(kind, &KEY).unwrap();
             let mut buf = b"abc".to_vec();
-            let tag = c.seal_in_place(ctr, &ad, &mut buf).unwrap();
+            let tag = c.seal_in_place(KeyUse::Data, ctr, &ad, &mut buf).unwrap();
             buf.extend_from_slice(&tag);
             assert_eq!(hex::encode(&buf), sealed, "{kind:?}");
             assert_eq!(
-                hex::encode(c.seal_ad_only(9, b"relay").unwrap()),
+                hex::encode(c.seal_ad_only(KeyUse::Data, 9, b"relay").unwrap()),
                 ad_only_tag,
                 "{kind:?}"
             );
             let mut ct = hex::decode(sealed).unwrap();
-            assert_eq!(c.open_in_place(ctr, &ad, &mut ct).unwrap(), b"abc");
+            assert_eq!(
+                c.open_in_place(KeyUse::Data, ctr, &ad, &mut ct).unwrap(),
+                b"abc"
+            );
         }
     }
 
@@ -504,21 +647,24 @@ mod tests {
             let mut frame = header.to_vec();
             frame.extend_from_slice(&pt);
             frame.extend_from_slice(&[0; TAG_LEN]);
-            c.seal_frame(7, &mut frame, 16).unwrap();
+            c.seal_frame(KeyUse::Data, 7, &mut frame, 16).unwrap();
             assert_ne!(&frame[16..16 + pt.len()], &pt[..]);
 
             let mut ok = frame.clone();
-            assert_eq!(c.open_frame(7, &mut ok, 16).unwrap(), &pt[..]);
+            assert_eq!(c.open_frame(KeyUse::Data, 7, &mut ok, 16).unwrap(), &pt[..]);
 
             // wrong counter
             let mut f = frame.clone();
-            assert_eq!(c.open_frame(8, &mut f, 16), Err(AeadError::Authentication));
+            assert_eq!(
+                c.open_frame(KeyUse::Data, 8, &mut f, 16),
+                Err(AeadError::Authentication)
+            );
             // flipped ciphertext, tag and AD bits
             for idx in [0usize, 5, 16, 100, frame.len() - 1] {
                 let mut f = frame.clone();
                 f[idx] ^= 0x01;
                 assert_eq!(
-                    c.open_frame(7, &mut f, 16),
+                    c.open_frame(KeyUse::Data, 7, &mut f, 16),
                     Err(AeadError::Authentication),
                     "idx {idx}"
                 );
@@ -527,15 +673,18 @@ mod tests {
             let other = SessionCipher::new(kind, &[9u8; 32]).unwrap();
             let mut f = frame.clone();
             assert_eq!(
-                other.open_frame(7, &mut f, 16),
+                other.open_frame(KeyUse::Data, 7, &mut f, 16),
                 Err(AeadError::Authentication)
             );
             // truncated
             let mut short = frame[..16 + 15].to_vec();
-            assert_eq!(c.open_frame(7, &mut short, 16), Err(AeadError::ShortBuffer));
+            assert_eq!(
+                c.open_frame(KeyUse::Data, 7, &mut short, 16),
+                Err(AeadError::ShortBuffer)
+            );
             let mut tiny = [0u8; 3];
             assert_eq!(
-                c.open_in_place(7, &[], &mut tiny),
+                c.open_in_place(KeyUse::Data, 7, &[], &mut tiny),
                 Err(AeadError::ShortBuffer)
             );
         }
@@ -546,15 +695,18 @@ mod tests {
         for kind in KINDS {
             let c = SessionCipher::new(kind, &KEY).unwrap();
             let mut buf = b"payload".to_vec();
-            let tag = c.seal_in_place(42, b"header-a", &mut buf).unwrap();
+            let tag = c
+                .seal_in_place(KeyUse::Data, 42, b"header-a", &mut buf)
+                .unwrap();
             buf.extend_from_slice(&tag);
             let mut b2 = buf.clone();
             assert_eq!(
-                c.open_in_place(42, b"header-b", &mut b2),
+                c.open_in_place(KeyUse::Data, 42, b"header-b", &mut b2),
                 Err(AeadError::Authentication)
             );
             assert_eq!(
-                c.open_in_place(42, b"header-a", &mut buf).unwrap(),
+                c.open_in_place(KeyUse::Data, 42, b"header-a", &mut buf)
+                    .unwrap(),
                 b"payload"
             );
         }
@@ -565,8 +717,11 @@ mod tests {
         for kind in KINDS {
             let c = SessionCipher::new(kind, &KEY).unwrap();
             let mut frame = [0x15u8; 32];
-            c.seal_frame(3, &mut frame, 16).unwrap();
-            assert_eq!(c.open_frame(3, &mut frame, 16).unwrap().len(), 0);
+            c.seal_frame(KeyUse::Data, 3, &mut frame, 16).unwrap();
+            assert_eq!(
+                c.open_frame(KeyUse::Data, 3, &mut frame, 16).unwrap().len(),
+                0
+            );
         }
     }
 
@@ -578,14 +733,17 @@ mod tests {
             v.extend_from_slice(&[1u8; 16]);
             v.extend_from_slice(b"data");
             let cap = v.capacity();
-            c.seal_append(5, &mut v, 16).unwrap();
+            c.seal_append(KeyUse::Data, 5, &mut v, 16).unwrap();
             assert_eq!(v.capacity(), cap, "no reallocation with spare capacity");
             let mut f = [1u8; 16].to_vec();
             f.extend_from_slice(b"data");
             f.extend_from_slice(&[0; 16]);
-            c.seal_frame(5, &mut f, 16).unwrap();
+            c.seal_frame(KeyUse::Data, 5, &mut f, 16).unwrap();
             assert_eq!(v, f);
-            assert_eq!(c.seal_append(5, &mut v, 1000), Err(AeadError::ShortBuffer));
+            assert_eq!(
+                c.seal_append(KeyUse::Data, 5, &mut v, 1000),
+                Err(AeadError::ShortBuffer)
+            );
         }
     }
 
@@ -594,28 +752,34 @@ mod tests {
         for kind in KINDS {
             let c = SessionCipher::new(kind, &KEY).unwrap();
             let ad = b"outer header + inner packet bytes";
-            let tag = c.seal_ad_only(9, ad).unwrap();
+            let tag = c.seal_ad_only(KeyUse::Data, 9, ad).unwrap();
             // Same as sealing an empty plaintext with ring directly.
             assert_eq!(tag.to_vec(), ring_seal(kind, kind.nonce(9), ad, &[]));
-            c.open_ad_only(9, ad, &tag).unwrap();
-            assert_eq!(c.open_ad_only(10, ad, &tag), Err(AeadError::Authentication));
+            c.open_ad_only(KeyUse::Data, 9, ad, &tag).unwrap();
             assert_eq!(
-                c.open_ad_only(9, b"other", &tag),
+                c.open_ad_only(KeyUse::Data, 10, ad, &tag),
                 Err(AeadError::Authentication)
             );
             assert_eq!(
-                c.open_ad_only(9, ad, &tag[..15]),
+                c.open_ad_only(KeyUse::Data, 9, b"other", &tag),
+                Err(AeadError::Authentication)
+            );
+            assert_eq!(
+                c.open_ad_only(KeyUse::Data, 9, ad, &tag[..15]),
                 Err(AeadError::ShortBuffer)
             );
             let mut frame = ad.to_vec();
             frame.extend_from_slice(&tag);
-            assert_eq!(c.open_ad_only_frame(9, &frame).unwrap(), &ad[..]);
             assert_eq!(
-                c.open_ad_only_frame(9, &frame[..20]),
+                c.open_ad_only_frame(KeyUse::Data, 9, &frame).unwrap(),
+                &ad[..]
+            );
+            assert_eq!(
+                c.open_ad_only_frame(KeyUse::Data, 9, &frame[..20]),
                 Err(AeadError::Authentication)
             );
             assert_eq!(
-                c.open_ad_only_frame(9, &frame[..15]),
+                c.open_ad_only_frame(KeyUse::Data, 9, &frame[..15]),
                 Err(AeadError::ShortBuffer)
             );
         }
@@ -634,17 +798,23 @@ mod tests {
                 REJECT_AFTER_MESSAGES - 1,
             ] {
                 let mut b = buf;
-                let tag = c.seal_in_place(ctr, b"ad", &mut b).unwrap();
+                let tag = c.seal_in_place(KeyUse::Data, ctr, b"ad", &mut b).unwrap();
                 let mut ct = b.to_vec();
                 ct.extend_from_slice(&tag);
-                assert_eq!(c.open_in_place(ctr, b"ad", &mut ct).unwrap(), &[7u8; 4]);
+                assert_eq!(
+                    c.open_in_place(KeyUse::Data, ctr, b"ad", &mut ct).unwrap(),
+                    &[7u8; 4]
+                );
             }
             for ctr in [REJECT_AFTER_MESSAGES, REJECT_AFTER_MESSAGES + 1, u64::MAX] {
                 assert_eq!(
-                    c.seal_in_place(ctr, b"ad", &mut buf),
+                    c.seal_in_place(KeyUse::Data, ctr, b"ad", &mut buf),
                     Err(AeadError::CounterExhausted)
                 );
-                assert_eq!(c.seal_ad_only(ctr, b"ad"), Err(AeadError::CounterExhausted));
+                assert_eq!(
+                    c.seal_ad_only(KeyUse::Data, ctr, b"ad"),
+                    Err(AeadError::CounterExhausted)
+                );
             }
         }
         assert_eq!(REJECT_AFTER_MESSAGES, 0xFFFF_FEFF_FFFF_FFFF);
@@ -665,25 +835,34 @@ mod tests {
         let peer = SessionCipher::new(CipherKind::ChaChaPoly, &[3u8; 32]).unwrap();
         let mut frame = [0u8; 16 + 5 + 16];
         frame[16..21].copy_from_slice(b"hello");
-        peer.seal_frame(3, &mut frame, 16).unwrap();
+        peer.seal_frame(KeyUse::Data, 3, &mut frame, 16).unwrap();
         let mut f1 = frame;
-        assert_eq!(s.open_frame(3, &mut f1, 16).unwrap(), b"hello");
+        assert_eq!(
+            s.open_frame(KeyUse::Data, 3, &mut f1, 16).unwrap(),
+            b"hello"
+        );
         let mut f2 = frame;
-        assert_eq!(s.open_frame(3, &mut f2, 16), Err(AeadError::Replay));
+        assert_eq!(
+            s.open_frame(KeyUse::Data, 3, &mut f2, 16),
+            Err(AeadError::Replay)
+        );
         // Handshake counters are pre-marked.
         let mut f3 = frame;
-        assert_eq!(s.open_frame(2, &mut f3, 16), Err(AeadError::Replay));
+        assert_eq!(
+            s.open_frame(KeyUse::Data, 2, &mut f3, 16),
+            Err(AeadError::Replay)
+        );
         // A forged frame does not advance the window.
         let mut bad = frame;
         bad[20] ^= 1;
         assert_eq!(
-            s.open_frame(1000, &mut bad, 16),
+            s.open_frame(KeyUse::Data, 1000, &mut bad, 16),
             Err(AeadError::Authentication)
         );
         assert!(s.replay().check(1000));
         // Relay frame
         let ad = b"relay header and inner";
-        let tag = peer.seal_ad_only(4, ad).unwrap();
+        let tag = peer.seal_ad_only(KeyUse::Data, 4, ad).unwrap();
         let mut rf = ad.to_vec();
         rf.extend_from_slice(&tag);
         assert_eq!(s.open_ad_only_frame(4, &rf).unwrap(), &ad[..]);

@@ -19,11 +19,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ipnet::IpNet;
-use nebula_cert::cert::Certificate;
 use proto::header::{subtype, Header, MessageType, HEADER_LEN};
 
-use crate::aead::{AeadError, Session, TAG_LEN};
+use crate::aead::{AeadError, KeyUse, Session, TAG_LEN};
 use crate::filter::{PacketFilter, PeerIdentity, Verdict};
+use crate::hostmap::Peer;
 use crate::outcome::{DropReason, Transmit};
 
 /// One direct tunnel as the data plane sees it (made by the host map when the tunnel is
@@ -34,20 +34,13 @@ pub struct DataTunnel {
     /// The peer's underlay address (the tunnel is direct).
     pub remote: SocketAddr,
     pub session: Arc<Session>,
-    pub(crate) peer_cert: Arc<Certificate>,
-    pub(crate) vpn_addrs: Vec<IpAddr>,
-    pub(crate) ca_name: String,
-    pub(crate) issuer_hex: String,
+    /// The same peer record as the engine's tunnel.
+    pub(crate) peer: Arc<Peer>,
 }
 
 impl DataTunnel {
     fn peer(&self) -> PeerIdentity<'_> {
-        PeerIdentity {
-            cert: &self.peer_cert,
-            vpn_addrs: &self.vpn_addrs,
-            ca_name: &self.ca_name,
-            issuer_hex: &self.issuer_hex,
-        }
+        self.peer.identity()
     }
 }
 
@@ -229,13 +222,14 @@ pub(crate) fn outbound(
 /// replay window) and note the inbound traffic. Returns where the plaintext sits.
 pub(crate) fn open(
     session: &Session,
+    use_: KeyUse,
     counter: u64,
     datagram: &mut [u8],
 ) -> Result<(usize, usize), DropReason> {
     if datagram.len() < HEADER_LEN + TAG_LEN {
         return Err(DropReason::TooShort);
     }
-    let plain_len = match session.open_frame(counter, datagram, HEADER_LEN) {
+    let plain_len = match session.open_frame(use_, counter, datagram, HEADER_LEN) {
         Ok(p) => p.len(),
         Err(AeadError::Replay) => return Err(DropReason::Replay),
         Err(_) => return Err(DropReason::Decrypt),
@@ -259,7 +253,8 @@ pub(crate) fn inbound(
     counter: u64,
     datagram: &mut [u8],
 ) -> Inbound {
-    let (start, end) = open(session, counter, datagram).map_err(|r| (Refusal::Dropped(r), None))?;
+    let (start, end) =
+        open(session, KeyUse::Data, counter, datagram).map_err(|r| (Refusal::Dropped(r), None))?;
     match filter.check(now, &datagram[start..end], true, peer) {
         Verdict::Allow => Ok((start, end)),
         Verdict::Drop(reason) => Err((
@@ -446,9 +441,14 @@ pub(crate) fn seal_in_place(
     Header::new(mt, st, remote_index, counter)
         .encode(header)
         .map_err(|_| DropReason::BufferTooSmall)?;
+    let use_ = if (mt, st) == (MessageType::Message, subtype::MESSAGE_NONE) {
+        KeyUse::Data
+    } else {
+        KeyUse::Control
+    };
     session
         .send
-        .seal_frame(counter, frame, HEADER_LEN)
+        .seal_frame(use_, counter, frame, HEADER_LEN)
         .map_err(|_| DropReason::CounterExhausted)
 }
 
@@ -808,7 +808,7 @@ mod tests {
         let total = HEADER_LEN + p.len() + TAG_LEN;
         d.session
             .send
-            .seal_frame(counter, &mut buf[..total], HEADER_LEN)
+            .seal_frame(KeyUse::Data, counter, &mut buf[..total], HEADER_LEN)
             .expect("seal");
         sim.inject(
             A.parse().expect("a"),

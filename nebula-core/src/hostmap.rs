@@ -13,6 +13,7 @@ use nebula_cert::cert::Certificate;
 use crate::aead::Session;
 use crate::dataplane::{DataIndex, DataTunnel};
 use crate::filter::PeerIdentity;
+use crate::pki::CaLabel;
 
 /// Most tunnels kept per vpn address (as Go's `MaxHostInfosPerVpnIp`).
 pub const MAX_TUNNELS_PER_VPN_ADDR: usize = 5;
@@ -32,8 +33,10 @@ pub struct NewTunnel {
     /// The peer's vpn addresses, the one that identifies it first.
     pub vpn_addrs: Vec<IpAddr>,
     pub peer_cert: Certificate,
-    /// Name of the CA that issued `peer_cert` (empty if unknown).
-    pub peer_ca_name: String,
+    /// The CA that issued `peer_cert` (shared by every tunnel of that CA, see [`Pki::ca_label`]).
+    ///
+    /// [`Pki::ca_label`]: crate::pki::Pki::ca_label
+    pub peer_ca: Arc<CaLabel>,
     pub session: Session,
     /// The underlay address the handshake came over; `None` when relayed.
     pub remote: Option<SocketAddr>,
@@ -49,21 +52,37 @@ pub struct NewTunnel {
     pub now: Instant,
 }
 
+/// Who is at the other end of a tunnel, as the firewall matches it: its certificate, its vpn
+/// addresses and its CA. One `Arc` is shared by the tunnel and its data-plane entry.
+#[derive(Debug)]
+pub struct Peer {
+    pub cert: Certificate,
+    /// The peer's vpn addresses, from its certificate (primary first).
+    pub vpn_addrs: Vec<IpAddr>,
+    /// The issuing CA's name and fingerprint (firewall `ca_name` / `ca_sha`).
+    pub ca: Arc<CaLabel>,
+}
+
+impl Peer {
+    /// Who the peer is, as the firewall sees it (borrowed: no allocation).
+    pub fn identity(&self) -> PeerIdentity<'_> {
+        PeerIdentity {
+            cert: &self.cert,
+            vpn_addrs: &self.vpn_addrs,
+            ca_name: &self.ca.name,
+            issuer_hex: &self.ca.sha,
+        }
+    }
+}
+
 /// One established tunnel (Go's `HostInfo` + `ConnectionState`).
 pub struct Tunnel {
     pub local_index: u32,
-    /// The vpn address that identifies the peer (the first of `vpn_addrs`).
+    /// The vpn address that identifies the peer (the first of `peer.vpn_addrs`).
     pub vpn_addr: IpAddr,
     pub remote_index: u32,
-    /// The peer's vpn addresses, from its certificate (primary first).
-    pub vpn_addrs: Vec<IpAddr>,
-    pub peer_cert: Arc<Certificate>,
-    /// Hex fingerprint of the peer's certificate.
-    pub peer_fingerprint: String,
-    /// Name of the CA that issued the peer's certificate (firewall `ca_name`).
-    pub peer_ca_name: String,
-    /// Hex fingerprint of that CA (firewall `ca_sha`).
-    pub peer_issuer_hex: String,
+    /// The peer's certificate, vpn addresses and CA.
+    pub peer: Arc<Peer>,
     /// Keys, send counter, replay window and traffic flags (shared with the data-plane workers).
     pub session: Arc<Session>,
     /// Current underlay address of the peer; `None` while only reachable through a relay.
@@ -117,11 +136,11 @@ impl Tunnel {
             local_index: n.local_index,
             vpn_addr,
             remote_index: n.remote_index,
-            vpn_addrs: n.vpn_addrs,
-            peer_fingerprint: n.peer_cert.fingerprint_hex(),
-            peer_issuer_hex: n.peer_cert.issuer_hex(),
-            peer_ca_name: n.peer_ca_name,
-            peer_cert: Arc::new(n.peer_cert),
+            peer: Arc::new(Peer {
+                cert: n.peer_cert,
+                vpn_addrs: n.vpn_addrs,
+                ca: n.peer_ca,
+            }),
             session: Arc::new(n.session),
             remote: n.remote,
             last_roam: None,
@@ -165,12 +184,7 @@ impl Tunnel {
 
     /// Who the peer is, as the firewall sees it (borrowed: no allocation).
     pub fn peer_identity(&self) -> PeerIdentity<'_> {
-        PeerIdentity {
-            cert: &self.peer_cert,
-            vpn_addrs: &self.vpn_addrs,
-            ca_name: &self.peer_ca_name,
-            issuer_hex: &self.peer_issuer_hex,
-        }
+        self.peer.identity()
     }
 
     /// The data plane's entry for this tunnel at `remote`.
@@ -180,10 +194,7 @@ impl Tunnel {
             remote_index: self.remote_index,
             remote,
             session: Arc::clone(&self.session),
-            peer_cert: Arc::clone(&self.peer_cert),
-            vpn_addrs: self.vpn_addrs.clone(),
-            ca_name: self.peer_ca_name.clone(),
-            issuer_hex: self.peer_issuer_hex.clone(),
+            peer: Arc::clone(&self.peer),
         })
     }
 }
@@ -297,7 +308,7 @@ impl HostMap {
         }
         t.remote = remote;
         t.data = remote.map(|r| t.data_entry(r));
-        let addrs = t.vpn_addrs.clone();
+        let addrs = t.peer.vpn_addrs.clone();
         self.sync_tunnel(local_index, &addrs);
         true
     }
@@ -415,7 +426,7 @@ impl HostMap {
     /// the current primary. Returns tunnels evicted to stay within the per-address limit.
     pub fn insert(&mut self, tunnel: Tunnel, primary: bool) -> Vec<Tunnel> {
         let idx = tunnel.local_index;
-        let addrs = tunnel.vpn_addrs.clone();
+        let addrs = tunnel.peer.vpn_addrs.clone();
         self.by_remote_index.insert(tunnel.remote_index, idx);
         if let Some(d) = tunnel.stage1 {
             let key = self.stage1_hasher.hash_one(d);
@@ -463,7 +474,7 @@ impl HostMap {
         let Some(t) = self.by_index.get(&local_index) else {
             return;
         };
-        let addrs = t.vpn_addrs.clone();
+        let addrs = t.peer.vpn_addrs.clone();
         for a in &addrs {
             if let Some(list) = self.by_vpn.get_mut(a) {
                 list.retain(|i| *i != local_index);
@@ -485,7 +496,7 @@ impl HostMap {
                 self.by_stage1.remove(&key);
             }
         }
-        for a in &t.vpn_addrs {
+        for a in &t.peer.vpn_addrs {
             if let Some(list) = self.by_vpn.get_mut(a) {
                 list.retain(|i| *i != local_index);
                 if list.is_empty() {
@@ -493,7 +504,7 @@ impl HostMap {
                 }
             }
         }
-        self.sync_tunnel(local_index, &t.vpn_addrs);
+        self.sync_tunnel(local_index, &t.peer.vpn_addrs);
         Some(t)
     }
 }
@@ -744,7 +755,7 @@ mod index_tests {
             remote_index: idx ^ 0xffff,
             vpn_addrs: vec![vpn],
             peer_cert: cert,
-            peer_ca_name: "ca".into(),
+            peer_ca: Arc::new(CaLabel::default()),
             session: session(),
             remote,
             relays: Vec::new(),

@@ -5,7 +5,7 @@ use p256::elliptic_curve::sec1::ToEncodedPoint;
 use rand_core::CryptoRngCore;
 use sha2::{Digest, Sha256};
 
-use crate::aead::{AeadError, Session, SessionCipher, KEY_LEN, TAG_LEN};
+use crate::aead::{AeadError, KeyUse, Session, SessionCipher, KEY_LEN, TAG_LEN};
 
 pub use crate::aead::CipherKind;
 
@@ -403,7 +403,7 @@ impl SymmetricState {
         out.extend_from_slice(plaintext);
         if let Some(k) = &self.k {
             let body = out.get_mut(start..).ok_or(NoiseError::Internal)?;
-            let tag = k.seal_unchecked(self.n, &self.h, body)?;
+            let tag = k.seal_unchecked(KeyUse::Control, self.n, &self.h, body)?;
             out.extend_from_slice(&tag);
             self.n += 1;
         }
@@ -421,7 +421,7 @@ impl SymmetricState {
             Some(k) => {
                 let mut buf = data.to_vec();
                 let len = k
-                    .open_in_place(self.n, &self.h, &mut buf)
+                    .open_in_place(KeyUse::Control, self.n, &self.h, &mut buf)
                     .map_err(|_| NoiseError::Decrypt)?
                     .len();
                 buf.truncate(len);
@@ -776,7 +776,7 @@ mod tests {
             let (send, recv) = keys.into_ciphers(true).unwrap();
             // snow uses empty AD; counter 3 as the first data packet would.
             let mut pt = b"ping".to_vec();
-            let tag = send.seal_in_place(3, &[], &mut pt).unwrap();
+            let tag = send.seal_in_place(KeyUse::Data, 3, &[], &mut pt).unwrap();
             pt.extend_from_slice(&tag);
             let mut out = vec![0u8; 64];
             let n = snow_t.read_message(3, &pt, &mut out).unwrap();
@@ -787,7 +787,8 @@ mod tests {
                 .unwrap();
             let mut ct = out[..n].to_vec();
             assert_eq!(
-                recv.open_in_place(0x0102_0304, &[], &mut ct).unwrap(),
+                recv.open_in_place(KeyUse::Data, 0x0102_0304, &[], &mut ct)
+                    .unwrap(),
                 b"pong",
                 "{cipher:?}"
             );
@@ -823,13 +824,25 @@ mod tests {
                 frame[16..20].copy_from_slice(b"data");
                 let c = i_sess.next_counter().unwrap();
                 assert_eq!(c, 3);
-                i_sess.send.seal_frame(c, &mut frame, 16).unwrap();
-                assert_eq!(r_sess.open_frame(c, &mut frame, 16).unwrap(), b"data");
+                i_sess
+                    .send
+                    .seal_frame(KeyUse::Data, c, &mut frame, 16)
+                    .unwrap();
+                assert_eq!(
+                    r_sess.open_frame(KeyUse::Data, c, &mut frame, 16).unwrap(),
+                    b"data"
+                );
                 let mut frame = [0u8; 16 + 4 + 16];
                 frame[16..20].copy_from_slice(b"back");
                 let c = r_sess.next_counter().unwrap();
-                r_sess.send.seal_frame(c, &mut frame, 16).unwrap();
-                assert_eq!(i_sess.open_frame(c, &mut frame, 16).unwrap(), b"back");
+                r_sess
+                    .send
+                    .seal_frame(KeyUse::Data, c, &mut frame, 16)
+                    .unwrap();
+                assert_eq!(
+                    i_sess.open_frame(KeyUse::Data, c, &mut frame, 16).unwrap(),
+                    b"back"
+                );
             }
         }
     }

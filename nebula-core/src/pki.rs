@@ -1,6 +1,7 @@
 //! Our own credentials: certificate(s) per version, the private key, and the CA pool we trust.
 //! Swapped whole on a reload; the engine reads it on every handshake.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -11,6 +12,14 @@ use nebula_cert::{Curve, Version};
 
 use crate::noise::{DhKind, StaticKeypair};
 use crate::EngineError;
+
+/// A trusted CA as the firewall names it: `ca_name` and `ca_sha` (hex fingerprint). Built once per
+/// CA when the pool is loaded and shared by every tunnel whose peer that CA signed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CaLabel {
+    pub name: String,
+    pub sha: String,
+}
 
 /// What we present in handshakes and what we accept from peers.
 #[derive(Clone)]
@@ -26,6 +35,8 @@ pub struct Pki {
     keypair: StaticKeypair,
     curve: Curve,
     ca_pool: Arc<CaPool>,
+    /// One label per trusted CA, by its hex fingerprint.
+    ca_labels: Arc<HashMap<String, Arc<CaLabel>>>,
     initiating_version: Version,
     networks: Vec<IpNet>,
     unsafe_networks: Vec<IpNet>,
@@ -124,6 +135,17 @@ impl Pki {
             Curve::P256 => DhKind::P256,
         };
         let keypair = StaticKeypair::from_private(dh, &private_key).map_err(EngineError::Key)?;
+        let ca_labels = ca_pool
+            .cas()
+            .map(|ca| {
+                let sha = ca.fingerprint_hex();
+                let label = CaLabel {
+                    name: ca.name().to_string(),
+                    sha: sha.clone(),
+                };
+                (sha, Arc::new(label))
+            })
+            .collect();
         Ok(Pki {
             keypair,
             v1_handshake: v1
@@ -139,6 +161,7 @@ impl Pki {
             private_key,
             curve,
             ca_pool: Arc::new(ca_pool),
+            ca_labels: Arc::new(ca_labels),
             initiating_version,
             networks,
             unsafe_networks,
@@ -180,6 +203,19 @@ impl Pki {
 
     pub fn ca_pool(&self) -> &CaPool {
         &self.ca_pool
+    }
+
+    /// The label of the CA that issued `cert`: the pool's shared one, or (for an issuer the pool
+    /// does not hold) an empty name with the certificate's issuer as `sha`.
+    pub fn ca_label(&self, cert: &Certificate) -> Arc<CaLabel> {
+        let issuer = cert.issuer_hex();
+        match self.ca_labels.get(&issuer) {
+            Some(label) => Arc::clone(label),
+            None => Arc::new(CaLabel {
+                name: String::new(),
+                sha: issuer,
+            }),
+        }
     }
 
     pub fn initiating_version(&self) -> Version {

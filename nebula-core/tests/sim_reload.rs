@@ -43,7 +43,7 @@ fn new_certificate_moves_tunnels_to_it_without_dropping_traffic() {
     let old_fp = sim.nodes[b]
         .engine
         .tunnel_to(&a_vpn)
-        .map(|t| t.peer_fingerprint.clone())
+        .map(|t| t.peer.cert.fingerprint_hex())
         .expect("tunnel");
     let new_pki = ca.pki("a", "10.42.0.1/16");
     let new_fp = new_pki.cert(Version::V1).expect("cert").fingerprint_hex();
@@ -63,7 +63,7 @@ fn new_certificate_moves_tunnels_to_it_without_dropping_traffic() {
     let now_fp = sim.nodes[b]
         .engine
         .tunnel_to(&a_vpn)
-        .map(|t| t.peer_fingerprint.clone())
+        .map(|t| t.peer.cert.fingerprint_hex())
         .expect("tunnel");
     assert_ne!(now_fp, old_fp);
     assert_eq!(

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, Context, Result};
 use nebula_cert::Version;
 use nebula_core::aead::CipherKind;
-use nebula_core::aead::TAG_LEN;
+use nebula_core::aead::{KeyUse, TAG_LEN};
 use nebula_core::handshake::{self, Completed, PendingHandshake};
 use nebula_core::lighthouse;
 use nebula_core::pki::Pki;
@@ -170,7 +170,7 @@ impl Driver {
         d[HEADER_LEN..HEADER_LEN + msg.len()].copy_from_slice(&msg);
         done.session
             .send
-            .seal_frame(counter, &mut d, HEADER_LEN)
+            .seal_frame(KeyUse::Data, counter, &mut d, HEADER_LEN)
             .map_err(|e| anyhow!("host {host}: {e}"))?;
         match sock.send_to(&d, self.target) {
             Ok(_) => Ok(()),
@@ -412,7 +412,8 @@ mod tests {
                     // tunnel's keys.
                     let s: &nebula_core::aead::Session = sessions.get(&h.remote_index).unwrap();
                     let mut d = buf[..n].to_vec();
-                    s.open_frame(h.message_counter, &mut d, HEADER_LEN).unwrap();
+                    s.open_frame(KeyUse::Data, h.message_counter, &mut d, HEADER_LEN)
+                        .unwrap();
                     announced += 1;
                     continue;
                 }

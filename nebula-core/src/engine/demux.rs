@@ -79,7 +79,12 @@ impl Engine {
                 Err((refusal, None)) => OutsideOutcome::Dropped(refusal.reason()),
             };
         }
-        let (start, end) = match crate::dataplane::open(&t.session, h.message_counter, datagram) {
+        let (start, end) = match crate::dataplane::open(
+            &t.session,
+            crate::aead::KeyUse::Control,
+            h.message_counter,
+            datagram,
+        ) {
             Ok(range) => range,
             Err(reason) => return OutsideOutcome::Dropped(reason),
         };

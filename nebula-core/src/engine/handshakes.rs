@@ -285,7 +285,7 @@ impl Engine {
             local_index,
             remote_index: resp.peer_index,
             vpn_addrs: resp.vpn_addrs,
-            peer_ca_name: self.ca_name_of(&resp.peer_cert),
+            peer_ca: self.pki.ca_label(&resp.peer_cert),
             peer_cert: resp.peer_cert,
             session: resp.session,
             remote: via.udp(),
@@ -298,7 +298,7 @@ impl Engine {
             pki_generation: self.pki_generation,
             now,
         });
-        let cert_name = tunnel.peer_cert.name().to_string();
+        let cert_name = tunnel.peer.cert.name().to_string();
         // A tunnel made by answering a stage 1 does not displace a confirmed one: stage 1 is not
         // authenticated and may be a replay. It becomes primary once the peer proves its keys.
         let has_confirmed_primary = self
@@ -399,7 +399,7 @@ impl Engine {
             local_index: idx,
             remote_index: done.peer_index,
             vpn_addrs: reorder_first(done.vpn_addrs, vpn),
-            peer_ca_name: self.ca_name_of(&done.peer_cert),
+            peer_ca: self.pki.ca_label(&done.peer_cert),
             peer_cert: done.peer_cert,
             session: done.session,
             remote: via.udp(),
@@ -412,7 +412,7 @@ impl Engine {
             pki_generation: self.pki_generation,
             now,
         });
-        let cert_name = tunnel.peer_cert.name().to_string();
+        let cert_name = tunnel.peer.cert.name().to_string();
         let replacing = self.hostmap.primary(&vpn).is_some();
         let promote = match self.hostmap.primary(&vpn).and_then(|i| self.hostmap.get(i)) {
             None => true,

@@ -325,7 +325,10 @@ pub(super) fn relay_frame_in_place(
     )
     .encode(&mut frame[..HEADER_LEN])
     .ok()?;
-    let tag = session.send.seal_ad_only(counter, &frame[..tag_at]).ok()?;
+    let tag = session
+        .send
+        .seal_ad_only(crate::aead::KeyUse::Data, counter, &frame[..tag_at])
+        .ok()?;
     frame[tag_at..].copy_from_slice(&tag);
     session.mark_out();
     Some(())

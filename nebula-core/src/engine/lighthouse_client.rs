@@ -84,7 +84,7 @@ impl Engine {
         let Some(t) = self.hostmap.get(idx) else {
             return;
         };
-        let from_vpn = t.vpn_addrs.clone();
+        let from_vpn = t.peer.vpn_addrs.clone();
         let learned = t.remote();
         let sender = t.vpn_addr;
         match msg.known_type() {

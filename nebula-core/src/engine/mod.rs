@@ -384,14 +384,6 @@ impl Engine {
         }
     }
 
-    fn ca_name_of(&self, cert: &Certificate) -> String {
-        self.pki
-            .ca_pool()
-            .get_ca_for_cert(cert)
-            .map(|ca| ca.name().to_string())
-            .unwrap_or_default()
-    }
-
     /// Update the underlay addresses we advertise (the node learned its local addresses).
     pub fn set_advertise_addrs(&mut self, addrs: Vec<SocketAddr>) {
         self.cfg.advertise_addrs = addrs;
@@ -510,6 +502,6 @@ impl Engine {
 
     /// Peer certificate of the primary tunnel to `vpn`.
     pub fn peer_cert(&self, vpn: &IpAddr) -> Option<&Certificate> {
-        self.tunnel_to(vpn).map(|t| &*t.peer_cert)
+        self.tunnel_to(vpn).map(|t| &t.peer.cert)
     }
 }

@@ -76,7 +76,7 @@ impl Engine {
             || !self
                 .cfg
                 .remote_allow_list
-                .allows_all(&t.vpn_addrs, from.ip())
+                .allows_all(&t.peer.vpn_addrs, from.ip())
         {
             return;
         }
@@ -183,16 +183,16 @@ impl Engine {
         // Certificate still good? Its signature was checked by the handshake; only a new CA
         // pool (a reload) makes that worth doing again.
         let cert_check = if t.pki_generation == self.pki_generation {
-            self.pki.ca_pool().reverify(unix_secs, &t.peer_cert)
+            self.pki.ca_pool().reverify(unix_secs, &t.peer.cert)
         } else {
-            self.pki.ca_pool().verify(unix_secs, &t.peer_cert)
+            self.pki.ca_pool().verify(unix_secs, &t.peer.cert)
         };
         if let Err(e) = cert_check {
-            let blocklisted = self.pki.ca_pool().is_blocklisted(&t.peer_cert);
+            let blocklisted = self.pki.ca_pool().is_blocklisted(&t.peer.cert);
             if blocklisted || self.cfg.disconnect_invalid {
                 out.events.push(Event::PeerCertificateInvalid {
                     vpn_addr: vpn,
-                    cert_name: t.peer_cert.name().to_string(),
+                    cert_name: t.peer.cert.name().to_string(),
                     error: e.to_string(),
                 });
                 self.send_on_tunnel(idx, MessageType::CloseTunnel, 0, &[], out);
