@@ -84,7 +84,7 @@ pub struct Tunnel {
     /// tunnel is confirmed).
     stage2_datagram: Option<Vec<u8>>,
     /// When the peer proved it holds the session keys (an authenticated packet arrived, or we
-    /// initiated and read its stage 2). Unconfirmed tunnels never replace a confirmed primary.
+    /// initiated and read its stage 2). Unconfirmed tunnels are never primary.
     /// Set only by [`HostMap::confirm`].
     confirmed_at: Option<Instant>,
     /// When this tunnel was installed.
@@ -349,8 +349,9 @@ impl HostMap {
                 self.by_stage1.remove(&key);
             }
         }
-        self.generation += 1;
-        self.sync_index(local_index);
+        // Confirmed, it may now be what `primary` answers for its addresses.
+        let addrs = t.vpn_addrs.clone();
+        self.sync_tunnel(local_index, &addrs);
         true
     }
 
@@ -389,9 +390,15 @@ impl HostMap {
             .filter(|t| t.stage1 == Some(d))
     }
 
-    /// Local index of the primary tunnel to `vpn`.
+    /// Local index of the primary tunnel to `vpn`: the one our traffic to `vpn` takes. Never an
+    /// unconfirmed (responder) tunnel: its stage 1 was not authenticated and may be a replay from
+    /// someone who cannot read what we send, so it carries nothing of ours until the peer proves
+    /// it holds the keys ([`HostMap::confirm`]).
     pub fn primary(&self, vpn: &IpAddr) -> Option<u32> {
-        self.by_vpn.get(vpn).and_then(|l| l.first().copied())
+        self.by_vpn
+            .get(vpn)
+            .and_then(|l| l.first().copied())
+            .filter(|i| self.by_index.get(i).is_some_and(Tunnel::is_confirmed))
     }
 
     /// All tunnels to `vpn`, primary first.
@@ -412,10 +419,13 @@ impl HostMap {
     }
 
     /// Insert a tunnel; `primary` puts it first for each of its vpn addresses, else it goes after
-    /// the current primary. Returns tunnels evicted to stay within the per-address limit.
+    /// the current first. An unconfirmed tunnel never goes before another tunnel, and a confirmed
+    /// one always goes before an unconfirmed first (so [`HostMap::primary`] finds it). Returns
+    /// tunnels evicted to stay within the per-address limit.
     pub fn insert(&mut self, tunnel: Tunnel, primary: bool) -> Vec<Tunnel> {
         let idx = tunnel.local_index;
         let addrs = tunnel.vpn_addrs.clone();
+        let confirmed = tunnel.is_confirmed();
         self.by_remote_index.insert(tunnel.remote_index, idx);
         if let Some(d) = tunnel.stage1 {
             let key = self.stage1_hasher.hash_one(d);
@@ -426,7 +436,10 @@ impl HostMap {
         for a in &addrs {
             let list = self.by_vpn.entry(*a).or_default();
             list.retain(|i| *i != idx);
-            if primary || list.is_empty() {
+            let first_unconfirmed = list
+                .first()
+                .is_some_and(|f| self.by_index.get(f).is_some_and(|t| !t.is_confirmed()));
+            if list.is_empty() || (confirmed && (primary || first_unconfirmed)) {
                 list.insert(0, idx);
             } else {
                 list.insert(1, idx);
@@ -458,9 +471,10 @@ impl HostMap {
         out
     }
 
-    /// Make `local_index` the primary tunnel for each of its vpn addresses.
+    /// Make `local_index` the primary tunnel for each of its vpn addresses (only a confirmed
+    /// tunnel can be primary: see [`HostMap::primary`]).
     pub fn make_primary(&mut self, local_index: u32) {
-        let Some(t) = self.by_index.get(&local_index) else {
+        let Some(t) = self.by_index.get(&local_index).filter(|t| t.is_confirmed()) else {
             return;
         };
         let addrs = t.vpn_addrs.clone();
@@ -846,6 +860,46 @@ mod index_tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_unconfirmed_tunnel_is_never_primary() {
+        let ca = TestCa::new("ca", Curve::Curve25519, Version::V1);
+        let t0 = Instant::now();
+        let at: SocketAddr = "192.0.2.1:4242".parse().expect("addr");
+        let mut m = HostMap::default();
+        // A responder tunnel alone: listed, but not what our traffic takes.
+        let lone = tunnel(&ca, 1, 2, Some(at), false, t0);
+        let vpn = lone.vpn_addr;
+        m.insert(lone, true);
+        assert_eq!(m.tunnels_for(&vpn), &[1]);
+        assert_eq!(m.primary(&vpn), None);
+        assert!(!m.data().by_vpn.contains_key(&vpn));
+        m.make_primary(1);
+        assert_eq!(
+            m.primary(&vpn),
+            None,
+            "make_primary refuses an unconfirmed tunnel"
+        );
+        // A confirmed tunnel (ours) goes before it even when not asked to be primary.
+        m.insert(tunnel(&ca, 2, 2, Some(at), true, t0), false);
+        assert_eq!(m.primary(&vpn), Some(2));
+        // Another responder tunnel never goes first; confirmed, it can be made primary.
+        m.insert(tunnel(&ca, 3, 2, Some(at), false, t0), true);
+        assert_eq!(m.primary(&vpn), Some(2));
+        m.remove(2);
+        assert_eq!(m.primary(&vpn), None);
+        assert!(!m.data().by_vpn.contains_key(&vpn));
+        assert!(m.confirm(3, t0));
+        m.make_primary(3);
+        assert_eq!(m.primary(&vpn), Some(3));
+        assert_eq!(m.data().by_vpn.get(&vpn).map(|d| d.local_index), Some(3));
+        // Confirming the first entry publishes it at once.
+        m.remove(3);
+        assert_eq!(m.tunnels_for(&vpn), &[1]);
+        assert!(m.confirm(1, t0));
+        assert_eq!(m.primary(&vpn), Some(1));
+        assert_eq!(m.data().by_vpn.get(&vpn).map(|d| d.local_index), Some(1));
     }
 
     #[test]
