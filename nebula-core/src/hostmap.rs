@@ -13,6 +13,7 @@ use nebula_cert::cert::Certificate;
 use crate::aead::Session;
 use crate::dataplane::{DataIndex, DataTunnel};
 use crate::filter::PeerIdentity;
+use crate::outcome::RelayRefusal;
 
 /// Most tunnels kept per vpn address (as Go's `MaxHostInfosPerVpnIp`).
 pub const MAX_TUNNELS_PER_VPN_ADDR: usize = 5;
@@ -512,6 +513,17 @@ impl HostMap {
     }
 }
 
+/// Most relay entries one host may take part in, as the hop whose tunnel carries them or as the
+/// far end: whatever a peer asks, it cannot make us hold more for it. (A host reached through one
+/// relay by this many peers at once is far beyond what relays are for.)
+pub const MAX_RELAYS_PER_HOST: usize = 1024;
+/// Most relay entries in all (each costs well under a kilobyte with its indexes).
+pub const MAX_RELAYS: usize = 32 * 1024;
+/// A relay entry a peer's request made must be in use by then: a forwarding pair established, or
+/// (our end of a relay) a tunnel with the far end made or being made through it. Otherwise it
+/// goes. Requesters re-ask on every handshake attempt, so this is many of their retries.
+pub const RELAY_SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What a relay index does for us.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RelayKind {
@@ -660,6 +672,22 @@ impl RelayTable {
         unlink(&mut self.by_host, r.hop, local_index);
         unlink(&mut self.by_host, r.peer, local_index);
         Some(r)
+    }
+
+    /// May `new` more relay entries involving hosts `a` and `b` be added (within
+    /// [`MAX_RELAYS_PER_HOST`] for each and [`MAX_RELAYS`] in all)?
+    pub fn room_for(&self, a: IpAddr, b: IpAddr, new: usize) -> Result<(), RelayRefusal> {
+        if new == 0 {
+            return Ok(());
+        }
+        if self.by_index.len() + new > MAX_RELAYS {
+            return Err(RelayRefusal::TableFull);
+        }
+        let held = |h: &IpAddr| self.by_host.get(h).map_or(0, Vec::len);
+        if held(&a) + new > MAX_RELAYS_PER_HOST || held(&b) + new > MAX_RELAYS_PER_HOST {
+            return Err(RelayRefusal::TooManyForHost);
+        }
+        Ok(())
     }
 
     /// Local indexes of every relay riding on `hop` or leading to `peer == vpn`.

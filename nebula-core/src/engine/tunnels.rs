@@ -152,6 +152,7 @@ impl Engine {
                     payload: vec![0],
                 }),
                 Timer::PunchRespond { vpn } => self.send_test_request(now, vpn, &[], out),
+                Timer::RelayCheck { local_index } => self.relay_check(now, local_index),
                 Timer::TryDirect { local_index } => {
                     if self
                         .hostmap
