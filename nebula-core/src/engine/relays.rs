@@ -338,11 +338,14 @@ impl Engine {
         ends: RelayEnds,
         out: &mut Outputs,
     ) -> Result<(), RelayRefusal> {
-        let Some((hop, from_is_hop)) = self
-            .hostmap
-            .get(idx)
-            .map(|t| (t.vpn_addr, t.vpn_addrs.contains(&ends.from)))
-        else {
+        let relays = &self.cfg.relays;
+        let Some((hop, from_is_hop, hop_is_our_relay)) = self.hostmap.get(idx).map(|t| {
+            (
+                t.vpn_addr,
+                t.vpn_addrs.contains(&ends.from),
+                t.vpn_addrs.iter().any(|a| relays.contains(a)),
+            )
+        }) else {
             return Ok(());
         };
         if self.pki.is_my_addr(&ends.from) || init == 0 {
@@ -351,7 +354,7 @@ impl Engine {
         if self.pki.is_my_addr(&ends.to) {
             // `relay.use_relays` is about our reaching others through relays; Go advertises
             // `relay.relays` whatever it says, so it does not gate this.
-            if self.cfg.am_relay || !self.cfg.relays.contains(&hop) {
+            if self.cfg.am_relay || !hop_is_our_relay {
                 return Err(RelayRefusal::NotOurRelay);
             }
             return self.relay_request_to_us(now, hop, init, ends, out);
