@@ -20,6 +20,13 @@ use crate::{EngineError, HandshakeError};
 /// Most packets queued behind one pending handshake (Go: 100).
 pub const MAX_QUEUED_PACKETS: usize = 100;
 
+/// Most handshakes one peer's relay requests may have us run at once (a relay dials a target
+/// it has no tunnel to, as Go does, so the requester's next try finds one).
+pub const MAX_RELAY_HANDSHAKES_PER_REQUESTER: usize = 16;
+/// Relay requests, all requesters together, may use at most 1/this of the pending table: the
+/// rest stays for our own traffic.
+pub const RELAY_HANDSHAKE_SHARE: usize = 4;
+
 /// Something waiting for a tunnel.
 #[derive(Clone, Debug)]
 pub enum QueuedPacket {
@@ -45,11 +52,16 @@ pub struct PendingHandshake {
 }
 
 /// The handshakes we initiated and have not finished, by local index and by vpn address (at
-/// most one per host), with a bound on how many run at once.
+/// most one per host), with a bound on how many run at once, and on how many of them relay
+/// requests made us start (per requester and in all).
 pub struct PendingTable {
     by_index: HashMap<u32, PendingHandshake>,
     by_vpn: HashMap<IpAddr, u32>,
     capacity: usize,
+    /// Handshakes started for a relay request, by local index: the requester.
+    for_relay: HashMap<u32, IpAddr>,
+    /// How many of those each requester has running.
+    per_requester: HashMap<IpAddr, usize>,
 }
 
 impl PendingTable {
@@ -59,7 +71,34 @@ impl PendingTable {
             by_index: HashMap::new(),
             by_vpn: HashMap::new(),
             capacity,
+            for_relay: HashMap::new(),
+            per_requester: HashMap::new(),
         }
+    }
+
+    /// May a relay request from `requester` start one more handshake? Within
+    /// [`MAX_RELAY_HANDSHAKES_PER_REQUESTER`] for it and 1/[`RELAY_HANDSHAKE_SHARE`] of the
+    /// table for all requesters, with room left in the table.
+    pub fn relay_room(&self, requester: &IpAddr) -> bool {
+        let share = (self.capacity / RELAY_HANDSHAKE_SHARE).max(1);
+        !self.is_full()
+            && self.for_relay.len() < share
+            && self.per_requester.get(requester).copied().unwrap_or(0)
+                < MAX_RELAY_HANDSHAKES_PER_REQUESTER
+    }
+
+    /// Count handshake `local_index` against `requester`'s relay budget until it ends.
+    pub fn started_for_relay(&mut self, local_index: u32, requester: IpAddr) {
+        if !self.by_index.contains_key(&local_index) || self.for_relay.contains_key(&local_index) {
+            return;
+        }
+        self.for_relay.insert(local_index, requester);
+        *self.per_requester.entry(requester).or_default() += 1;
+    }
+
+    /// Handshakes relay requests have running (all requesters).
+    pub fn relay_started(&self) -> usize {
+        self.for_relay.len()
     }
 
     pub fn len(&self) -> usize {
@@ -91,6 +130,14 @@ impl PendingTable {
         let p = self.by_index.remove(&local_index)?;
         if self.by_vpn.get(&p.vpn_addr) == Some(&local_index) {
             self.by_vpn.remove(&p.vpn_addr);
+        }
+        if let Some(req) = self.for_relay.remove(&local_index) {
+            if let Some(n) = self.per_requester.get_mut(&req) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_requester.remove(&req);
+                }
+            }
         }
         Some(p)
     }
@@ -126,6 +173,8 @@ impl PendingTable {
     pub fn clear(&mut self) {
         self.by_index.clear();
         self.by_vpn.clear();
+        self.for_relay.clear();
+        self.per_requester.clear();
     }
 }
 
@@ -365,6 +414,51 @@ mod tests {
         t.clear();
         assert!(t.is_empty());
         assert_eq!(t.index_for(&"10.42.0.4".parse().expect("ip")), None);
+    }
+
+    #[test]
+    fn relay_requests_have_a_budget_per_requester_and_in_all() {
+        let ca = TestCa::new("ca", Curve::Curve25519, Version::V1);
+        let pki = ca.pki("me", "10.42.0.1/16");
+        let cap = RELAY_HANDSHAKE_SHARE * (MAX_RELAY_HANDSHAKES_PER_REQUESTER + 4);
+        let mut t = PendingTable::new(cap);
+        let (a, b): (IpAddr, IpAddr) = (
+            "10.42.9.1".parse().expect("ip"),
+            "10.42.9.2".parse().expect("ip"),
+        );
+        let mut next = 1u32;
+        let mut start = |t: &mut PendingTable, req: IpAddr| -> Option<u32> {
+            if !t.relay_room(&req) {
+                return None;
+            }
+            let i = next;
+            next += 1;
+            assert!(t.insert(pending(&pki, &format!("10.42.1.{i}"), i)));
+            t.started_for_relay(i, req);
+            Some(i)
+        };
+        let mine: Vec<u32> = (0..100).filter_map(|_| start(&mut t, a)).collect();
+        assert_eq!(
+            mine.len(),
+            MAX_RELAY_HANDSHAKES_PER_REQUESTER,
+            "per requester"
+        );
+        // Another requester gets the rest of the share, no more.
+        let theirs: Vec<u32> = (0..100).filter_map(|_| start(&mut t, b)).collect();
+        assert_eq!(
+            t.relay_started(),
+            cap / RELAY_HANDSHAKE_SHARE,
+            "share of the table"
+        );
+        assert!(theirs.len() < MAX_RELAY_HANDSHAKES_PER_REQUESTER);
+        // A finished handshake gives its slot back; counting one twice changes nothing.
+        t.started_for_relay(mine[0], a);
+        t.remove(mine[0]);
+        assert!(t.relay_room(&a));
+        assert_eq!(t.relay_started(), cap / RELAY_HANDSHAKE_SHARE - 1);
+        t.clear();
+        assert_eq!(t.relay_started(), 0);
+        assert!(t.relay_room(&a) && t.relay_room(&b));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use nebula_cert::cert::Certificate;
 use crate::aead::Session;
 use crate::dataplane::{DataIndex, DataTunnel};
 use crate::filter::PeerIdentity;
+use crate::outcome::RelayRefusal;
 use crate::pki::CaLabel;
 
 /// Most tunnels kept per vpn address (as Go's `MaxHostInfosPerVpnIp`).
@@ -103,7 +104,7 @@ pub struct Tunnel {
     /// tunnel is confirmed).
     stage2_datagram: Option<Vec<u8>>,
     /// When the peer proved it holds the session keys (an authenticated packet arrived, or we
-    /// initiated and read its stage 2). Unconfirmed tunnels never replace a confirmed primary.
+    /// initiated and read its stage 2). Unconfirmed tunnels are never primary.
     /// Set only by [`HostMap::confirm`].
     confirmed_at: Option<Instant>,
     /// When this tunnel was installed.
@@ -360,8 +361,9 @@ impl HostMap {
                 self.by_stage1.remove(&key);
             }
         }
-        self.generation += 1;
-        self.sync_index(local_index);
+        // Confirmed, it may now be what `primary` answers for its addresses.
+        let addrs = t.peer.vpn_addrs.clone();
+        self.sync_tunnel(local_index, &addrs);
         true
     }
 
@@ -400,9 +402,15 @@ impl HostMap {
             .filter(|t| t.stage1 == Some(d))
     }
 
-    /// Local index of the primary tunnel to `vpn`.
+    /// Local index of the primary tunnel to `vpn`: the one our traffic to `vpn` takes. Never an
+    /// unconfirmed (responder) tunnel: its stage 1 was not authenticated and may be a replay from
+    /// someone who cannot read what we send, so it carries nothing of ours until the peer proves
+    /// it holds the keys ([`HostMap::confirm`]).
     pub fn primary(&self, vpn: &IpAddr) -> Option<u32> {
-        self.by_vpn.get(vpn).and_then(|l| l.first().copied())
+        self.by_vpn
+            .get(vpn)
+            .and_then(|l| l.first().copied())
+            .filter(|i| self.by_index.get(i).is_some_and(Tunnel::is_confirmed))
     }
 
     /// All tunnels to `vpn`, primary first.
@@ -423,10 +431,13 @@ impl HostMap {
     }
 
     /// Insert a tunnel; `primary` puts it first for each of its vpn addresses, else it goes after
-    /// the current primary. Returns tunnels evicted to stay within the per-address limit.
+    /// the current first. An unconfirmed tunnel never goes before another tunnel, and a confirmed
+    /// one always goes before an unconfirmed first (so [`HostMap::primary`] finds it). Returns
+    /// tunnels evicted to stay within the per-address limit.
     pub fn insert(&mut self, tunnel: Tunnel, primary: bool) -> Vec<Tunnel> {
         let idx = tunnel.local_index;
         let addrs = tunnel.peer.vpn_addrs.clone();
+        let confirmed = tunnel.is_confirmed();
         self.by_remote_index.insert(tunnel.remote_index, idx);
         if let Some(d) = tunnel.stage1 {
             let key = self.stage1_hasher.hash_one(d);
@@ -437,7 +448,10 @@ impl HostMap {
         for a in &addrs {
             let list = self.by_vpn.entry(*a).or_default();
             list.retain(|i| *i != idx);
-            if primary || list.is_empty() {
+            let first_unconfirmed = list
+                .first()
+                .is_some_and(|f| self.by_index.get(f).is_some_and(|t| !t.is_confirmed()));
+            if list.is_empty() || (confirmed && (primary || first_unconfirmed)) {
                 list.insert(0, idx);
             } else {
                 list.insert(1, idx);
@@ -469,9 +483,10 @@ impl HostMap {
         out
     }
 
-    /// Make `local_index` the primary tunnel for each of its vpn addresses.
+    /// Make `local_index` the primary tunnel for each of its vpn addresses (only a confirmed
+    /// tunnel can be primary: see [`HostMap::primary`]).
     pub fn make_primary(&mut self, local_index: u32) {
-        let Some(t) = self.by_index.get(&local_index) else {
+        let Some(t) = self.by_index.get(&local_index).filter(|t| t.is_confirmed()) else {
             return;
         };
         let addrs = t.peer.vpn_addrs.clone();
@@ -508,6 +523,17 @@ impl HostMap {
         Some(t)
     }
 }
+
+/// Most relay entries one host may take part in, as the hop whose tunnel carries them or as the
+/// far end: whatever a peer asks, it cannot make us hold more for it. (A host reached through one
+/// relay by this many peers at once is far beyond what relays are for.)
+pub const MAX_RELAYS_PER_HOST: usize = 1024;
+/// Most relay entries in all (each costs well under a kilobyte with its indexes).
+pub const MAX_RELAYS: usize = 32 * 1024;
+/// A relay entry a peer's request made must be in use by then: a forwarding pair established, or
+/// (our end of a relay) a tunnel with the far end made or being made through it. Otherwise it
+/// goes. Requesters re-ask on every handshake attempt, so this is many of their retries.
+pub const RELAY_SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a relay index does for us.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -657,6 +683,22 @@ impl RelayTable {
         unlink(&mut self.by_host, r.hop, local_index);
         unlink(&mut self.by_host, r.peer, local_index);
         Some(r)
+    }
+
+    /// May `new` more relay entries involving hosts `a` and `b` be added (within
+    /// [`MAX_RELAYS_PER_HOST`] for each and [`MAX_RELAYS`] in all)?
+    pub fn room_for(&self, a: IpAddr, b: IpAddr, new: usize) -> Result<(), RelayRefusal> {
+        if new == 0 {
+            return Ok(());
+        }
+        if self.by_index.len() + new > MAX_RELAYS {
+            return Err(RelayRefusal::TableFull);
+        }
+        let held = |h: &IpAddr| self.by_host.get(h).map_or(0, Vec::len);
+        if held(&a) + new > MAX_RELAYS_PER_HOST || held(&b) + new > MAX_RELAYS_PER_HOST {
+            return Err(RelayRefusal::TooManyForHost);
+        }
+        Ok(())
     }
 
     /// Local indexes of every relay riding on `hop` or leading to `peer == vpn`.
@@ -857,6 +899,46 @@ mod index_tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_unconfirmed_tunnel_is_never_primary() {
+        let ca = TestCa::new("ca", Curve::Curve25519, Version::V1);
+        let t0 = Instant::now();
+        let at: SocketAddr = "192.0.2.1:4242".parse().expect("addr");
+        let mut m = HostMap::default();
+        // A responder tunnel alone: listed, but not what our traffic takes.
+        let lone = tunnel(&ca, 1, 2, Some(at), false, t0);
+        let vpn = lone.vpn_addr;
+        m.insert(lone, true);
+        assert_eq!(m.tunnels_for(&vpn), &[1]);
+        assert_eq!(m.primary(&vpn), None);
+        assert!(!m.data().by_vpn.contains_key(&vpn));
+        m.make_primary(1);
+        assert_eq!(
+            m.primary(&vpn),
+            None,
+            "make_primary refuses an unconfirmed tunnel"
+        );
+        // A confirmed tunnel (ours) goes before it even when not asked to be primary.
+        m.insert(tunnel(&ca, 2, 2, Some(at), true, t0), false);
+        assert_eq!(m.primary(&vpn), Some(2));
+        // Another responder tunnel never goes first; confirmed, it can be made primary.
+        m.insert(tunnel(&ca, 3, 2, Some(at), false, t0), true);
+        assert_eq!(m.primary(&vpn), Some(2));
+        m.remove(2);
+        assert_eq!(m.primary(&vpn), None);
+        assert!(!m.data().by_vpn.contains_key(&vpn));
+        assert!(m.confirm(3, t0));
+        m.make_primary(3);
+        assert_eq!(m.primary(&vpn), Some(3));
+        assert_eq!(m.data().by_vpn.get(&vpn).map(|d| d.local_index), Some(3));
+        // Confirming the first entry publishes it at once.
+        m.remove(3);
+        assert_eq!(m.tunnels_for(&vpn), &[1]);
+        assert!(m.confirm(1, t0));
+        assert_eq!(m.primary(&vpn), Some(1));
+        assert_eq!(m.data().by_vpn.get(&vpn).map(|d| d.local_index), Some(1));
     }
 
     #[test]

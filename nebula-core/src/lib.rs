@@ -20,7 +20,7 @@ pub mod timers;
 
 pub use engine::{
     CloseReason, DropReason, Engine, EngineConfig, Event, InsideOutcome, Outputs, OutsideOutcome,
-    Transmit,
+    RelayRefusal, Transmit,
 };
 
 /// Errors of the engine's control plane. [`EngineError::Config`] and [`EngineError::Key`] are

@@ -69,6 +69,37 @@ pub enum Event {
         vpn_addr: IpAddr,
         payload: Vec<u8>,
     },
+    /// A CreateRelayRequest that `hop` sent us (for a relay from `from` to `to`) was refused.
+    RelayRefused {
+        hop: IpAddr,
+        from: IpAddr,
+        to: IpAddr,
+        reason: RelayRefusal,
+    },
+}
+
+/// Why a CreateRelayRequest was refused ([`Event::RelayRefused`]). Each is the requester's doing
+/// (a misconfiguration, or a peer probing us), never ours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RelayRefusal {
+    /// It asks us to forward, but `relay.am_relay` is off.
+    NotARelay,
+    /// It asks us to be the end of a relay through a host that is not one of our `relay.relays`
+    /// (the hosts we advertise for that), or we are a relay ourselves (relays use no relays).
+    NotOurRelay,
+    /// It asks us to forward from someone other than the requester itself.
+    ForeignFrom,
+    /// It asks us to forward to an address outside our vpn networks, where no host can be.
+    TargetOutsideNetworks,
+    /// We have no tunnel to the target, and the requester already has as many handshakes
+    /// running on its behalf as it may (`handshake::MAX_RELAY_HANDSHAKES_PER_REQUESTER`), or
+    /// relay requests hold their whole share of the pending table.
+    HandshakeBudget,
+    /// A host it involves already takes part in `hostmap::MAX_RELAYS_PER_HOST` relays.
+    TooManyForHost,
+    /// The relay table holds `hostmap::MAX_RELAYS` entries (or no relay index was free).
+    TableFull,
 }
 
 /// Control-plane output of one call.

@@ -1,5 +1,5 @@
-//! The engine's timer queue: deadlines for handshake retries, connection checks, lighthouse updates
-//! and punches. Time is whatever `Instant` the caller passes in; nothing here reads a clock.
+//! The engine's timer queue: deadlines for handshake retries, connection checks, lighthouse
+//! updates, punches and relay set-up. Time is the caller's `Instant`; nothing reads a clock.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -22,6 +22,9 @@ pub enum Timer {
     /// A relayed tunnel: probe the peer's direct addresses (after the punches had time to open
     /// the NATs).
     TryDirect { local_index: u32 },
+    /// A relay entry a peer's request made: gone by now unless in use
+    /// (`hostmap::RELAY_SETUP_TIMEOUT`).
+    RelayCheck { local_index: u32 },
 }
 
 /// `now + delay`, saturating: a delay too large for the clock (a huge configured interval) is a

@@ -729,3 +729,127 @@ fn huge_timer_settings_never_panic() {
     sim.run_for(Duration::from_secs(30));
     assert_eq!(delivered(&sim, 0, 2), 1);
 }
+
+/// With no working tunnel to a host, a replayed copy of that host's stage 1 (sent from anywhere)
+/// must not become the tunnel our traffic takes: its sender cannot read it. Our own handshake to
+/// the host goes ahead, queued and new packets reach the real host, and the copy's tunnel, never
+/// confirmed, goes away.
+#[test]
+fn a_replayed_stage1_does_not_black_hole_traffic_while_no_tunnel_is_up() {
+    use nebula_core::engine::Outputs;
+
+    let ca = TestCa::new("ca", Curve::Curve25519, Version::V1);
+    let mut sim = pair(61, &ca);
+    let (a_addr, b_addr): (SocketAddr, SocketAddr) =
+        (A_ADDR.parse().expect("addr"), B_ADDR.parse().expect("addr"));
+    // B dials A: B's stage 1 goes over the wire, where anyone may record it.
+    sim.inside(1, &pkt(B_VPN, A_VPN, 1));
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(delivered(&sim, 0, 1), 1);
+    let stage1 = sim
+        .wire_log
+        .iter()
+        .find(|(_, d)| {
+            d.from == b_addr && d.payload.len() > 16 && d.payload[0] == 0x10 && d.payload[15] == 1
+        })
+        .map(|(_, d)| d.payload.clone())
+        .expect("captured stage 1 of b");
+    // B closes the tunnel: neither side has one now.
+    let mut out = Outputs::default();
+    sim.nodes[1]
+        .engine
+        .close_tunnel(&A_VPN.parse().expect("ip"), &mut out);
+    sim.dispatch(1, out);
+    sim.run_for(Duration::from_secs(1));
+    assert!(!sim.has_tunnel(0, B_VPN) && !sim.has_tunnel(1, A_VPN));
+    // The recorded stage 1 comes back from elsewhere; A answers it (stage 1 is not
+    // authenticated) but must not send B's traffic there.
+    let attacker: SocketAddr = "198.51.100.66:6666".parse().expect("addr");
+    let sent_before = sim.wire_log.len();
+    sim.inject(attacker, a_addr, stage1);
+    sim.run_for(Duration::from_millis(50));
+    for n in 2..12 {
+        sim.inside(0, &pkt(A_VPN, B_VPN, n));
+        sim.run_for(Duration::from_millis(100));
+    }
+    sim.run_for(Duration::from_secs(1));
+    for n in 2..12 {
+        assert_eq!(delivered(&sim, 1, n), 1, "packet {n} reached b");
+    }
+    let to_attacker: Vec<u8> = sim.wire_log[sent_before..]
+        .iter()
+        .filter(|(_, d)| d.to == attacker)
+        .map(|(_, d)| d.payload[0])
+        .collect();
+    assert!(
+        to_attacker.iter().all(|b| *b == 0x10),
+        "only the stage 2 went to the replayer: {to_attacker:x?}"
+    );
+    let t = sim.nodes[0]
+        .engine
+        .tunnel_to(&B_VPN.parse().expect("ip"))
+        .expect("a has a tunnel to b");
+    assert_eq!(t.remote(), Some(b_addr));
+    assert!(t.is_confirmed());
+    // The replayed stage 1's tunnel is never confirmed and expires.
+    sim.run_for(Duration::from_secs(15));
+    assert!(
+        sim.nodes[0]
+            .engine
+            .hostmap()
+            .tunnels()
+            .all(|t| t.remote() != Some(attacker)),
+        "the replayer's tunnel is gone"
+    );
+}
+
+/// Alone, the replayed copy's tunnel is not "a tunnel to the host" either: traffic for the host
+/// starts our own handshake rather than going to the replayer, and the copy expires unconfirmed.
+#[test]
+fn a_lone_replayed_stage1_tunnel_expires_and_carries_nothing() {
+    let ca = TestCa::new("ca", Curve::Curve25519, Version::V1);
+    let mut sim = pair(62, &ca);
+    let (a_addr, b_addr): (SocketAddr, SocketAddr) =
+        (A_ADDR.parse().expect("addr"), B_ADDR.parse().expect("addr"));
+    sim.inside(1, &pkt(B_VPN, A_VPN, 1));
+    sim.run_for(Duration::from_secs(1));
+    let stage1 = sim
+        .wire_log
+        .iter()
+        .find(|(_, d)| {
+            d.from == b_addr && d.payload.len() > 16 && d.payload[0] == 0x10 && d.payload[15] == 1
+        })
+        .map(|(_, d)| d.payload.clone())
+        .expect("captured stage 1 of b");
+    // A restarts (it forgets B); B is gone from the network for the rest of the test.
+    sim.restart_node(
+        0,
+        static_config(&[(B_VPN, B_ADDR)]),
+        ca.pki("a", "10.42.0.1/16"),
+    );
+    sim.blocked.push((b_addr.ip(), a_addr.ip()));
+    let attacker: SocketAddr = "198.51.100.66:6666".parse().expect("addr");
+    let sent_before = sim.wire_log.len();
+    sim.inject(attacker, a_addr, stage1);
+    sim.run_for(Duration::from_millis(50));
+    assert_eq!(sim.nodes[0].engine.counts().0, 1, "a answered the copy");
+    assert!(
+        !sim.has_tunnel(0, B_VPN),
+        "an unconfirmed answer is no tunnel to b"
+    );
+    let r = sim.inside(0, &pkt(A_VPN, B_VPN, 2));
+    assert_eq!(r, InsideOutcome::Queued);
+    sim.run_for(Duration::from_secs(15));
+    assert!(
+        sim.wire_log[sent_before..]
+            .iter()
+            .filter(|(_, d)| d.to == attacker)
+            .all(|(_, d)| d.payload[0] == 0x10),
+        "nothing but the stage 2 went to the replayer"
+    );
+    assert_eq!(
+        sim.nodes[0].engine.counts().0,
+        0,
+        "the copy's tunnel expired"
+    );
+}

@@ -47,5 +47,17 @@ pub fn log_event(e: &Event) {
             "Remote certificate is no longer valid, tearing down the tunnel"
         ),
         Event::TestReply { vpn_addr, .. } => tracing::debug!(vpn_addr = %vpn_addr, "test reply"),
+        Event::RelayRefused {
+            hop,
+            from,
+            to,
+            reason,
+        } => tracing::info!(
+            vpn_addrs = %hop,
+            relay_from = %from,
+            relay_to = %to,
+            reason = ?reason,
+            "Refusing CreateRelayRequest"
+        ),
     }
 }

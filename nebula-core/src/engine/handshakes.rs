@@ -299,14 +299,11 @@ impl Engine {
             now,
         });
         let cert_name = tunnel.peer.cert.name().to_string();
-        // A tunnel made by answering a stage 1 does not displace a confirmed one: stage 1 is not
-        // authenticated and may be a replay. It becomes primary once the peer proves its keys.
-        let has_confirmed_primary = self
-            .hostmap
-            .primary(&vpn)
-            .and_then(|i| self.hostmap.get(i))
-            .is_some_and(|t| t.is_confirmed());
-        self.install_tunnel(now, tunnel, !has_confirmed_primary, via, out);
+        // Stage 1 is not authenticated and may be a replay from anywhere: the tunnel it made
+        // carries none of our traffic (it is not primary, and our own handshake to the host, if
+        // any, goes on) until the peer proves it holds the keys; then `on_confirmed` promotes it
+        // and sends what we queued. Never confirmed, it goes at its first connection check.
+        self.install_tunnel(now, tunnel, false, via, out);
         self.send_via(via, &datagram2, out);
         out.events.push(Event::TunnelUp {
             vpn_addr: vpn,
@@ -315,15 +312,6 @@ impl Engine {
             initiator: false,
             cert_name,
         });
-        // If we were also trying to reach this host, our queued packets can go now on the
-        // new tunnel once it is confirmed; keep our own attempt running (a race settles by
-        // vpn address in `newer_wins`).
-        if !has_confirmed_primary {
-            self.flush_pending_for(now, vpn, out);
-        }
-        if self.cfg.lighthouses.contains(&vpn) {
-            self.flush_deferred(now, out);
-        }
     }
 
     /// We are the initiator: stage 2 for our pending handshake `idx` arrived.
@@ -413,7 +401,6 @@ impl Engine {
             now,
         });
         let cert_name = tunnel.peer.cert.name().to_string();
-        let replacing = self.hostmap.primary(&vpn).is_some();
         let promote = match self.hostmap.primary(&vpn).and_then(|i| self.hostmap.get(i)) {
             None => true,
             Some(cur) => self.newer_wins(now, &tunnel, cur),
@@ -430,9 +417,10 @@ impl Engine {
         for q in p.queued {
             self.send_queued(now, idx, q, out);
         }
-        if replacing && nothing_queued {
-            // A re-handshake: prove our keys on the new tunnel at once, so the peer (which never
-            // lets an unconfirmed tunnel replace a working one) moves over too.
+        if nothing_queued {
+            // Prove our keys on the new tunnel at once: the peer sends nothing on a tunnel it
+            // answered until we have (see `HostMap::primary`), and on a re-handshake it moves
+            // over from the working one only then.
             self.send_on_tunnel(idx, MessageType::Test, subtype::TEST_REQUEST, &[], out);
         }
         if self.cfg.lighthouses.contains(&vpn) {

@@ -38,11 +38,11 @@ use crate::handshake::{self, PendingTable, QueuedPacket, MAX_QUEUED_PACKETS};
 pub use crate::hostmap::ROAMING_SUPPRESS;
 use crate::hostmap::{
     HostMap, NewTunnel, Relay, RelayKind, RelayState, RelayTable, Roam, Tunnel,
-    MAX_TUNNELS_PER_VPN_ADDR,
+    MAX_TUNNELS_PER_VPN_ADDR, RELAY_SETUP_TIMEOUT,
 };
 use crate::lighthouse::{self, LighthouseServer};
 pub use crate::outcome::{
-    CloseReason, DropReason, Event, InsideOutcome, Outputs, OutsideOutcome, Transmit,
+    CloseReason, DropReason, Event, InsideOutcome, Outputs, OutsideOutcome, RelayRefusal, Transmit,
 };
 use crate::pki::Pki;
 use crate::remotes::{CalculatedRemote, RemoteAllowList, RemoteList};

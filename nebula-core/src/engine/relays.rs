@@ -119,7 +119,8 @@ impl Engine {
     }
 
     /// A new relay entry on a fresh local index: `hop`'s tunnel carries it towards `peer`.
-    /// `None` when no index is free.
+    /// Refused when it would take a host over [`crate::hostmap::MAX_RELAYS_PER_HOST`] or the
+    /// table over [`crate::hostmap::MAX_RELAYS`] (or no index is free).
     fn new_relay(
         &mut self,
         remote_index: u32,
@@ -127,8 +128,10 @@ impl Engine {
         peer: IpAddr,
         kind: RelayKind,
         state: RelayState,
-    ) -> Option<u32> {
-        let local_index = self.allocate_relay_index()?;
+    ) -> Result<u32, RelayRefusal> {
+        let new = usize::from(self.relays.find(hop, peer).is_none());
+        self.relays.room_for(hop, peer, new)?;
+        let local_index = self.allocate_relay_index().ok_or(RelayRefusal::TableFull)?;
         self.relays.insert(Relay {
             local_index,
             remote_index,
@@ -137,7 +140,46 @@ impl Engine {
             kind,
             state,
         });
-        Some(local_index)
+        Ok(local_index)
+    }
+
+    /// A relay entry made at a peer's request is checked after [`RELAY_SETUP_TIMEOUT`].
+    fn check_relay_later(&mut self, now: Instant, local_index: u32) {
+        self.timers
+            .add_after(now, RELAY_SETUP_TIMEOUT, Timer::RelayCheck { local_index });
+    }
+
+    /// [`Timer::RelayCheck`]: a relay entry a peer's request made goes unless it is in use. A
+    /// forwarding pair must be established by now (then it lives as long as both tunnels); our
+    /// end of a relay must carry a tunnel with the far end, made or being made (then it goes
+    /// with that tunnel, in `remove_tunnel`).
+    pub(super) fn relay_check(&mut self, now: Instant, local_index: u32) {
+        let Some(r) = self.relays.get(local_index).cloned() else {
+            return;
+        };
+        match r.kind {
+            RelayKind::Forwarding => {
+                let other_up = self
+                    .relays
+                    .find(r.peer, r.hop)
+                    .is_some_and(|o| o.state == RelayState::Established);
+                if r.state != RelayState::Established || !other_up {
+                    self.remove_relay(local_index);
+                }
+            }
+            RelayKind::Terminal => {
+                let tunnel = !self.hostmap.tunnels_for(&r.peer).is_empty();
+                let handshake = self.pending.index_for(&r.peer).is_some();
+                if tunnel {
+                    return;
+                }
+                if handshake {
+                    self.check_relay_later(now, local_index);
+                } else {
+                    self.remove_relay(local_index);
+                }
+            }
+        }
     }
 
     /// The relay half of a handshake attempt (`handshake_manager.go`): for each relay the target
@@ -172,9 +214,9 @@ impl Engine {
                 .find(relay, target)
                 .map(|r| (r.local_index, r.kind, r.state))
             {
-                None => {
-                    self.new_relay(0, relay, target, RelayKind::Terminal, RelayState::Requested)
-                }
+                None => self
+                    .new_relay(0, relay, target, RelayKind::Terminal, RelayState::Requested)
+                    .ok(),
                 // Ask again, in case the request or its answer was lost.
                 Some((index, RelayKind::Terminal, RelayState::Requested)) => Some(index),
                 Some((index, RelayKind::Terminal, RelayState::Established)) => {
@@ -254,7 +296,16 @@ impl Engine {
         };
         match msg.known_type() {
             Some(NebulaControlType::CreateRelayRequest) => {
-                self.relay_request(now, hop, msg.initiator_relay_index, ends, out)
+                if let Err(reason) =
+                    self.relay_request(now, idx, msg.initiator_relay_index, ends, out)
+                {
+                    out.events.push(Event::RelayRefused {
+                        hop,
+                        from: ends.from,
+                        to: ends.to,
+                        reason,
+                    });
+                }
             }
             Some(NebulaControlType::CreateRelayResponse) => self.relay_response(
                 hop,
@@ -266,71 +317,127 @@ impl Engine {
         }
     }
 
-    /// `hop` asks for a relay from `ends.from` to `ends.to` on its index `init`.
+    /// The peer on tunnel `idx` (the hop) asks, on its index `init`, for a relay from
+    /// `ends.from` to `ends.to`: us as the far end, or us as the relay. `Err`: refused, with
+    /// why (malformed or pointless requests are dropped without a word, as Go does).
+    ///
+    /// Go 1.11 checks only that `from` is not us and, to forward, that `relay.am_relay` is on;
+    /// with no tunnel to the target it starts a handshake to it, unchecked. We check more, as a
+    /// peer's request must not make us store or start things without bound: as the far end,
+    /// the hop must be one of our `relay.relays` (the only hosts a requester can have learned to
+    /// use for us); as the relay, `from` must be the requester itself, the target inside our
+    /// vpn networks, and the handshake we start for it within the requester's budget
+    /// ([`handshake::MAX_RELAY_HANDSHAKES_PER_REQUESTER`]); and every relay entry we make is
+    /// bounded per host and in all ([`crate::hostmap::MAX_RELAYS_PER_HOST`],
+    /// [`crate::hostmap::MAX_RELAYS`]) and goes if unused after [`RELAY_SETUP_TIMEOUT`].
     pub(super) fn relay_request(
         &mut self,
         now: Instant,
-        hop: IpAddr,
+        idx: u32,
         init: u32,
         ends: RelayEnds,
         out: &mut Outputs,
-    ) {
+    ) -> Result<(), RelayRefusal> {
+        let relays = &self.cfg.relays;
+        let Some((hop, from_is_hop, hop_is_our_relay)) = self.hostmap.get(idx).map(|t| {
+            (
+                t.vpn_addr,
+                t.peer.vpn_addrs.contains(&ends.from),
+                t.peer.vpn_addrs.iter().any(|a| relays.contains(a)),
+            )
+        }) else {
+            return Ok(());
+        };
         if self.pki.is_my_addr(&ends.from) || init == 0 {
-            return;
+            return Ok(());
         }
         if self.pki.is_my_addr(&ends.to) {
-            self.relay_request_to_us(hop, init, ends, out);
-            return;
+            // `relay.use_relays` is about our reaching others through relays; Go advertises
+            // `relay.relays` whatever it says, so it does not gate this.
+            if self.cfg.am_relay || !hop_is_our_relay {
+                return Err(RelayRefusal::NotOurRelay);
+            }
+            return self.relay_request_to_us(now, hop, init, ends, out);
         }
         // Someone wants us to relay.
         if !self.cfg.am_relay {
-            return;
+            return Err(RelayRefusal::NotARelay);
         }
         let target = ends.to;
         if target == hop {
-            return;
+            return Ok(());
+        }
+        if !from_is_hop {
+            return Err(RelayRefusal::ForeignFrom);
+        }
+        if !self.pki.in_my_networks(&target) {
+            return Err(RelayRefusal::TargetOutsideNetworks);
         }
         let Some(ti) = self.hostmap.primary(&target) else {
-            // No tunnel to the target yet: make one; the requester's retry will find it.
-            self.connect(now, target, out);
-            return;
+            // No tunnel to the target yet: make one (as Go does); the requester's retry will
+            // find it. Within the requester's budget: its requests alone must not fill the
+            // pending table.
+            if self.pending.index_for(&target).is_some() {
+                return Ok(());
+            }
+            if !self.pending.relay_room(&hop) {
+                return Err(RelayRefusal::HandshakeBudget);
+            }
+            if let Some(i) = self.start_handshake(now, target, out) {
+                self.pending.started_for_relay(i, hop);
+            }
+            return Ok(());
         };
         if self.hostmap.get(ti).and_then(|t| t.remote()).is_none() {
             // Only relay to hosts we reach directly (relays do not chain).
-            return;
+            return Ok(());
         }
+        let fwd_existing = self.relays.find(target, hop).cloned();
+        let req_existing = self.relays.find(hop, target).cloned();
+        if fwd_existing
+            .as_ref()
+            .is_some_and(|r| r.kind != RelayKind::Forwarding)
+            || req_existing
+                .as_ref()
+                .is_some_and(|r| r.kind != RelayKind::Forwarding)
+        {
+            return Ok(());
+        }
+        // Both halves fit, or neither is made.
+        let new = usize::from(fwd_existing.is_none()) + usize::from(req_existing.is_none());
+        self.relays.room_for(target, hop, new)?;
         // Our index on the target's tunnel.
-        let fwd = match self.relays.find(target, hop).cloned() {
-            Some(r) if r.kind == RelayKind::Forwarding => r.local_index,
-            Some(_) => return,
+        let fwd = match fwd_existing {
+            Some(r) => r.local_index,
             None => {
-                let Some(i) =
-                    self.new_relay(0, target, hop, RelayKind::Forwarding, RelayState::Requested)
-                else {
-                    return;
-                };
+                let i =
+                    self.new_relay(0, target, hop, RelayKind::Forwarding, RelayState::Requested)?;
+                self.check_relay_later(now, i);
                 i
             }
         };
         // The requester's side, on its tunnel, answering to its index.
-        match self.relays.find(hop, target).cloned() {
-            Some(r) if r.kind == RelayKind::Forwarding => {
+        match req_existing {
+            Some(r) => {
                 if r.remote_index != init {
+                    if r.state == RelayState::Established {
+                        // Asked afresh: it must be set up again in time.
+                        self.check_relay_later(now, fwd);
+                    }
                     self.relays
                         .update(r.local_index, init, RelayState::PeerRequested);
                 }
             }
-            Some(_) => return,
             None => {
-                let made = self.new_relay(
+                if let Err(e) = self.new_relay(
                     init,
                     hop,
                     target,
                     RelayKind::Forwarding,
                     RelayState::PeerRequested,
-                );
-                if made.is_none() {
-                    return;
+                ) {
+                    self.remove_relay(fwd);
+                    return Err(e);
                 }
             }
         }
@@ -344,31 +451,38 @@ impl Engine {
             target,
             out,
         );
+        Ok(())
     }
 
     /// `hop` asks, on its index `init`, for a relay from `ends.from` to us: our end of the relay
     /// is ready as soon as we answer.
-    fn relay_request_to_us(&mut self, hop: IpAddr, init: u32, ends: RelayEnds, out: &mut Outputs) {
+    fn relay_request_to_us(
+        &mut self,
+        now: Instant,
+        hop: IpAddr,
+        init: u32,
+        ends: RelayEnds,
+        out: &mut Outputs,
+    ) -> Result<(), RelayRefusal> {
         let from = ends.from;
         let local = match self.relays.find(hop, from).cloned() {
-            Some(r)
-                if r.kind == RelayKind::Terminal
-                    && (r.state == RelayState::Requested || r.remote_index == init) =>
-            {
+            // Ours (we asked `hop` for it), or asked again: on a new index if the hop had to
+            // set its half up anew (the requester restarted). The entry keeps its local index,
+            // so the far end's frames and any pending `RelayCheck` still find it.
+            Some(r) if r.kind == RelayKind::Terminal => {
                 self.relays
                     .update(r.local_index, init, RelayState::Established);
                 r.local_index
             }
             _ => {
-                let Some(local) = self.new_relay(
+                let local = self.new_relay(
                     init,
                     hop,
                     from,
                     RelayKind::Terminal,
                     RelayState::Established,
-                ) else {
-                    return;
-                };
+                )?;
+                self.check_relay_later(now, local);
                 local
             }
         };
@@ -381,6 +495,7 @@ impl Engine {
             ends.to,
             out,
         );
+        Ok(())
     }
 
     /// `hop` answered our CreateRelayRequest `init` with its index `resp`.
@@ -421,5 +536,216 @@ impl Engine {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! CreateRelayRequest abuse (issue 13 finding 2): what a peer with a valid certificate can
+    //! make a relay, or a relay's far end, start or store is bounded; honest relays still work.
+    use std::net::IpAddr;
+    use std::time::Duration;
+
+    use nebula_cert::{Curve, Version};
+    use proto::control::NebulaControlType;
+
+    use crate::engine::{EngineConfig, Event, Outputs, RelayRefusal};
+    use crate::sim::{static_config, udp_packet, Sim, TestCa};
+
+    const R_VPN: &str = "10.42.0.3";
+    const H_VPN: &str = "10.42.0.8";
+    const V_VPN: &str = "10.42.0.9";
+    const R_ADDR: &str = "192.0.2.3:4242";
+    const H_ADDR: &str = "192.0.2.8:4242";
+    const V_ADDR: &str = "192.0.2.9:4242";
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    /// Relay R (`am_relay`); H, a host with a valid certificate that knows R and V; V, which
+    /// names R in `relay.relays`. Tunnels H-R, V-R and H-V are up.
+    fn world(seed: u64) -> (Sim, usize, usize, usize) {
+        let ca = TestCa::new("ca", Curve::Curve25519, Version::V1);
+        let mut sim = Sim::new(seed);
+        let r = sim.add_node(
+            "r",
+            R_ADDR,
+            EngineConfig {
+                am_relay: true,
+                use_relays: false,
+                ..static_config(&[])
+            },
+            ca.pki("r", &format!("{R_VPN}/16")),
+        );
+        let h = sim.add_node(
+            "h",
+            H_ADDR,
+            static_config(&[(R_VPN, R_ADDR), (V_VPN, V_ADDR)]),
+            ca.pki("h", &format!("{H_VPN}/16")),
+        );
+        let v = sim.add_node(
+            "v",
+            V_ADDR,
+            EngineConfig {
+                relays: vec![ip(R_VPN)],
+                ..static_config(&[(R_VPN, R_ADDR)])
+            },
+            ca.pki("v", &format!("{V_VPN}/16")),
+        );
+        let hello = |from: &str, to: &str| {
+            udp_packet(
+                from.parse().expect("v4"),
+                to.parse().expect("v4"),
+                1,
+                2,
+                b"hi",
+            )
+        };
+        sim.inside(h, &hello(H_VPN, R_VPN));
+        sim.inside(v, &hello(V_VPN, R_VPN));
+        sim.inside(h, &hello(H_VPN, V_VPN));
+        sim.run_for(Duration::from_secs(1));
+        for (a, b) in [
+            (h, R_VPN),
+            (v, R_VPN),
+            (r, H_VPN),
+            (r, V_VPN),
+            (h, V_VPN),
+            (v, H_VPN),
+        ] {
+            assert!(sim.has_tunnel(a, b), "{} -> {b}", sim.nodes[a].name);
+        }
+        (sim, r, h, v)
+    }
+
+    /// Node `from` sends a CreateRelayRequest (`from_addr` -> `to`, its index `init`) on its
+    /// tunnel to `hop`.
+    fn request(sim: &mut Sim, from: usize, hop: &str, init: u32, from_addr: IpAddr, to: IpAddr) {
+        let mut out = Outputs::default();
+        sim.nodes[from].engine.send_relay_control(
+            ip(hop),
+            NebulaControlType::CreateRelayRequest,
+            init,
+            0,
+            from_addr,
+            to,
+            &mut out,
+        );
+        sim.dispatch(from, out);
+    }
+
+    /// How many times node `i` refused a relay request for `reason`.
+    fn refusals(sim: &Sim, i: usize, reason: RelayRefusal) -> usize {
+        sim.nodes[i]
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::RelayRefused { reason: r, .. } if *r == reason))
+            .count()
+    }
+
+    fn nth_addr(base: [u8; 2], n: u32) -> IpAddr {
+        let [hi, lo] = u16::try_from(n).expect("small n").to_be_bytes();
+        IpAddr::from([base[0], base[1], hi, lo.max(1)])
+    }
+
+    #[test]
+    fn a_flood_of_relay_requests_cannot_fill_the_relays_pending_table() {
+        let (mut sim, r, h, v) = world(21);
+        let before = sim.nodes[r].engine.pending_handshakes();
+        // 3000 requests for hosts nobody has a tunnel to: inside our network, and outside it.
+        for n in 0..3000u32 {
+            let to = if n % 3 == 0 {
+                nth_addr([172, 16], n)
+            } else {
+                nth_addr([10, 42], 256 + n)
+            };
+            request(&mut sim, h, R_VPN, 1000 + n, ip(H_VPN), to);
+            if n % 100 == 0 {
+                sim.run_for(Duration::from_millis(20));
+            }
+        }
+        sim.run_for(Duration::from_millis(200));
+        let pending = sim.nodes[r].engine.pending_handshakes() - before;
+        assert!(
+            pending <= crate::handshake::MAX_RELAY_HANDSHAKES_PER_REQUESTER,
+            "{pending} handshakes started for one requester"
+        );
+        // Nothing of it stayed in the relay table either; each refusal was told.
+        assert!(sim.nodes[r].engine.relays().is_empty());
+        assert_eq!(refusals(&sim, r, RelayRefusal::TargetOutsideNetworks), 1000);
+        assert!(refusals(&sim, r, RelayRefusal::HandshakeBudget) > 1900);
+        // Requests from someone else than the requester are refused too.
+        request(&mut sim, h, R_VPN, 99, ip(V_VPN), ip("10.42.7.7"));
+        sim.run_for(Duration::from_millis(50));
+        assert_eq!(refusals(&sim, r, RelayRefusal::ForeignFrom), 1);
+        // Once those handshakes time out, the budget is back.
+        sim.run_for(Duration::from_secs(10));
+        assert_eq!(sim.nodes[r].engine.pending_handshakes(), 0);
+        // An honest request still works: H asks R for a relay to V, V answers through R.
+        request(&mut sim, h, R_VPN, 77, ip(H_VPN), ip(V_VPN));
+        sim.run_for(Duration::from_millis(200));
+        let rel = sim.nodes[r].engine.relays();
+        assert_eq!(rel.len(), 2, "two forwarding halves");
+        assert!(rel
+            .iter()
+            .all(|x| x.state == crate::hostmap::RelayState::Established));
+        assert_eq!(sim.nodes[v].engine.relays().len(), 1);
+    }
+
+    #[test]
+    fn a_host_that_is_not_our_relay_cannot_make_us_an_end() {
+        let (mut sim, _r, h, v) = world(22);
+        // H is not in V's relay.relays, yet asks V to be the end of relays from 2000 hosts.
+        for n in 0..2000u32 {
+            request(
+                &mut sim,
+                h,
+                V_VPN,
+                5000 + n,
+                nth_addr([10, 42], 300 + n),
+                ip(V_VPN),
+            );
+        }
+        sim.run_for(Duration::from_millis(200));
+        assert_eq!(sim.nodes[v].engine.relays().len(), 0);
+        assert!(refusals(&sim, v, RelayRefusal::NotOurRelay) > 1900);
+        // V is no relay either: it forwards nothing for H.
+        request(&mut sim, h, V_VPN, 9, ip(H_VPN), ip(R_VPN));
+        sim.run_for(Duration::from_millis(50));
+        assert_eq!(refusals(&sim, v, RelayRefusal::NotARelay), 1);
+        assert_eq!(sim.nodes[v].engine.relays().len(), 0);
+    }
+
+    #[test]
+    fn our_relay_cannot_make_us_hold_unbounded_relay_state() {
+        let (mut sim, r, _h, v) = world(23);
+        // R is V's relay, but (compromised or buggy) asks V to be the end of relays from more
+        // hosts than one hop may carry.
+        let n_req = crate::hostmap::MAX_RELAYS_PER_HOST as u32 + 500;
+        for n in 0..n_req {
+            request(
+                &mut sim,
+                r,
+                V_VPN,
+                5000 + n,
+                nth_addr([10, 42], 300 + n),
+                ip(V_VPN),
+            );
+            if n % 100 == 0 {
+                sim.run_for(Duration::from_millis(5));
+            }
+        }
+        sim.run_for(Duration::from_millis(200));
+        let held = sim.nodes[v].engine.relays().len();
+        assert!(
+            held <= crate::hostmap::MAX_RELAYS_PER_HOST,
+            "{held} relay entries on one hop"
+        );
+        assert!(held > 0);
+        assert!(refusals(&sim, v, RelayRefusal::TooManyForHost) >= 400);
+        // None of those hosts ever makes a tunnel through them: they go.
+        sim.run_for(crate::hostmap::RELAY_SETUP_TIMEOUT * 2);
+        assert_eq!(sim.nodes[v].engine.relays().len(), 0);
     }
 }

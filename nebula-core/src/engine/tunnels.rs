@@ -19,8 +19,10 @@ impl Engine {
         }
     }
 
-    /// A tunnel's peer just proved it holds the keys: decide whether it becomes primary.
-    pub(super) fn on_confirmed(&mut self, now: Instant, idx: u32, _out: &mut Outputs) {
+    /// A tunnel's peer just proved it holds the keys: decide whether it becomes primary; if it
+    /// does, what we queued for the peer (our own handshake's packets, lighthouse messages) goes
+    /// out on it now.
+    pub(super) fn on_confirmed(&mut self, now: Instant, idx: u32, out: &mut Outputs) {
         let Some(t) = self.hostmap.get(idx) else {
             return;
         };
@@ -35,6 +37,14 @@ impl Engine {
         };
         if promote {
             self.hostmap.make_primary(idx);
+        }
+        if self.hostmap.primary(&vpn) == Some(idx) {
+            // Our own handshake to the host, if any, keeps running (a race settles by vpn
+            // address in `newer_wins`); its queued packets need not wait for it.
+            self.flush_pending_for(now, vpn, out);
+            if self.cfg.lighthouses.contains(&vpn) {
+                self.flush_deferred(now, out);
+            }
         }
     }
 
@@ -142,6 +152,7 @@ impl Engine {
                     payload: vec![0],
                 }),
                 Timer::PunchRespond { vpn } => self.send_test_request(now, vpn, &[], out),
+                Timer::RelayCheck { local_index } => self.relay_check(now, local_index),
                 Timer::TryDirect { local_index } => {
                     if self
                         .hostmap
@@ -179,7 +190,8 @@ impl Engine {
             return;
         };
         let vpn = t.vpn_addr;
-        let is_primary = self.hostmap.primary(&vpn) == Some(idx);
+        let primary = self.hostmap.primary(&vpn);
+        let (is_primary, has_primary) = (primary == Some(idx), primary.is_some());
         // Certificate still good? Its signature was checked by the handshake; only a new CA
         // pool (a reload) makes that worth doing again.
         let cert_check = if t.pki_generation == self.pki_generation {
@@ -208,9 +220,22 @@ impl Engine {
             return;
         }
         let (tin, tout) = t.session.take_traffic();
-        if !t.is_confirmed() && !is_primary && !tin {
-            // An answer to a stage 1 that nobody followed up: a replay or a lost race.
-            self.remove_tunnel(idx, CloseReason::Replaced, out);
+        if !t.is_confirmed() {
+            // An answer to a stage 1 that nobody followed up with an authenticated packet: a
+            // replay or a lost race. It carries none of our traffic (see `HostMap::primary`).
+            // Beside a working tunnel it goes now. Alone, it may be a real initiator whose first
+            // packets were lost: its own connection check probes us about now, so it gets one
+            // more interval before it goes.
+            if !has_primary && !t.pending_deletion {
+                t.pending_deletion = true;
+                self.timers.add_after(
+                    now,
+                    self.cfg.connection_alive_interval,
+                    Timer::ConnectionCheck { local_index: idx },
+                );
+            } else {
+                self.remove_tunnel(idx, CloseReason::Replaced, out);
+            }
             return;
         }
         if is_primary && (t.remote().is_none() || !self.cfg.preferred_ranges.is_empty()) {
