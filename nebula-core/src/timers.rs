@@ -1,5 +1,5 @@
-//! The engine's timer queue: deadlines for handshake retries, connection checks, lighthouse updates
-//! and punches. Time is whatever `Instant` the caller passes in; nothing here reads a clock.
+//! The engine's timer queue: deadlines for handshake retries, connection checks, lighthouse updates,
+//! punches and the conntrack sweep. Time is whatever `Instant` the caller passes in; nothing here reads a clock.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -22,7 +22,13 @@ pub enum Timer {
     /// A relayed tunnel: probe the peer's direct addresses (after the punches had time to open
     /// the NATs).
     TryDirect { local_index: u32 },
+    /// Reclaim expired conntrack flows (every [`CONNTRACK_SWEEP_INTERVAL`]), including those in
+    /// shards no packet touches any more.
+    ConntrackSweep,
 }
+
+/// How often the engine sweeps the firewall's conntrack for expired flows.
+pub const CONNTRACK_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// `now + delay`, saturating: a delay too large for the clock (a huge configured interval) is a
 /// deadline about a century away instead of a panic.

@@ -256,6 +256,12 @@ impl Engine {
             remotes.entry(*vpn).or_default().static_addrs = addrs.clone();
         }
         let pending = PendingTable::new(cfg.max_pending_handshakes);
+        let mut timers = Timers::default();
+        timers.add_after(
+            now,
+            crate::timers::CONNTRACK_SWEEP_INTERVAL,
+            Timer::ConntrackSweep,
+        );
         Engine {
             cfg,
             pki,
@@ -263,7 +269,7 @@ impl Engine {
             hostmap: HostMap::default(),
             pending,
             remotes,
-            timers: Timers::default(),
+            timers,
             filter: Arc::from(filter),
             publisher: Publisher::default(),
             lighthouse_server: None,
