@@ -44,47 +44,93 @@ pub trait PacketFilter: Send + Sync {
     fn with_rules(&self, _firewall: Firewall) -> Option<Arc<dyn PacketFilter>> {
         None
     }
+
+    /// Reclaim state that expired by `now` (the engine calls this from a periodic timer, so an
+    /// idle part of the state is reclaimed too). Returns how many entries went; does a bounded
+    /// amount of work per call.
+    fn sweep(&self, _now: Instant) -> usize {
+        0
+    }
 }
 
 /// Conntrack shards: a flow's packets in both directions share a key, so they meet in one shard.
-const CONNTRACK_SHARDS: usize = 64;
+pub const CONNTRACK_SHARDS: usize = 64;
+
+/// Expiry-queue items each shard examines per [`ShardedConntrack::sweep`]: with the engine's
+/// sweep every second, 16k expired flows a second are reclaimed from shards no packet touches
+/// (the default table of 131k in about 8 s), and one sweep holds a shard's lock for at most this
+/// much work.
+pub const SWEEP_PER_SHARD: usize = 256;
 
 /// The conntrack table split into independently locked shards by flow hash, so workers handling
-/// different flows never wait for each other.
+/// different flows never wait for each other. The cap (`firewall.conntrack.max_entries`) is split
+/// evenly: each shard holds at most `ceil(max / 64)` flows, so the total never exceeds the cap
+/// rounded up to a multiple of 64, and no lock beyond the shard's is taken to enforce it.
 pub struct ShardedConntrack {
     shards: Box<[Mutex<Conntrack>]>,
 }
 
 impl Default for ShardedConntrack {
     fn default() -> Self {
-        ShardedConntrack {
-            shards: (0..CONNTRACK_SHARDS)
-                .map(|_| Mutex::new(Conntrack::new()))
-                .collect(),
-        }
+        ShardedConntrack::with_max_entries(crate::firewall::DEFAULT_CONNTRACK_MAX_ENTRIES)
     }
 }
 
+/// One shard's share of a table cap of `max`.
+fn per_shard(max: usize) -> usize {
+    max.div_ceil(CONNTRACK_SHARDS)
+}
+
 impl ShardedConntrack {
+    /// An empty table that holds about `max` flows (see the type's doc).
+    pub fn with_max_entries(max: usize) -> ShardedConntrack {
+        ShardedConntrack {
+            shards: (0..CONNTRACK_SHARDS)
+                .map(|_| {
+                    let mut c = Conntrack::new();
+                    c.set_max_entries(per_shard(max));
+                    Mutex::new(c)
+                })
+                .collect(),
+        }
+    }
+
+    /// Change the cap (a reload). Flows above a lowered cap stay until they expire.
+    pub fn set_max_entries(&self, max: usize) {
+        for s in self.shards.iter() {
+            lock(s).set_max_entries(per_shard(max));
+        }
+    }
+
+    /// Remove flows expired by `now` from every shard, examining at most `per_shard` expiry-queue
+    /// items in each. Returns how many flows went.
+    pub fn sweep(&self, now: Instant, per_shard: usize) -> usize {
+        self.shards
+            .iter()
+            .map(|s| lock(s).purge_expired(now, per_shard))
+            .sum()
+    }
+
     /// The shard that holds `key`, locked.
     pub fn shard(&self, key: &Packet) -> MutexGuard<'_, Conntrack> {
         let i = shard_index(key, self.shards.len());
-        // Every conntrack operation completes or leaves the table as it was, so a poisoned
-        // shard is still consistent.
-        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.shards[i])
     }
 
     /// Flows tracked in all shards.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
+        self.shards.iter().map(|s| lock(s).len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// A shard, locked. Every conntrack operation completes or leaves the table as it was, so a
+/// poisoned shard is still consistent.
+fn lock(shard: &Mutex<Conntrack>) -> MutexGuard<'_, Conntrack> {
+    shard.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Which of `n` shards holds a flow: a multiply-xor mix of the tuple (picking a shard needs
@@ -114,10 +160,12 @@ pub struct GroupFirewall {
 }
 
 impl GroupFirewall {
+    /// The firewall with an empty conntrack capped at its `conntrack_max_entries`.
     pub fn new(firewall: Firewall) -> GroupFirewall {
+        let conntrack = ShardedConntrack::with_max_entries(firewall.conntrack_max_entries());
         GroupFirewall {
             firewall,
-            conntrack: Arc::new(ShardedConntrack::default()),
+            conntrack: Arc::new(conntrack),
         }
     }
 
@@ -163,10 +211,16 @@ impl PacketFilter for GroupFirewall {
     }
 
     fn with_rules(&self, firewall: Firewall) -> Option<Arc<dyn PacketFilter>> {
+        self.conntrack
+            .set_max_entries(firewall.conntrack_max_entries());
         Some(Arc::new(GroupFirewall {
             firewall,
             conntrack: Arc::clone(&self.conntrack),
         }))
+    }
+
+    fn sweep(&self, now: Instant) -> usize {
+        self.conntrack.sweep(now, SWEEP_PER_SHARD)
     }
 }
 
@@ -308,5 +362,162 @@ mod tests {
                 );
             });
         });
+    }
+
+    /// A firewall admitting every outbound flow, its conntrack capped at `max`, and a peer.
+    fn capped_firewall(max: usize) -> (GroupFirewall, Certificate) {
+        use crate::firewall::FirewallConfig;
+        use crate::sim::{rule_from_anyone, TestCa};
+        let ca = TestCa::new(
+            "ca",
+            nebula_cert::Curve::Curve25519,
+            nebula_cert::Version::V1,
+        );
+        let (peer_cert, _) = ca.host("peer", "10.1.0.2/16", &[]);
+        let cfg = FirewallConfig {
+            outbound: vec![rule_from_anyone("any", "any")],
+            conntrack_max_entries: max,
+            ..FirewallConfig::default()
+        };
+        let mine: ipnet::IpNet = "10.1.0.1/16".parse().expect("net");
+        let fw = GroupFirewall::new(Firewall::new(&cfg, &[mine], &[]).expect("firewall"));
+        (fw, peer_cert)
+    }
+
+    fn check_as_peer(
+        fw: &dyn PacketFilter,
+        cert: &Certificate,
+        now: Instant,
+        packet: &[u8],
+        incoming: bool,
+    ) -> Verdict {
+        let vpn_addrs = [IpAddr::V4(Ipv4Addr::new(10, 1, 0, 2))];
+        let peer = PeerIdentity {
+            cert,
+            vpn_addrs: &vpn_addrs,
+            ca_name: "ca",
+            issuer_hex: "",
+        };
+        fw.check(now, packet, incoming, &peer)
+    }
+
+    #[test]
+    fn a_flood_of_new_flows_stops_at_the_cap_and_old_flows_keep_working() {
+        use crate::sim::udp_packet;
+        let (fw, cert) = capped_firewall(640);
+        let (me, them) = (Ipv4Addr::new(10, 1, 0, 1), Ipv4Addr::new(10, 1, 0, 2));
+        let now = Instant::now();
+        let mut admitted = Vec::new();
+        let mut full = 0;
+        for port in 0..20_000u16 {
+            let out = udp_packet(me, them, port, 53, b"q");
+            match check_as_peer(&fw, &cert, now, &out, false) {
+                Verdict::Allow => admitted.push(port),
+                Verdict::Drop(DropReason::ConntrackFull) => full += 1,
+                v => panic!("port {port}: {v:?}"),
+            }
+        }
+        // Each of the 64 shards holds ceil(640 / 64) = 10 flows.
+        assert_eq!(fw.conntrack().len(), 640, "the table stops at its cap");
+        assert_eq!(admitted.len(), 640);
+        assert_eq!(full, 20_000 - 640);
+        // Every admitted flow still gets its replies; nothing else got an entry.
+        for port in &admitted {
+            let reply = udp_packet(them, me, 53, *port, b"a");
+            assert_eq!(check_as_peer(&fw, &cert, now, &reply, true), Verdict::Allow);
+        }
+        let refused = (0..20_000u16)
+            .find(|p| !admitted.contains(p))
+            .expect("a refused port");
+        let reply = udp_packet(them, me, 53, refused, b"a");
+        assert_eq!(
+            check_as_peer(&fw, &cert, now, &reply, true),
+            Verdict::Drop(DropReason::NoMatchingRule),
+            "a refused flow's reply is not admitted"
+        );
+        // Once the flows expire, new ones are admitted again.
+        let later = now + crate::firewall::DEFAULT_UDP_TIMEOUT + std::time::Duration::from_secs(1);
+        let out = udp_packet(me, them, refused, 53, b"q");
+        assert_eq!(
+            check_as_peer(&fw, &cert, later, &out, false),
+            Verdict::Allow
+        );
+    }
+
+    #[test]
+    fn a_reload_applies_a_new_cap_to_the_kept_conntrack() {
+        use crate::firewall::FirewallConfig;
+        let (fw, _) = capped_firewall(64);
+        let mine: ipnet::IpNet = "10.1.0.1/16".parse().expect("net");
+        let cfg = FirewallConfig {
+            conntrack_max_entries: 6_400,
+            ..FirewallConfig::default()
+        };
+        let _reloaded = fw
+            .with_rules(Firewall::new(&cfg, &[mine], &[]).expect("firewall"))
+            .expect("a group firewall keeps its state");
+        let caps: Vec<usize> = fw
+            .conntrack()
+            .shards
+            .iter()
+            .map(|s| lock(s).max_entries())
+            .collect();
+        assert!(caps.iter().all(|c| *c == 100), "{caps:?}");
+    }
+
+    /// Lets a test keep a handle on the firewall it gives the engine.
+    struct Shared(Arc<GroupFirewall>);
+
+    impl PacketFilter for Shared {
+        fn check(
+            &self,
+            now: Instant,
+            p: &[u8],
+            incoming: bool,
+            peer: &PeerIdentity<'_>,
+        ) -> Verdict {
+            self.0.check(now, p, incoming, peer)
+        }
+        fn sweep(&self, now: Instant) -> usize {
+            self.0.sweep(now)
+        }
+    }
+
+    #[test]
+    fn the_engines_timer_reclaims_flows_no_packet_touches_any_more() {
+        use crate::sim::{udp_packet, Sim};
+        let (fw, cert) = capped_firewall(crate::firewall::DEFAULT_CONNTRACK_MAX_ENTRIES);
+        let fw = Arc::new(fw);
+        let mut sim = Sim::new(7);
+        let ca = crate::sim::TestCa::new(
+            "ca",
+            nebula_cert::Curve::Curve25519,
+            nebula_cert::Version::V1,
+        );
+        sim.add_node_with_filter(
+            "me",
+            "192.0.2.1:4242",
+            crate::EngineConfig::default(),
+            ca.pki("me", "10.1.0.1/16"),
+            Box::new(Shared(Arc::clone(&fw))),
+        );
+        let (me, them) = (Ipv4Addr::new(10, 1, 0, 1), Ipv4Addr::new(10, 1, 0, 2));
+        // 5,000 flows in every shard, then silence: no decision ever purges them lazily.
+        for port in 0..5_000u16 {
+            let out = udp_packet(me, them, port, 53, b"q");
+            assert_eq!(
+                check_as_peer(&*fw, &cert, sim.now, &out, false),
+                Verdict::Allow
+            );
+        }
+        assert_eq!(fw.conntrack().len(), 5_000);
+        sim.run_for(crate::firewall::DEFAULT_UDP_TIMEOUT - std::time::Duration::from_secs(1));
+        assert_eq!(fw.conntrack().len(), 5_000, "live flows are kept");
+        sim.run_for(std::time::Duration::from_secs(5));
+        assert_eq!(
+            fw.conntrack().len(),
+            0,
+            "expired flows are reclaimed without traffic"
+        );
     }
 }

@@ -1,8 +1,10 @@
 //! The Nebula IX handshake on top of our Noise implementation: building and reading the two
-//! messages with Go's payload, certificate checks, and the initiator's pending state.
+//! messages with Go's payload, certificate checks, and the initiator's pending state and queues.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use nebula_cert::cert::Certificate;
@@ -27,6 +29,145 @@ pub const MAX_RELAY_HANDSHAKES_PER_REQUESTER: usize = 16;
 /// rest stays for our own traffic.
 pub const RELAY_HANDSHAKE_SHARE: usize = 4;
 
+/// Default byte budget for the packets queued behind all pending handshakes together
+/// ([`crate::EngineConfig::max_queued_bytes`]). Without it the queues could hold 4,096 pending
+/// handshakes x 100 packets x MTU (3.7 GB at MTU 9001); 32 MiB still queues a full 100 packets of
+/// MTU 1300 for 250 hosts at once, or of MTU 9001 for 37.
+pub const MAX_QUEUED_BYTES: usize = 32 * 1024 * 1024;
+
+/// What one queued packet costs against the budget: its bytes plus the queue slot holding it (so
+/// empty control messages are not free).
+fn cost(p: &QueuedPacket) -> usize {
+    let body = match p {
+        QueuedPacket::Inside(b) => b.len(),
+        QueuedPacket::Control(_, _, b) => b.len(),
+    };
+    body.saturating_add(std::mem::size_of::<QueuedPacket>())
+}
+
+/// The byte budget shared by every queue of one [`PendingTable`]. Atomics only so the engine stays
+/// `Send`; it is used from one thread.
+#[derive(Debug)]
+struct QueueBudget {
+    used: AtomicUsize,
+    limit: usize,
+    /// Packets refused because the budget was spent.
+    refused: AtomicU64,
+}
+
+impl QueueBudget {
+    fn try_take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                u.checked_add(n).filter(|t| *t <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, n: usize) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                Some(u.saturating_sub(n))
+            });
+    }
+}
+
+/// Why [`PacketQueue::push`] refused a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum QueueRefusal {
+    /// This handshake already has [`MAX_QUEUED_PACKETS`] packets waiting.
+    #[error("{MAX_QUEUED_PACKETS} packets already wait for this handshake")]
+    TooMany,
+    /// The packets waiting behind all pending handshakes already use the byte budget.
+    #[error("the byte budget for packets waiting on handshakes is spent")]
+    OverBudget,
+}
+
+/// The packets waiting for one pending handshake, charged to the table's byte budget from the
+/// moment they are queued until they leave the queue: sent (iterating the queue by value takes
+/// them out) or dropped with the queue (the handshake failed, timed out or was cleared).
+#[derive(Debug, Default)]
+pub struct PacketQueue {
+    items: Vec<QueuedPacket>,
+    /// What `items` cost, all of it charged to `budget` (if any).
+    bytes: usize,
+    /// `None` until the queue's handshake enters a [`PendingTable`]: then only the per-handshake
+    /// count applies.
+    budget: Option<Arc<QueueBudget>>,
+}
+
+impl PacketQueue {
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// What the queued packets cost against the budget, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Queue `p`, unless this handshake already has [`MAX_QUEUED_PACKETS`] or the byte budget
+    /// of all queues is spent (then it is counted, see [`PendingTable::budget_refusals`]).
+    pub fn push(&mut self, p: QueuedPacket) -> Result<(), QueueRefusal> {
+        if self.items.len() >= MAX_QUEUED_PACKETS {
+            return Err(QueueRefusal::TooMany);
+        }
+        let c = cost(&p);
+        if let Some(b) = &self.budget {
+            if !b.try_take(c) {
+                b.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(QueueRefusal::OverBudget);
+            }
+        }
+        self.bytes = self.bytes.saturating_add(c);
+        self.items.push(p);
+        Ok(())
+    }
+
+    /// Charge this queue to `budget` (a handshake entering a table). What it already holds is
+    /// charged even past the limit: those packets were admitted under the same table's budget
+    /// (a handshake restarted after the wrong host answered keeps its queue).
+    fn attach(&mut self, budget: &Arc<QueueBudget>) {
+        if self.budget.as_ref().is_some_and(|b| Arc::ptr_eq(b, budget)) {
+            return;
+        }
+        if let Some(old) = self.budget.take() {
+            old.give_back(self.bytes);
+        }
+        budget.used.fetch_add(self.bytes, Ordering::Relaxed);
+        self.budget = Some(Arc::clone(budget));
+    }
+
+    fn release(&mut self) {
+        if let Some(b) = &self.budget {
+            b.give_back(self.bytes);
+        }
+        self.bytes = 0;
+    }
+}
+
+impl Drop for PacketQueue {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl IntoIterator for PacketQueue {
+    type Item = QueuedPacket;
+    type IntoIter = std::vec::IntoIter<QueuedPacket>;
+
+    /// Take the packets out (to send them): their bytes go back to the budget.
+    fn into_iter(mut self) -> Self::IntoIter {
+        self.release();
+        std::mem::take(&mut self.items).into_iter()
+    }
+}
+
 /// Something waiting for a tunnel.
 #[derive(Clone, Debug)]
 pub enum QueuedPacket {
@@ -46,14 +187,16 @@ pub struct PendingHandshake {
     pub noise: noise::Initiator,
     pub attempts: u32,
     pub started: Instant,
-    pub queued: Vec<QueuedPacket>,
+    /// Packets waiting for the tunnel (charged to the table's byte budget).
+    pub queued: PacketQueue,
     /// Addresses the last attempt went to.
     pub last_addrs: Vec<std::net::SocketAddr>,
 }
 
 /// The handshakes we initiated and have not finished, by local index and by vpn address (at
-/// most one per host), with a bound on how many run at once, and on how many of them relay
-/// requests made us start (per requester and in all).
+/// most one per host), with a bound on how many run at once, on how many of them relay
+/// requests made us start (per requester and in all), and a byte budget shared by the packets
+/// queued behind them all.
 pub struct PendingTable {
     by_index: HashMap<u32, PendingHandshake>,
     by_vpn: HashMap<IpAddr, u32>,
@@ -62,17 +205,30 @@ pub struct PendingTable {
     for_relay: HashMap<u32, IpAddr>,
     /// How many of those each requester has running.
     per_requester: HashMap<IpAddr, usize>,
+    budget: Arc<QueueBudget>,
 }
 
 impl PendingTable {
-    /// A table that admits at most `capacity` handshakes at once.
+    /// A table that admits at most `capacity` handshakes at once, queueing at most
+    /// [`MAX_QUEUED_BYTES`] behind them.
     pub fn new(capacity: usize) -> PendingTable {
+        PendingTable::with_queue_budget(capacity, MAX_QUEUED_BYTES)
+    }
+
+    /// A table that admits at most `capacity` handshakes at once, queueing at most `bytes` (as
+    /// [`PacketQueue::bytes`] counts them) behind all of them together.
+    pub fn with_queue_budget(capacity: usize, bytes: usize) -> PendingTable {
         PendingTable {
             by_index: HashMap::new(),
             by_vpn: HashMap::new(),
             capacity,
             for_relay: HashMap::new(),
             per_requester: HashMap::new(),
+            budget: Arc::new(QueueBudget {
+                used: AtomicUsize::new(0),
+                limit: bytes,
+                refused: AtomicU64::new(0),
+            }),
         }
     }
 
@@ -101,6 +257,16 @@ impl PendingTable {
         self.for_relay.len()
     }
 
+    /// Bytes queued behind all pending handshakes now.
+    pub fn queued_bytes(&self) -> usize {
+        self.budget.used.load(Ordering::Relaxed)
+    }
+
+    /// Packets refused so far because the byte budget was spent.
+    pub fn budget_refusals(&self) -> u64 {
+        self.budget.refused.load(Ordering::Relaxed)
+    }
+
     pub fn len(&self) -> usize {
         self.by_index.len()
     }
@@ -116,10 +282,11 @@ impl PendingTable {
 
     /// Add a handshake; false (and dropped) when the table is full or its host already has one.
     #[must_use]
-    pub fn insert(&mut self, p: PendingHandshake) -> bool {
+    pub fn insert(&mut self, mut p: PendingHandshake) -> bool {
         if self.is_full() || self.by_vpn.contains_key(&p.vpn_addr) {
             return false;
         }
+        p.queued.attach(&self.budget);
         self.by_vpn.insert(p.vpn_addr, p.local_index);
         self.by_index.insert(p.local_index, p);
         true
@@ -253,7 +420,7 @@ pub fn initiate(
         noise: init,
         attempts: 0,
         started: now,
-        queued: Vec::new(),
+        queued: PacketQueue::default(),
         last_addrs: Vec::new(),
     })
 }
@@ -459,6 +626,71 @@ mod tests {
         t.clear();
         assert_eq!(t.relay_started(), 0);
         assert!(t.relay_room(&a) && t.relay_room(&b));
+    }
+
+    #[test]
+    fn queued_packets_share_one_byte_budget_freed_when_they_leave() {
+        let ca = TestCa::new("ca", Curve::Curve25519, Version::V1);
+        let pki = ca.pki("me", "10.42.0.1/16");
+        let budget = 64 * 1024;
+        let mut t = PendingTable::with_queue_budget(4096, budget);
+        let packet = || QueuedPacket::Inside(vec![0u8; 1300]);
+        // 40 hosts x 100 packets of 1,300 bytes would be 5.2 MB.
+        let (mut queued, mut refused) = (0usize, 0usize);
+        for host in 0..40u32 {
+            let index = host + 1;
+            assert!(t.insert(pending(&pki, &format!("10.42.1.{host}"), index)));
+            let p = t.get_mut(index).expect("pending");
+            for _ in 0..MAX_QUEUED_PACKETS {
+                match p.queued.push(packet()) {
+                    Ok(()) => queued += 1,
+                    Err(QueueRefusal::OverBudget) => refused += 1,
+                    Err(QueueRefusal::TooMany) => panic!("per-host cap before the budget"),
+                }
+            }
+            // The budget (about 49 packets) runs out long before a host's 100.
+            assert_eq!(p.queued.push(packet()), Err(QueueRefusal::OverBudget));
+        }
+        assert!(
+            t.queued_bytes() <= budget,
+            "{} > {budget}",
+            t.queued_bytes()
+        );
+        assert!(
+            t.queued_bytes() + cost(&packet()) > budget,
+            "the budget is used up"
+        );
+        assert!(queued > 0 && refused > 0);
+        assert_eq!(t.budget_refusals(), refused as u64 + 40);
+        // Sending a queue (taking it by value) gives its bytes back...
+        let first = t.get_mut(1).expect("pending 1");
+        let n = first.queued.len();
+        let sent: Vec<QueuedPacket> = std::mem::take(&mut first.queued).into_iter().collect();
+        assert_eq!(sent.len(), n);
+        assert!(t
+            .get_mut(2)
+            .expect("pending 2")
+            .queued
+            .push(packet())
+            .is_ok());
+        // ...and so does a handshake that ends with its packets still queued.
+        let before = t.queued_bytes();
+        let gone = t.remove(2).expect("pending 2");
+        let its = gone.queued.bytes();
+        assert!(its > 0);
+        drop(gone);
+        assert_eq!(t.queued_bytes(), before - its);
+        // A queue moved to a restarted handshake stays charged, once.
+        let mut moved = t.remove(3).expect("pending 3");
+        let kept = moved.queued.bytes();
+        let before = t.queued_bytes();
+        let mut again = pending(&pki, "10.42.2.1", 1_000);
+        again.queued = std::mem::take(&mut moved.queued);
+        assert!(t.insert(again));
+        assert_eq!(t.queued_bytes(), before);
+        assert_eq!(t.get(1_000).expect("restarted").queued.bytes(), kept);
+        t.clear();
+        assert_eq!(t.queued_bytes(), 0, "clearing the table frees every queue");
     }
 
     #[test]

@@ -152,6 +152,10 @@ pub enum DropReason {
     DoubleEncrypted,
     /// No handshake could be started (pending table full, no free index) or its queue is full.
     HandshakeQueueFull,
+    /// The packets queued behind all pending handshakes together already use
+    /// `max_queued_bytes` (counted by [`crate::Engine::queue_budget_drops`]); freed as those
+    /// handshakes complete, fail or time out.
+    HandshakeQueueBytes,
     /// The tunnel's send counter is used up (it must re-handshake).
     CounterExhausted,
 }

@@ -119,11 +119,19 @@ impl RemoteList {
         }
     }
 
-    /// Record an address seen on an authenticated packet or handshake.
+    /// Record an address seen on an authenticated packet or handshake: newest first, at most
+    /// [`MAX_REMOTES_PER_FAMILY`] per family (the oldest of its family goes), so a peer roaming
+    /// over many IPv4 addresses does not push out its IPv6 one.
     pub fn learn(&mut self, addr: SocketAddr) {
-        if !self.learned.contains(&addr) {
-            self.learned.insert(0, addr);
-            self.learned.truncate(MAX_REMOTES_PER_FAMILY);
+        if self.learned.contains(&addr) {
+            return;
+        }
+        self.learned.insert(0, addr);
+        let same_family = |a: &SocketAddr| a.is_ipv4() == addr.is_ipv4();
+        if self.learned.iter().filter(|a| same_family(a)).count() > MAX_REMOTES_PER_FAMILY {
+            if let Some(oldest) = self.learned.iter().rposition(same_family) {
+                self.learned.remove(oldest);
+            }
         }
     }
 
@@ -383,6 +391,38 @@ mod tests {
         assert_eq!(
             r.blocked.last(),
             Some(&SocketAddr::from(([192, 0, 2, 1], 4099)))
+        );
+    }
+
+    #[test]
+    fn learned_addresses_are_capped_per_family_newest_first() {
+        let mut r = RemoteList::default();
+        let v6 = sa("[2001:db8::1]:4242");
+        r.learn(v6);
+        for n in 0..100u16 {
+            r.learn(SocketAddr::from(([198, 51, 100, 1], 1000 + n)));
+        }
+        let v4: Vec<&SocketAddr> = r.learned.iter().filter(|a| a.is_ipv4()).collect();
+        assert_eq!(v4.len(), MAX_REMOTES_PER_FAMILY);
+        assert_eq!(
+            r.learned.first(),
+            Some(&sa("198.51.100.1:1099")),
+            "newest first"
+        );
+        assert!(
+            r.learned.contains(&v6),
+            "an IPv4 flood does not push out the IPv6 address"
+        );
+        for n in 0..100u16 {
+            r.learn(SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 2], n)));
+        }
+        assert_eq!(r.learned.len(), 2 * MAX_REMOTES_PER_FAMILY);
+        assert!(!r.learned.contains(&v6), "the oldest IPv6 address went");
+        r.learn(r.learned[5]);
+        assert_eq!(
+            r.learned.len(),
+            2 * MAX_REMOTES_PER_FAMILY,
+            "a known address is not re-added"
         );
     }
 }

@@ -1,5 +1,5 @@
 //! The engine's timer queue: deadlines for handshake retries, connection checks, lighthouse
-//! updates, punches and relay set-up. Time is the caller's `Instant`; nothing reads a clock.
+//! updates, punches, relay set-up and the conntrack sweep. Time is the caller's `Instant`; nothing reads a clock.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -25,7 +25,13 @@ pub enum Timer {
     /// A relay entry a peer's request made: gone by now unless in use
     /// (`hostmap::RELAY_SETUP_TIMEOUT`).
     RelayCheck { local_index: u32 },
+    /// Reclaim expired conntrack flows (every [`CONNTRACK_SWEEP_INTERVAL`]), including those in
+    /// shards no packet touches any more.
+    ConntrackSweep,
 }
+
+/// How often the engine sweeps the firewall's conntrack for expired flows.
+pub const CONNTRACK_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// `now + delay`, saturating: a delay too large for the clock (a huge configured interval) is a
 /// deadline about a century away instead of a panic.

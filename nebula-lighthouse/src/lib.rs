@@ -14,6 +14,15 @@ use proto::lighthouse::{AddrEncoding, NebulaMeta, NebulaMetaDetails, NebulaMetaT
 /// Most reported addresses kept per family for one host (Go's `MaxRemotes`).
 pub const MAX_REPORTED_PER_FAMILY: usize = 10;
 
+/// Most hosts the address book holds by default ([`AddressBook::with_max_hosts`]).
+///
+/// An entry costs at most about 1.5 KiB (the map slot, 10 + 10 reported addresses and 10 relays,
+/// with the vectors' slack), usually ~300 bytes: 100k hosts are ~150 MiB at worst. The book only
+/// holds hosts with a live tunnel to the lighthouse (see [`LighthouseServer::host_gone`]), and a
+/// tunnel costs the lighthouse several times an entry, so this is a backstop that no mesh this
+/// lighthouse can carry should reach. Go has no such cap.
+pub const MAX_HOSTS: usize = 100_000;
+
 /// What the lighthouse knows about one host.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HostEntry {
@@ -44,10 +53,29 @@ impl HostEntry {
 pub type AddressFilter = Box<dyn Fn(IpAddr, SocketAddr) -> bool + Send>;
 
 /// The address book; plug it into the engine with `Engine::set_lighthouse_server`.
-#[derive(Default)]
+///
+/// It holds at most [`AddressBook::max_hosts`] hosts. When it is full, a host not in it yet is
+/// refused rather than another evicted: an evicted host would be unreachable until its next update
+/// (and would then evict someone else), so eviction lets one member with many certificates churn
+/// everyone out, while refusal keeps every registered host working. A refused host's update is
+/// counted ([`AddressBook::refused_updates`]) and not acknowledged; it gets in with a later
+/// update once a host's tunnel goes away. Queries are still answered for it.
 pub struct AddressBook {
     hosts: HashMap<IpAddr, HostEntry>,
     filter: Option<AddressFilter>,
+    max_hosts: usize,
+    refused_updates: u64,
+}
+
+impl Default for AddressBook {
+    fn default() -> Self {
+        AddressBook {
+            hosts: HashMap::new(),
+            filter: None,
+            max_hosts: MAX_HOSTS,
+            refused_updates: 0,
+        }
+    }
 }
 
 impl AddressBook {
@@ -58,9 +86,33 @@ impl AddressBook {
     /// An address book that keeps only the reported addresses `filter` accepts.
     pub fn with_filter(filter: AddressFilter) -> AddressBook {
         AddressBook {
-            hosts: HashMap::new(),
             filter: Some(filter),
+            ..AddressBook::default()
         }
+    }
+
+    /// The same book holding at most `max` hosts (default [`MAX_HOSTS`]).
+    pub fn with_max_hosts(mut self, max: usize) -> AddressBook {
+        self.max_hosts = max;
+        self
+    }
+
+    /// Most hosts this book holds.
+    pub fn max_hosts(&self) -> usize {
+        self.max_hosts
+    }
+
+    /// Host updates refused so far because the book was full.
+    pub fn refused_updates(&self) -> u64 {
+        self.refused_updates
+    }
+
+    /// The entry for `vpn`, made if there is room; `None` if the book is full.
+    fn entry_with_room(&mut self, vpn: IpAddr) -> Option<&mut HostEntry> {
+        if !self.hosts.contains_key(&vpn) && self.hosts.len() >= self.max_hosts {
+            return None;
+        }
+        Some(self.hosts.entry(vpn).or_default())
     }
 
     /// As Go's lighthouse does: reported addresses must pass our `lighthouse.remote_allow_list`
@@ -141,12 +193,20 @@ impl LighthouseServer for AddressBook {
                 let Some((subject, encoding)) = details.vpn_addr_and_encoding() else {
                     return;
                 };
-                // Keep the querier's learned address fresh: the punch notification uses it.
-                let q = self.hosts.entry(sender).or_default();
-                if learned.is_some() {
-                    q.learned = learned;
-                }
-                let querier = q.clone();
+                // Keep the querier's learned address fresh: the punch notification uses it. In a
+                // full book a new querier is not stored, only used for this punch.
+                let querier = match self.entry_with_room(sender) {
+                    Some(q) => {
+                        if learned.is_some() {
+                            q.learned = learned;
+                        }
+                        q.clone()
+                    }
+                    None => HostEntry {
+                        learned,
+                        ..HostEntry::default()
+                    },
+                };
                 let Some(entry) = self.hosts.get(&subject) else {
                     return; // unknown host: no answer, as Go
                 };
@@ -181,7 +241,10 @@ impl LighthouseServer for AddressBook {
                         .underlay_addrs()
                         .filter(|a| filter.is_none_or(|f| f(sender, *a))),
                 );
-                let entry = self.hosts.entry(sender).or_default();
+                let Some(entry) = self.entry_with_room(sender) else {
+                    self.refused_updates += 1;
+                    return;
+                };
                 entry.learned = learned;
                 entry.reported = reported;
                 // A host may advertise at most MAX_RELAYS distinct relays (as Go caps them).
@@ -397,5 +460,52 @@ mod tests {
             answer.1.details.as_ref().expect("details").relays().len(),
             MAX_RELAYS
         );
+    }
+
+    #[test]
+    fn a_full_book_refuses_new_hosts_and_keeps_the_registered_ones() {
+        let mut lh = AddressBook::new().with_max_hosts(100);
+        let now = Instant::now();
+        let mut r = Vec::new();
+        // 1,000 members (each with a valid certificate) register.
+        for n in 0..1_000u32 {
+            let vpn = IpAddr::V4(std::net::Ipv4Addr::from(0x0a01_0000 + n));
+            let msg = update(&vpn.to_string(), &["192.0.2.2:4242"], AddrEncoding::V2);
+            lh.handle(now, &[vpn], None, &msg, &mut r);
+        }
+        assert_eq!(lh.len(), 100, "the book stops at its cap");
+        assert_eq!(lh.refused_updates(), 900);
+        assert_eq!(r.len(), 100, "only stored updates are acknowledged");
+        // The first hundred stay, and can be found.
+        let first = IpAddr::V4(std::net::Ipv4Addr::from(0x0a01_0000));
+        assert!(lh.get(&first).is_some());
+        // A refused host can still ask, and the host it asks for is told where to punch.
+        let late = IpAddr::V4(std::net::Ipv4Addr::from(0x0a01_0000 + 999));
+        r.clear();
+        lh.handle(
+            now,
+            &[late],
+            Some(sa("198.51.100.9:7")),
+            &query(&first.to_string(), AddrEncoding::V2),
+            &mut r,
+        );
+        assert_eq!(r.len(), 2);
+        let punch = r[1].1.details.as_ref().expect("details");
+        assert_eq!(
+            punch.underlay_addrs().collect::<Vec<_>>(),
+            vec![sa("198.51.100.9:7")]
+        );
+        assert_eq!(lh.len(), 100, "a query does not add a host to a full book");
+        // Once a host goes, a newcomer gets its place.
+        lh.host_gone(first);
+        lh.handle(
+            now,
+            &[late],
+            None,
+            &update(&late.to_string(), &["192.0.2.9:4242"], AddrEncoding::V2),
+            &mut r,
+        );
+        assert!(lh.get(&late).is_some());
+        assert_eq!(lh.len(), 100);
     }
 }

@@ -135,6 +135,7 @@ pub fn build_firewall(cfg: &Config, pki: &Pki) -> Result<Firewall, SetupError> {
         udp_timeout: f.conntrack.udp_timeout,
         default_timeout: f.conntrack.default_timeout,
         default_local_cidr_any: f.default_local_cidr_any,
+        conntrack_max_entries: f.conntrack.max_entries,
     };
     Firewall::new(&core, pki.networks(), pki.unsafe_networks()).map_err(SetupError::Firewall)
 }

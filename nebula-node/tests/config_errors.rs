@@ -21,6 +21,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ("punchy: {delay: 5}\n", "punchy.delay", "missing unit"),
     ("handshakes: {try_interval: fast}\n", "handshakes.try_interval", "invalid duration"),
     ("firewall: {conntrack: {tcp_timeout: 12parsecs}}\n", "firewall.conntrack.tcp_timeout", "unknown unit"),
+    ("firewall: {conntrack: {max_entries: 0}}\n", "firewall.conntrack.max_entries", "out of range"),
     ("tunnels: {inactivity_timeout: -1m}\n", "tunnels.inactivity_timeout", "negative"),
     ("lighthouse: {interval: 10s}\n", "lighthouse.interval", "expected an integer"),
     ("tun: {unsafe_routes: [{route: 172.16.1.0/33, via: 10.0.0.1}]}\n", "tun.unsafe_routes[0].route", "is not a CIDR"),

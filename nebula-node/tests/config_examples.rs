@@ -151,6 +151,7 @@ fn check_common(l: &LoadedConfig) {
         Duration::from_secs(10 * 60)
     );
     assert_eq!(c.firewall.conntrack.routine_cache_timeout, None);
+    assert_eq!(c.firewall.conntrack.max_entries, 131_072);
     assert_eq!(c.routine_cache_timeout(), Duration::ZERO);
     assert!(!c.firewall.default_local_cidr_any);
     assert_eq!(c.firewall.inbound_action, FirewallAction::Drop);
@@ -328,7 +329,7 @@ firewall:
   outbound_action: drop
   inbound_action: reject
   default_local_cidr_any: false
-  conntrack: {tcp_timeout: 12m, udp_timeout: 3m, default_timeout: 10m, routine_cache_timeout: 1s}
+  conntrack: {tcp_timeout: 12m, udp_timeout: 3m, default_timeout: 10m, routine_cache_timeout: 1s, max_entries: 4096}
   outbound:
     - {port: any, proto: any, host: any}
   inbound:
@@ -407,6 +408,7 @@ firewall:
     assert_eq!(c.firewall.inbound[2].code.as_deref(), Some("any"));
     assert_eq!(c.routine_cache_timeout(), Duration::from_secs(1));
     assert_eq!(c.handshakes.retries, 20);
+    assert_eq!(c.firewall.conntrack.max_entries, 4096);
 
     // Every key in the table appears in this file (sections included), so none is forgotten here.
     for k in KNOWN_KEYS {

@@ -166,13 +166,16 @@ impl Engine {
                 None => return InsideOutcome::Dropped(DropReason::HandshakeQueueFull),
             },
         };
-        if let Some(p) = self.pending.get_mut(idx) {
-            if p.queued.len() < MAX_QUEUED_PACKETS {
-                p.queued.push(packet);
-                return InsideOutcome::Queued;
+        let Some(p) = self.pending.get_mut(idx) else {
+            return InsideOutcome::Dropped(DropReason::HandshakeQueueFull);
+        };
+        match p.queued.push(packet) {
+            Ok(()) => InsideOutcome::Queued,
+            Err(QueueRefusal::TooMany) => InsideOutcome::Dropped(DropReason::HandshakeQueueFull),
+            Err(QueueRefusal::OverBudget) => {
+                InsideOutcome::Dropped(DropReason::HandshakeQueueBytes)
             }
         }
-        InsideOutcome::Dropped(DropReason::HandshakeQueueFull)
     }
 
     /// Send an encrypted control-plane message to `vpn`, queueing it behind a handshake if needed.

@@ -34,7 +34,7 @@ use rand_core::CryptoRngCore;
 use crate::aead::{CipherKind, Session, TAG_LEN};
 use crate::dataplane::{DataTable, Publisher, Refusal, Routing};
 use crate::filter::PacketFilter;
-use crate::handshake::{self, PendingTable, QueuedPacket, MAX_QUEUED_PACKETS};
+use crate::handshake::{self, PendingTable, QueueRefusal, QueuedPacket};
 pub use crate::hostmap::ROAMING_SUPPRESS;
 use crate::hostmap::{
     HostMap, NewTunnel, Relay, RelayKind, RelayState, RelayTable, Roam, Tunnel,
@@ -120,6 +120,10 @@ pub struct EngineConfig {
     /// `counters.try_promote`: every this many packets to a peer not on a preferred address (or
     /// only relayed), probe its other addresses with test requests. 0 = never.
     pub try_promote_every: u32,
+    /// Bytes of packets queued behind all pending handshakes together (ours; Go bounds only the
+    /// count per handshake): past it, packets for hosts without a tunnel are dropped
+    /// ([`DropReason::HandshakeQueueBytes`]). Default [`handshake::MAX_QUEUED_BYTES`].
+    pub max_queued_bytes: usize,
     /// `counters.requery_every_packets`: re-query the lighthouses every this many packets. 0 = never.
     pub requery_every_packets: u32,
     /// `timers.requery_wait_duration`: at most one such re-query per peer per this span.
@@ -153,6 +157,7 @@ impl Default for EngineConfig {
             am_relay: false,
             use_relays: true,
             try_promote_every: 1000,
+            max_queued_bytes: handshake::MAX_QUEUED_BYTES,
             requery_every_packets: 5000,
             requery_wait: Duration::from_secs(60),
         }
@@ -255,7 +260,14 @@ impl Engine {
         for (vpn, addrs) in &cfg.static_host_map {
             remotes.entry(*vpn).or_default().static_addrs = addrs.clone();
         }
-        let pending = PendingTable::new(cfg.max_pending_handshakes);
+        let pending =
+            PendingTable::with_queue_budget(cfg.max_pending_handshakes, cfg.max_queued_bytes);
+        let mut timers = Timers::default();
+        timers.add_after(
+            now,
+            crate::timers::CONNTRACK_SWEEP_INTERVAL,
+            Timer::ConntrackSweep,
+        );
         Engine {
             cfg,
             pki,
@@ -263,7 +275,7 @@ impl Engine {
             hostmap: HostMap::default(),
             pending,
             remotes,
-            timers: Timers::default(),
+            timers,
             filter: Arc::from(filter),
             publisher: Publisher::default(),
             lighthouse_server: None,
@@ -312,6 +324,16 @@ impl Engine {
 
     pub fn pending_handshakes(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Bytes of packets queued behind pending handshakes now (at most `max_queued_bytes`).
+    pub fn queued_bytes(&self) -> usize {
+        self.pending.queued_bytes()
+    }
+
+    /// Packets dropped so far because the queued-packet byte budget was spent.
+    pub fn queue_budget_drops(&self) -> u64 {
+        self.pending.budget_refusals()
     }
 
     pub fn remotes_for(&self, vpn: &IpAddr) -> Option<&RemoteList> {

@@ -162,6 +162,14 @@ impl Engine {
                         self.probe_paths(local_index, out);
                     }
                 }
+                Timer::ConntrackSweep => {
+                    self.filter.sweep(now);
+                    self.timers.add_after(
+                        now,
+                        crate::timers::CONNTRACK_SWEEP_INTERVAL,
+                        Timer::ConntrackSweep,
+                    );
+                }
             }
         }
     }

@@ -102,6 +102,10 @@ pub struct FirewallConfig {
     pub default_timeout: Duration,
     /// `firewall.default_local_cidr_any` (default false since 1.10).
     pub default_local_cidr_any: bool,
+    /// `firewall.conntrack.max_entries` (ours; default [`super::DEFAULT_CONNTRACK_MAX_ENTRIES`]):
+    /// most flows tracked at once; new flows past it are dropped with
+    /// [`super::DropReason::ConntrackFull`].
+    pub conntrack_max_entries: usize,
 }
 
 impl Default for FirewallConfig {
@@ -115,6 +119,7 @@ impl Default for FirewallConfig {
             udp_timeout: DEFAULT_UDP_TIMEOUT,
             default_timeout: DEFAULT_TIMEOUT,
             default_local_cidr_any: false,
+            conntrack_max_entries: super::DEFAULT_CONNTRACK_MAX_ENTRIES,
         }
     }
 }

@@ -5,7 +5,7 @@
 //! certificate, the local address to this host (VPN addresses or unsafe networks), then a live
 //! conntrack entry admits the packet (re-checked against the rules if it was admitted by an older
 //! rule set), else the direction's rules must match; an admitted packet creates or refreshes the
-//! flow's conntrack entry.
+//! flow's conntrack entry (a new flow that finds the table full is dropped instead).
 
 mod config;
 mod conntrack;
@@ -22,7 +22,7 @@ pub use config::{
     Action, Direction, FirewallConfig, FirewallError, PortError, RuleConfig, RuleProblem,
     RuleWarning, DEFAULT_TCP_TIMEOUT, DEFAULT_TIMEOUT, DEFAULT_UDP_TIMEOUT,
 };
-pub use conntrack::Conntrack;
+pub use conntrack::{Conntrack, DEFAULT_MAX_ENTRIES as DEFAULT_CONNTRACK_MAX_ENTRIES};
 pub use packet::{
     ipv6_find_upper_protocol, FlowKey, Ipv6Upper, Packet, PacketError, IPV4_HEADER_LEN,
     IPV6_HEADER_LEN, PROTO_ANY, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
@@ -82,16 +82,23 @@ pub enum DropReason {
     /// header, bad length). Go drops these before its firewall and counts them nowhere.
     #[error("packet could not be parsed")]
     Unparseable,
+    /// A rule admits the packet, but it starts a new flow and the conntrack table is at
+    /// `firewall.conntrack.max_entries`: the flow is not tracked, so it is dropped (its replies
+    /// could not be admitted). Existing flows keep their entries. A peer opening flows faster
+    /// than they expire, or a cap set too low for the traffic; Go has no such cap.
+    #[error("connection tracking table is full")]
+    ConntrackFull,
 }
 
 impl DropReason {
     /// The last part of Go's metric name (`firewall.{incoming,outgoing}.dropped.<this>`);
-    /// `None` for drops Go does not count there.
+    /// `None` for drops Go does not count there. `conntrack_full` is ours (Go has no cap).
     pub fn metric_suffix(&self) -> Option<&'static str> {
         match self {
             DropReason::InvalidRemoteIp | DropReason::PeerRejected => Some("remote_addr"),
             DropReason::InvalidLocalIp => Some("local_addr"),
             DropReason::NoMatchingRule => Some("no_rule"),
+            DropReason::ConntrackFull => Some("conntrack_full"),
             DropReason::Unparseable => None,
         }
     }
@@ -109,6 +116,7 @@ pub struct Firewall {
     tcp_timeout: Duration,
     udp_timeout: Duration,
     default_timeout: Duration,
+    conntrack_max_entries: usize,
     /// Our VPN networks (full prefixes): a peer VPN address outside them is refused.
     my_vpn_networks: PrefixMap<()>,
     /// Our VPN addresses (host prefixes) and our unsafe networks: valid local addresses.
@@ -192,6 +200,7 @@ impl Firewall {
             tcp_timeout: cfg.tcp_timeout.min(MAX_TIMEOUT),
             udp_timeout: cfg.udp_timeout.min(MAX_TIMEOUT),
             default_timeout: cfg.default_timeout.min(MAX_TIMEOUT),
+            conntrack_max_entries: cfg.conntrack_max_entries,
             my_vpn_networks,
             routable,
             rules_version: NEXT_RULES_VERSION.fetch_add(1, Ordering::Relaxed),
@@ -243,8 +252,15 @@ impl Firewall {
         if !self.table(incoming).matches(pkt, incoming, peer) {
             return Err(DropReason::NoMatchingRule);
         }
-        conntrack.insert(*pkt, incoming, self.rules_version, deadline(now, timeout));
-        Ok(())
+        conntrack
+            .insert(
+                *pkt,
+                incoming,
+                self.rules_version,
+                deadline(now, timeout),
+                now,
+            )
+            .map_err(|conntrack::Full| DropReason::ConntrackFull)
     }
 
     /// The remote address must be the peer's: one of its VPN addresses (which must lie in one of
@@ -297,6 +313,12 @@ impl Firewall {
             PROTO_UDP => self.udp_timeout,
             _ => self.default_timeout,
         }
+    }
+
+    /// `firewall.conntrack.max_entries`: the cap for the conntrack table used with this firewall
+    /// (applied by [`crate::filter::GroupFirewall`], also on reload).
+    pub fn conntrack_max_entries(&self) -> usize {
+        self.conntrack_max_entries
     }
 
     /// The action for refused packets of a direction (`incoming` true = `inbound_action`).

@@ -45,7 +45,13 @@ pub struct ConntrackConfig {
     /// `routine_cache_timeout` as set (`None` = unset: 0, or 1s when `routines` > 1; see
     /// [`crate::config::Config::routine_cache_timeout`]).
     pub routine_cache_timeout: Option<Duration>,
+    /// `max_entries` (ours, 131072; 1 to [`MAX_CONNTRACK_ENTRIES`]): most flows tracked at once;
+    /// new flows past it are dropped. See nebula-core's `DEFAULT_CONNTRACK_MAX_ENTRIES`.
+    pub max_entries: usize,
 }
+
+/// Upper bound of `firewall.conntrack.max_entries`: 16M flows is ~5 GB of conntrack at worst.
+pub const MAX_CONNTRACK_ENTRIES: i64 = 1 << 24;
 
 /// The `firewall` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +84,12 @@ impl FirewallConfig {
             } else {
                 None
             },
+            max_entries: r.int_in(
+                "firewall.conntrack.max_entries",
+                nebula_core::firewall::DEFAULT_CONNTRACK_MAX_ENTRIES,
+                1,
+                MAX_CONNTRACK_ENTRIES,
+            )?,
         };
         let default_local_cidr_any = r.bool("firewall.default_local_cidr_any", false)?;
         let inbound_action = action(r, "firewall.inbound_action")?;

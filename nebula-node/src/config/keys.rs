@@ -190,6 +190,8 @@ pub const KNOWN_KEYS: &[KnownKey] = &[
     k("firewall.conntrack.tcp_timeout", Implemented, Leaf),
     k("firewall.conntrack.udp_timeout", Implemented, Leaf),
     k("firewall.conntrack.default_timeout", Implemented, Leaf),
+    // Ours (Go has no cap on conntrack).
+    k("firewall.conntrack.max_entries", Implemented, Leaf),
     k(
         "firewall.conntrack.routine_cache_timeout",
         NotYetImplemented,

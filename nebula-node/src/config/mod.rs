@@ -347,6 +347,22 @@ mod tests {
     }
 
     #[test]
+    fn conntrack_max_entries_default_and_set() {
+        let c = load("").unwrap().config;
+        assert_eq!(
+            c.firewall.conntrack.max_entries,
+            nebula_core::firewall::DEFAULT_CONNTRACK_MAX_ENTRIES
+        );
+        let l = load("firewall: {conntrack: {max_entries: 5000}}\n").unwrap();
+        assert_eq!(l.config.firewall.conntrack.max_entries, 5000);
+        assert!(
+            !l.warnings.iter().any(|w| w.key.contains("max_entries")),
+            "a known key, not warned about: {:?}",
+            l.warnings
+        );
+    }
+
+    #[test]
     fn preferred_ranges_and_local_range() {
         let l = load("preferred_ranges: [\"172.16.0.0/24\", bogus]\nlocal_range: 10.0.0.0/8\n")
             .unwrap();
