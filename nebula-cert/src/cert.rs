@@ -17,13 +17,45 @@ struct Inner {
     version: Version,
     details: Details,
     curve: Curve,
-    public_key: Vec<u8>,
-    signature: Vec<u8>,
-    /// v1: canonical details encoding (the signed bytes); v2: the details TLV as received/encoded.
-    raw_details: Vec<u8>,
-    /// `marshal()` output.
-    marshaled: Vec<u8>,
+    /// The key, the signature and (v2) the details as received, one after the other. A peer's
+    /// certificate is held once per tunnel: the encoding is rebuilt from these when asked for
+    /// rather than kept (v1 re-encodes canonically anyway), and the parts share one allocation.
+    bytes: Box<[u8]>,
+    public_key: Span,
+    signature: Span,
+    /// v2 only: the details TLV as received/encoded (v1's signed bytes are re-encoded).
+    raw_details: Span,
     fingerprint: [u8; 32],
+}
+
+/// Where one part of a certificate lies in [`Inner::bytes`].
+#[derive(Clone, Copy)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+impl Span {
+    fn of(self, bytes: &[u8]) -> &[u8] {
+        let start = self.start as usize;
+        bytes
+            .get(start..start.saturating_add(self.len as usize))
+            .unwrap_or(&[])
+    }
+}
+
+/// Packs `parts` into one buffer, each found again through its [`Span`].
+fn pack<const N: usize>(parts: [&[u8]; N]) -> (Box<[u8]>, [Span; N]) {
+    let mut bytes = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+    let spans = parts.map(|part| {
+        let start = bytes.len();
+        bytes.extend_from_slice(part);
+        Span {
+            start: u32::try_from(start).unwrap_or(u32::MAX),
+            len: u32::try_from(part.len()).unwrap_or(u32::MAX),
+        }
+    });
+    (bytes.into_boxed_slice(), spans)
 }
 
 /// A parsed or freshly signed Nebula certificate of either version. Immutable; `clone` is an `Arc` bump.
@@ -113,39 +145,47 @@ fn sha256(parts: &[&[u8]]) -> [u8; 32] {
 }
 
 impl Certificate {
-    fn build_v1(details: Details, curve: Curve, public_key: Vec<u8>, signature: Vec<u8>) -> Self {
-        let raw_details = v1::encode_details(&details, curve, &public_key);
+    fn build_v1(
+        mut details: Details,
+        curve: Curve,
+        public_key: Vec<u8>,
+        signature: Vec<u8>,
+    ) -> Self {
+        details.shrink();
         let marshaled = v1::encode_certificate(&details, curve, &public_key, &signature);
         let fingerprint = sha256(&[&marshaled]);
+        let (bytes, [public_key, signature, raw_details]) = pack([&public_key, &signature, &[]]);
         Certificate(Arc::new(Inner {
             version: Version::V1,
             details,
             curve,
+            bytes,
             public_key,
             signature,
             raw_details,
-            marshaled,
             fingerprint,
         }))
     }
 
     fn build_v2(
-        details: Details,
+        mut details: Details,
         raw_details: Vec<u8>,
         curve: Curve,
         public_key: Vec<u8>,
         signature: Vec<u8>,
     ) -> Self {
-        let marshaled = v2::encode_certificate(&raw_details, curve, Some(&public_key), &signature);
+        details.shrink();
         let fingerprint = sha256(&[&raw_details, &[curve.wire()], &public_key, &signature]);
+        let (bytes, [public_key, signature, raw_details]) =
+            pack([&public_key, &signature, &raw_details]);
         Certificate(Arc::new(Inner {
             version: Version::V2,
             details,
             curve,
+            bytes,
             public_key,
             signature,
             raw_details,
-            marshaled,
             fingerprint,
         }))
     }
@@ -227,6 +267,14 @@ impl Certificate {
         Ok(c)
     }
 
+    fn part(&self, span: Span) -> &[u8] {
+        span.of(&self.0.bytes)
+    }
+
+    fn raw_details(&self) -> &[u8] {
+        self.part(self.0.raw_details)
+    }
+
     /// Certificate format version.
     pub fn version(&self) -> Version {
         self.0.version
@@ -266,7 +314,7 @@ impl Certificate {
     }
     /// Public key: X25519/Ed25519 32 bytes or P256 65 bytes.
     pub fn public_key(&self) -> &[u8] {
-        &self.0.public_key
+        self.part(self.0.public_key)
     }
     /// The issuer (signing CA fingerprint) when it is exactly 32 bytes; `None` on CAs.
     pub fn issuer(&self) -> Option<[u8; 32]> {
@@ -274,15 +322,15 @@ impl Certificate {
     }
     /// The raw issuer bytes as carried (empty on CAs).
     pub fn issuer_bytes(&self) -> &[u8] {
-        &self.0.details.issuer
+        self.0.details.issuer.as_slice()
     }
     /// Hex of the issuer ("" when none), the form used in JSON, blocklists and pool lookups.
     pub fn issuer_hex(&self) -> String {
-        hex::encode(&self.0.details.issuer)
+        hex::encode(self.0.details.issuer.as_slice())
     }
     /// The signature.
     pub fn signature(&self) -> &[u8] {
-        &self.0.signature
+        self.part(self.0.signature)
     }
     /// SHA-256 fingerprint (v1: of the full encoding; v2: of details ‖ curve ‖ key ‖ signature).
     pub fn fingerprint(&self) -> [u8; 32] {
@@ -299,7 +347,7 @@ impl Certificate {
         if self.0.curve != Curve::P256 {
             return None;
         }
-        let sig = signing::p256_swap_signature(&self.0.signature)?;
+        let sig = signing::p256_swap_signature(self.signature())?;
         Some(self.fingerprint_with_signature(&sig))
     }
 
@@ -308,13 +356,13 @@ impl Certificate {
             Version::V1 => sha256(&[&v1::encode_certificate(
                 &self.0.details,
                 self.0.curve,
-                &self.0.public_key,
+                self.public_key(),
                 sig,
             )]),
             Version::V2 => sha256(&[
-                &self.0.raw_details,
+                self.raw_details(),
                 &[self.0.curve.wire()],
-                &self.0.public_key,
+                self.public_key(),
                 sig,
             ]),
         }
@@ -323,19 +371,27 @@ impl Certificate {
     /// The bytes the CA signature covers.
     pub fn signed_bytes(&self) -> Vec<u8> {
         match self.0.version {
-            Version::V1 => self.0.raw_details.clone(),
-            Version::V2 => v2::signed_bytes(&self.0.raw_details, self.0.curve, &self.0.public_key),
+            Version::V1 => v1::encode_details(&self.0.details, self.0.curve, self.public_key()),
+            Version::V2 => v2::signed_bytes(self.raw_details(), self.0.curve, self.public_key()),
         }
     }
 
     /// The wire/file encoding: v1 protobuf byte-identical to Go; v2 DER as Go re-marshals it.
     pub fn marshal(&self) -> Vec<u8> {
-        self.0.marshaled.clone()
-    }
-
-    /// `marshal()` without copying.
-    pub fn marshaled_bytes(&self) -> &[u8] {
-        &self.0.marshaled
+        match self.0.version {
+            Version::V1 => v1::encode_certificate(
+                &self.0.details,
+                self.0.curve,
+                self.public_key(),
+                self.signature(),
+            ),
+            Version::V2 => v2::encode_certificate(
+                self.raw_details(),
+                self.0.curve,
+                Some(self.public_key()),
+                self.signature(),
+            ),
+        }
     }
 
     /// PEM with the banner of the version (`NEBULA CERTIFICATE` / `NEBULA CERTIFICATE V2`).
@@ -344,16 +400,16 @@ impl Certificate {
             Version::V1 => pem::CERT_V1_BANNER,
             Version::V2 => pem::CERT_V2_BANNER,
         };
-        pem::encode(banner, &self.0.marshaled)
+        pem::encode(banner, &self.marshal())
     }
 
     /// The form sent in handshakes: v1 = protobuf without the public key; v2 = `30 { a0 details, 83 sig }`.
     pub fn marshal_for_handshake(&self) -> Vec<u8> {
         match self.0.version {
             Version::V1 => {
-                v1::encode_certificate(&self.0.details, self.0.curve, &[], &self.0.signature)
+                v1::encode_certificate(&self.0.details, self.0.curve, &[], self.signature())
             }
-            Version::V2 => v2::encode_for_handshake(&self.0.raw_details, &self.0.signature),
+            Version::V2 => v2::encode_for_handshake(self.raw_details(), self.signature()),
         }
     }
 
@@ -365,7 +421,7 @@ impl Certificate {
     /// Whether the signature verifies with `ca_public_key` (using this certificate's curve).
     pub fn check_signature(&self, ca_public_key: &[u8]) -> bool {
         let msg = self.signed_bytes();
-        signing::verify_signature(self.0.curve, ca_public_key, &msg, &self.0.signature)
+        signing::verify_signature(self.0.curve, ca_public_key, &msg, self.signature())
     }
 
     /// Check that `private_key` belongs to this certificate's public key. CA: Ed25519 64 bytes
@@ -416,7 +472,7 @@ impl Certificate {
                 x25519_dalek::PublicKey::from(&secret).as_bytes().to_vec()
             }
         };
-        if derived != self.0.public_key {
+        if derived != self.public_key() {
             return Err(CertError::PublicKeyMismatch);
         }
         Ok(())
@@ -529,14 +585,14 @@ impl TbsCertificate {
     /// The details this certificate will carry, with `issuer`.
     fn details(&self, issuer: Vec<u8>) -> Details {
         Details {
-            name: self.name.clone(),
+            name: self.name.as_str().into(),
             networks: self.networks.clone(),
             unsafe_networks: self.unsafe_networks.clone(),
             groups: self.groups.clone(),
             is_ca: self.is_ca,
             not_before: self.not_before,
             not_after: self.not_after,
-            issuer,
+            issuer: issuer.into(),
         }
     }
 
@@ -571,10 +627,9 @@ impl TbsCertificate {
         let raw = v2::encode_details(&details);
         let sig = key.sign(&v2::signed_bytes(&raw, self.curve, &self.public_key));
         let cert = Certificate::build_v2(details, raw, self.curve, self.public_key.clone(), sig);
-        if cert.marshaled_bytes().len() > v2::MAX_CERTIFICATE_SIZE {
-            return Err(CertError::TooLarge {
-                len: cert.marshaled_bytes().len(),
-            });
+        let len = cert.marshal().len();
+        if len > v2::MAX_CERTIFICATE_SIZE {
+            return Err(CertError::TooLarge { len });
         }
         Ok(cert)
     }
@@ -726,12 +781,51 @@ pub(crate) mod tests {
             }
             Version::V2 => Certificate::build_v2(
                 c.0.details.clone(),
-                c.0.raw_details.clone(),
+                c.raw_details().to_vec(),
                 c.curve(),
                 c.public_key().to_vec(),
                 sig,
             ),
         }
+    }
+
+    #[test]
+    fn a_certificate_keeps_its_parts_in_one_buffer_and_rebuilds_the_encoding() {
+        for version in [Version::V1, Version::V2] {
+            let (_, ca, host) = fixed_pair(version);
+            for c in [&ca, &host] {
+                let wire = c.marshal();
+                let back = Certificate::from_bytes(version, &wire).expect("parse");
+                assert_eq!(
+                    back.marshal(),
+                    wire,
+                    "{version:?}: the encoding is rebuilt exactly"
+                );
+                assert_eq!(back.public_key(), c.public_key());
+                assert_eq!(back.signature(), c.signature());
+                assert_eq!(back.signed_bytes(), c.signed_bytes());
+                assert!(!back.signature().is_empty() && !back.public_key().is_empty());
+                // Only the parts are held: key + signature (+ v2 details), never the encoding.
+                let parts = back.public_key().len()
+                    + back.signature().len()
+                    + match version {
+                        Version::V1 => 0,
+                        Version::V2 => back.raw_details().len(),
+                    };
+                assert_eq!(back.0.bytes.len(), parts);
+                // A host's issuer (a CA fingerprint) is held inline, a CA's is empty.
+                assert!(matches!(
+                    back.0.details.issuer,
+                    crate::details::Issuer::Fingerprint(_) | crate::details::Issuer::None
+                ));
+                assert_eq!(back.issuer_bytes(), c.issuer_bytes());
+            }
+        }
+        let (bytes, [a, empty, b]) = pack([b"key".as_slice(), b"", b"sig"]);
+        assert_eq!(
+            (a.of(&bytes), empty.of(&bytes), b.of(&bytes)),
+            (&b"key"[..], &b""[..], &b"sig"[..])
+        );
     }
 
     #[test]
@@ -844,10 +938,7 @@ pub(crate) mod tests {
                     let mut r = der::Reader::new(&hs);
                     let body = r.read_expect(0x30).expect("seq");
                     let mut r = der::Reader::new(body);
-                    assert_eq!(
-                        r.read_element().expect("details").whole,
-                        &host.0.raw_details[..]
-                    );
+                    assert_eq!(r.read_element().expect("details").whole, host.raw_details());
                     assert_eq!(r.read_expect(0x83).expect("sig"), host.signature());
                     assert!(r.is_empty());
                 }
@@ -888,7 +979,7 @@ pub(crate) mod tests {
                     .check_signature(ca.public_key())),
             }
             let full_p256 =
-                v2::encode_certificate(&host.0.raw_details, Curve::P256, None, host.signature());
+                v2::encode_certificate(host.raw_details(), Curve::P256, None, host.signature());
             if version == Version::V2 {
                 assert!(matches!(
                     Certificate::recombine_from_handshake(
@@ -1392,7 +1483,7 @@ pub(crate) mod tests {
             networks: vec![net("10.0.0.1/24")],
             not_before: 1,
             not_after: 2,
-            issuer: vec![9; 32],
+            issuer: vec![9; 32].into(),
             ..Default::default()
         };
         let build = |d: &Details,
@@ -1452,14 +1543,14 @@ pub(crate) mod tests {
         );
         // Name length.
         let mut d = base.clone();
-        d.name = "x".repeat(253);
+        d.name = "x".repeat(253).into();
         assert!(parse(&build(&d, None, Some(&pk), &[1; 64], &[])).is_ok());
-        d.name = "x".repeat(254);
+        d.name = "x".repeat(254).into();
         assert_eq!(
             parse(&build(&d, None, Some(&pk), &[1; 64], &[])).err(),
             Some(CertError::InvalidName { len: 254 })
         );
-        d.name = String::new();
+        d.name = "".into();
         assert_eq!(
             parse(&build(&d, None, Some(&pk), &[1; 64], &[])).err(),
             Some(CertError::InvalidName { len: 0 })

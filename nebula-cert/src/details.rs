@@ -9,7 +9,7 @@ use std::net::IpAddr;
 /// The fields both versions share (the v1 `Details` message / the v2 `[0]` details).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct Details {
-    pub name: String,
+    pub name: Box<str>,
     pub networks: Vec<IpNet>,
     pub unsafe_networks: Vec<IpNet>,
     pub groups: Vec<String>,
@@ -17,10 +17,56 @@ pub(crate) struct Details {
     pub not_before: i64,
     pub not_after: i64,
     /// Raw issuer bytes (32-byte CA fingerprint on host certs, empty on CAs).
-    pub issuer: Vec<u8>,
+    pub issuer: Issuer,
+}
+
+/// A certificate's issuer field: nearly always a 32-byte CA fingerprint, held inline (a peer's
+/// certificate is kept per tunnel), or nothing (CAs); any other length is kept as given.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Issuer {
+    #[default]
+    None,
+    Fingerprint([u8; 32]),
+    Other(Box<[u8]>),
+}
+
+impl Issuer {
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            Issuer::None => &[],
+            Issuer::Fingerprint(f) => f,
+            Issuer::Other(b) => b,
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+}
+
+impl From<Vec<u8>> for Issuer {
+    fn from(v: Vec<u8>) -> Issuer {
+        if v.is_empty() {
+            return Issuer::None;
+        }
+        match <[u8; 32]>::try_from(v.as_slice()) {
+            Ok(f) => Issuer::Fingerprint(f),
+            Err(_) => Issuer::Other(v.into_boxed_slice()),
+        }
+    }
 }
 
 impl Details {
+    /// Drop spare capacity left by decoding: a peer's details are kept for the tunnel's life.
+    pub(crate) fn shrink(&mut self) {
+        self.networks.shrink_to_fit();
+        self.unsafe_networks.shrink_to_fit();
+        self.groups.shrink_to_fit();
+        for g in &mut self.groups {
+            g.shrink_to_fit();
+        }
+    }
+
     /// 1.11 `certificateV1.validate`.
     pub(crate) fn validate_v1(&self, public_key: &[u8]) -> Result<(), CertError> {
         if public_key.is_empty() {

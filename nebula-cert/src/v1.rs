@@ -95,14 +95,14 @@ pub(crate) fn decode(b: &[u8], public_key: Option<&[u8]>) -> Result<Decoded, Cer
         None => d.public_key,
     };
     let details = Details {
-        name: d.name,
+        name: d.name.into(),
         networks: words_to_networks(&d.ips, "IPs")?,
         unsafe_networks: words_to_networks(&d.subnets, "Subnets")?,
         groups: d.groups,
         is_ca: d.is_ca,
         not_before: d.not_before,
         not_after: d.not_after,
-        issuer: d.issuer,
+        issuer: d.issuer.into(),
     };
     Ok(Decoded {
         details,
@@ -114,7 +114,7 @@ pub(crate) fn decode(b: &[u8], public_key: Option<&[u8]>) -> Result<Decoded, Cer
 
 fn raw_details(d: &Details, curve: Curve, public_key: &[u8]) -> RawNebulaCertificateDetails {
     RawNebulaCertificateDetails {
-        name: d.name.clone(),
+        name: d.name.to_string(),
         ips: networks_to_words(&d.networks),
         subnets: networks_to_words(&d.unsafe_networks),
         groups: d.groups.clone(),
@@ -122,7 +122,7 @@ fn raw_details(d: &Details, curve: Curve, public_key: &[u8]) -> RawNebulaCertifi
         not_after: d.not_after,
         public_key: public_key.to_vec(),
         is_ca: d.is_ca,
-        issuer: d.issuer.clone(),
+        issuer: d.issuer.as_slice().to_vec(),
         curve: i32::from(curve.wire()),
     }
 }

@@ -217,14 +217,14 @@ fn decode_details(raw: &[u8]) -> Result<Details, CertError> {
     // Remaining bytes are future extension fields: ignored, as in Go.
 
     Ok(Details {
-        name: String::from_utf8_lossy(name).into_owned(),
+        name: String::from_utf8_lossy(name).into(),
         networks,
         unsafe_networks,
         groups,
         is_ca,
         not_before,
         not_after,
-        issuer,
+        issuer: issuer.into(),
     })
 }
 
@@ -277,7 +277,7 @@ pub(crate) fn encode_details(d: &Details) -> Vec<u8> {
         &der::encode_i64(d.not_after),
     );
     if !d.issuer.is_empty() {
-        der::push_tlv(&mut body, TAG_DETAILS_ISSUER, &d.issuer);
+        der::push_tlv(&mut body, TAG_DETAILS_ISSUER, d.issuer.as_slice());
     }
     let mut out = Vec::with_capacity(body.len() + 4);
     der::push_tlv(&mut out, TAG_CERT_DETAILS, &body);
@@ -349,7 +349,9 @@ mod tests {
             // 1996-05-05T00:00:00Z and one minute later.
             not_before: 831_254_400,
             not_after: 831_254_460,
-            issuer: hex::decode("1234567890abcdef1234567890abcdef").expect("hex"),
+            issuer: hex::decode("1234567890abcdef1234567890abcdef")
+                .expect("hex")
+                .into(),
         }
     }
 

@@ -2,7 +2,9 @@
 //! Nebula's nonce layout and counter limits, in-place seal/open, AD-only relay tags and the `Session` glue.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
+
+use once_cell::race::OnceBox;
 
 use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
 use zeroize::Zeroizing;
@@ -109,7 +111,8 @@ pub enum KeyUse {
 pub struct SessionCipher {
     raw: Zeroizing<[u8; KEY_LEN]>,
     kind: CipherKind,
-    schedule: OnceLock<Box<LessSafeKey>>,
+    /// Built at most once (a race between two workers drops the loser's copy); one pointer.
+    schedule: OnceBox<LessSafeKey>,
 }
 
 impl Clone for SessionCipher {
@@ -117,7 +120,7 @@ impl Clone for SessionCipher {
         Self {
             raw: self.raw.clone(),
             kind: self.kind,
-            schedule: OnceLock::new(),
+            schedule: OnceBox::new(),
         }
     }
 }
@@ -138,7 +141,7 @@ impl SessionCipher {
         let cipher = Self {
             raw: Zeroizing::new(*key),
             kind,
-            schedule: OnceLock::new(),
+            schedule: OnceBox::new(),
         };
         cipher.expand()?;
         Ok(cipher)

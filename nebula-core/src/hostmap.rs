@@ -76,6 +76,28 @@ impl Peer {
     }
 }
 
+/// A tunnel's roaming state (see [`HostMap::roam`]).
+struct Roaming {
+    /// Where the peer was before the last roam, and when it moved (for roaming suppression).
+    last: Option<(SocketAddr, Instant)>,
+    /// Start of the current roaming window and the moves made in it.
+    window: (Instant, u8),
+}
+
+/// What a responder tunnel keeps to answer a retransmitted stage 1 until the peer confirms it.
+struct Stage1Answer {
+    /// Digest of the stage 1 (without header) that created the tunnel, to spot retransmits.
+    digest: Option<[u8; 32]>,
+    /// Our stage-2 datagram, re-sent when the initiator retransmits its stage 1.
+    stage2: Option<Vec<u8>>,
+}
+
+impl Stage1Answer {
+    fn new(digest: Option<[u8; 32]>, stage2: Option<Vec<u8>>) -> Option<Box<Stage1Answer>> {
+        (digest.is_some() || stage2.is_some()).then(|| Box::new(Stage1Answer { digest, stage2 }))
+    }
+}
+
 /// One established tunnel (Go's `HostInfo` + `ConnectionState`).
 pub struct Tunnel {
     pub local_index: u32,
@@ -89,20 +111,14 @@ pub struct Tunnel {
     /// Current underlay address of the peer; `None` while only reachable through a relay.
     /// Changed only by [`HostMap::roam`] / [`HostMap::set_remote`].
     remote: Option<SocketAddr>,
-    /// Where the peer was before the last roam, and when it moved (for roaming suppression).
-    last_roam: Option<(SocketAddr, Instant)>,
-    /// Start of the current roaming window and the moves made in it.
-    roam_window: (Instant, u8),
+    /// Roaming limits, from the first move on (most tunnels never move).
+    roaming: Option<Box<Roaming>>,
     /// True if we sent stage 1 of the handshake that made this tunnel.
     pub initiator: bool,
     /// The peer's handshake time field (nanoseconds since the Unix epoch).
     pub peer_handshake_time: u64,
-    /// Digest of the stage 1 (without header) that created this tunnel, to spot retransmits;
-    /// dropped once the peer confirms the tunnel (it has our stage 2 then).
-    stage1: Option<[u8; 32]>,
-    /// Our stage-2 datagram, re-sent when the initiator retransmits its stage 1 (until the
-    /// tunnel is confirmed).
-    stage2_datagram: Option<Vec<u8>>,
+    /// Responder only, until the peer confirms the tunnel: what answers a retransmitted stage 1.
+    answer: Option<Box<Stage1Answer>>,
     /// When the peer proved it holds the session keys (an authenticated packet arrived, or we
     /// initiated and read its stage 2). Unconfirmed tunnels are never primary.
     /// Set only by [`HostMap::confirm`].
@@ -114,7 +130,7 @@ pub struct Tunnel {
     /// The certificate version we used for this tunnel.
     pub cert_version: nebula_cert::Version,
     /// Relay hosts (vpn addresses) this peer is reached through while `remote` is `None`.
-    pub relays: Vec<IpAddr>,
+    pub relays: Box<[IpAddr]>,
     /// No lighthouse re-query for this peer before this time (`timers.requery_wait_duration`).
     pub next_requery: Option<Instant>,
     /// The engine's credential generation when this tunnel was made (a SIGHUP with a new
@@ -144,17 +160,15 @@ impl Tunnel {
             }),
             session: Arc::new(n.session),
             remote: n.remote,
-            last_roam: None,
-            roam_window: (n.now, 0),
+            roaming: None,
             initiator: n.initiator,
             peer_handshake_time: n.peer_handshake_time,
-            stage1: n.stage1.filter(|_| !n.initiator),
-            stage2_datagram: n.stage2_datagram,
+            answer: Stage1Answer::new(n.stage1.filter(|_| !n.initiator), n.stage2_datagram),
             confirmed_at: n.initiator.then_some(n.now),
             created: n.now,
             pending_deletion: false,
             cert_version: n.cert_version,
-            relays: n.relays,
+            relays: n.relays.into_boxed_slice(),
             next_requery: None,
             pki_generation: n.pki_generation,
             data: None,
@@ -178,9 +192,14 @@ impl Tunnel {
         self.confirmed_at
     }
 
+    /// The digest of the stage 1 that made this (unconfirmed responder) tunnel.
+    fn stage1_digest(&self) -> Option<[u8; 32]> {
+        self.answer.as_ref().and_then(|a| a.digest)
+    }
+
     /// Our stage-2 datagram, while a retransmitted stage 1 may still need it.
     pub fn stage2(&self) -> Option<&[u8]> {
-        self.stage2_datagram.as_deref()
+        self.answer.as_ref().and_then(|a| a.stage2.as_deref())
     }
 
     /// Who the peer is, as the firewall sees it (borrowed: no allocation).
@@ -217,11 +236,62 @@ pub enum Roam {
     Suppressed,
 }
 
+/// The tunnels to one vpn address, primary first: at most [`MAX_TUNNELS_PER_VPN_ADDR`], plus
+/// room for the one being inserted before the surplus is evicted. Inline, so a host with one
+/// tunnel costs no allocation beyond its map slot.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TunnelList {
+    len: u8,
+    items: [u32; MAX_TUNNELS_PER_VPN_ADDR + 1],
+}
+
+impl TunnelList {
+    pub fn as_slice(&self) -> &[u32] {
+        &self.items[..usize::from(self.len).min(self.items.len())]
+    }
+
+    pub fn first(&self) -> Option<u32> {
+        self.as_slice().first().copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Put `idx` at `at` (clamped to the end). A full list (never the case: the host map evicts
+    /// down to [`MAX_TUNNELS_PER_VPN_ADDR`] after each insert) drops its last entry to make room.
+    fn insert(&mut self, at: usize, idx: u32) {
+        let len = self.len().min(self.items.len() - 1);
+        let at = at.min(len);
+        self.items.copy_within(at..len, at + 1);
+        self.items[at] = idx;
+        self.len = u8::try_from(len + 1).unwrap_or(u8::MAX);
+    }
+
+    fn retain(&mut self, keep: impl Fn(&u32) -> bool) {
+        let mut n = 0;
+        for i in 0..self.len() {
+            let v = self.items[i];
+            if keep(&v) {
+                self.items[n] = v;
+                n += 1;
+            }
+        }
+        self.len = u8::try_from(n).unwrap_or(u8::MAX);
+    }
+}
+
 /// Established tunnels, indexed three ways, plus the data plane's view of them.
 pub struct HostMap {
-    by_index: HashMap<u32, Tunnel>,
+    /// Boxed: the table's spare slots (a quarter to a half of them) then cost a pointer each,
+    /// not a whole tunnel.
+    by_index: HashMap<u32, Box<Tunnel>>,
     by_remote_index: HashMap<u32, u32>,
-    by_vpn: HashMap<IpAddr, Vec<u32>>,
+    by_vpn: HashMap<IpAddr, TunnelList>,
     /// Responder tunnels by a hash of the stage 1 that made them (a retransmit is a lookup).
     by_stage1: HashMap<u64, u32>,
     stage1_hasher: RandomState,
@@ -324,21 +394,27 @@ impl HostMap {
         if t.remote == Some(from) {
             return Roam::Same;
         }
-        if let Some((prev, at)) = t.last_roam {
+        let r = t.roaming.get_or_insert_with(|| {
+            Box::new(Roaming {
+                last: None,
+                window: (now, 0),
+            })
+        });
+        if let Some((prev, at)) = r.last {
             if prev == from && now.saturating_duration_since(at) < ROAMING_SUPPRESS {
                 return Roam::Suppressed;
             }
         }
-        let (window_start, moves) = t.roam_window;
+        let (window_start, moves) = r.window;
         if now.saturating_duration_since(window_start) >= ROAM_WINDOW {
-            t.roam_window = (now, 0);
+            r.window = (now, 0);
         } else if moves >= ROAMS_PER_WINDOW {
             return Roam::Suppressed;
         }
-        t.roam_window.1 += 1;
+        r.window.1 += 1;
         let old = t.remote;
         if let Some(o) = old {
-            t.last_roam = Some((o, now));
+            r.last = Some((o, now));
         }
         self.set_remote(local_index, Some(from));
         Roam::Moved(old)
@@ -354,8 +430,7 @@ impl HostMap {
         }
         t.confirmed_at = Some(now);
         // The peer has our stage 2: no retransmit of its stage 1 will need an answer.
-        t.stage2_datagram = None;
-        if let Some(d) = t.stage1.take() {
+        if let Some(d) = t.answer.take().and_then(|a| a.digest) {
             let key = self.stage1_hasher.hash_one(d);
             if self.by_stage1.get(&key) == Some(&local_index) {
                 self.by_stage1.remove(&key);
@@ -376,11 +451,11 @@ impl HostMap {
     }
 
     pub fn get(&self, local_index: u32) -> Option<&Tunnel> {
-        self.by_index.get(&local_index)
+        self.by_index.get(&local_index).map(|t| &**t)
     }
 
     pub fn get_mut(&mut self, local_index: u32) -> Option<&mut Tunnel> {
-        self.by_index.get_mut(&local_index)
+        self.by_index.get_mut(&local_index).map(|t| &mut **t)
     }
 
     pub fn contains_index(&self, local_index: u32) -> bool {
@@ -399,7 +474,8 @@ impl HostMap {
         self.by_stage1
             .get(&self.stage1_hasher.hash_one(d))
             .and_then(|i| self.by_index.get(i))
-            .filter(|t| t.stage1 == Some(d))
+            .map(|t| &**t)
+            .filter(|t| t.stage1_digest() == Some(d))
     }
 
     /// Local index of the primary tunnel to `vpn`: the one our traffic to `vpn` takes. Never an
@@ -409,13 +485,16 @@ impl HostMap {
     pub fn primary(&self, vpn: &IpAddr) -> Option<u32> {
         self.by_vpn
             .get(vpn)
-            .and_then(|l| l.first().copied())
-            .filter(|i| self.by_index.get(i).is_some_and(Tunnel::is_confirmed))
+            .and_then(TunnelList::first)
+            .filter(|i| self.by_index.get(i).is_some_and(|t| t.is_confirmed()))
     }
 
     /// All tunnels to `vpn`, primary first.
     pub fn tunnels_for(&self, vpn: &IpAddr) -> &[u32] {
-        self.by_vpn.get(vpn).map(|v| v.as_slice()).unwrap_or(&[])
+        self.by_vpn
+            .get(vpn)
+            .map(TunnelList::as_slice)
+            .unwrap_or(&[])
     }
 
     pub fn indexes(&self) -> impl Iterator<Item = u32> + '_ {
@@ -423,7 +502,7 @@ impl HostMap {
     }
 
     pub fn tunnels(&self) -> impl Iterator<Item = &Tunnel> {
-        self.by_index.values()
+        self.by_index.values().map(|t| &**t)
     }
 
     pub fn vpn_addrs(&self) -> impl Iterator<Item = &IpAddr> {
@@ -439,18 +518,18 @@ impl HostMap {
         let addrs = tunnel.peer.vpn_addrs.clone();
         let confirmed = tunnel.is_confirmed();
         self.by_remote_index.insert(tunnel.remote_index, idx);
-        if let Some(d) = tunnel.stage1 {
+        if let Some(d) = tunnel.stage1_digest() {
             let key = self.stage1_hasher.hash_one(d);
             self.by_stage1.insert(key, idx);
         }
-        self.by_index.insert(idx, tunnel);
+        self.by_index.insert(idx, Box::new(tunnel));
         let mut evict = Vec::new();
         for a in &addrs {
             let list = self.by_vpn.entry(*a).or_default();
             list.retain(|i| *i != idx);
             let first_unconfirmed = list
                 .first()
-                .is_some_and(|f| self.by_index.get(f).is_some_and(|t| !t.is_confirmed()));
+                .is_some_and(|f| self.by_index.get(&f).is_some_and(|t| !t.is_confirmed()));
             if list.is_empty() || (confirmed && (primary || first_unconfirmed)) {
                 list.insert(0, idx);
             } else {
@@ -459,12 +538,13 @@ impl HostMap {
             while list.len() > MAX_TUNNELS_PER_VPN_ADDR {
                 // Evict the oldest unconfirmed tunnel, else the last one; never the primary.
                 let victim = list
+                    .as_slice()
                     .iter()
                     .skip(1)
                     .rev()
                     .find(|i| self.by_index.get(i).is_some_and(|t| !t.is_confirmed()))
                     .copied()
-                    .or_else(|| list.last().copied());
+                    .or_else(|| list.as_slice().last().copied());
                 if let Some(v) = victim {
                     list.retain(|i| *i != v);
                     evict.push(v);
@@ -501,11 +581,11 @@ impl HostMap {
 
     /// Remove a tunnel from every index.
     pub fn remove(&mut self, local_index: u32) -> Option<Tunnel> {
-        let t = self.by_index.remove(&local_index)?;
+        let t = *self.by_index.remove(&local_index)?;
         if self.by_remote_index.get(&t.remote_index) == Some(&local_index) {
             self.by_remote_index.remove(&t.remote_index);
         }
-        if let Some(d) = t.stage1 {
+        if let Some(d) = t.stage1_digest() {
             let key = self.stage1_hasher.hash_one(d);
             if self.by_stage1.get(&key) == Some(&local_index) {
                 self.by_stage1.remove(&key);
@@ -939,6 +1019,70 @@ mod index_tests {
         assert!(m.confirm(1, t0));
         assert_eq!(m.primary(&vpn), Some(1));
         assert_eq!(m.data().by_vpn.get(&vpn).map(|d| d.local_index), Some(1));
+    }
+
+    #[test]
+    fn a_tunnel_list_keeps_order_inline_and_never_overflows() {
+        let mut l = TunnelList::default();
+        assert!(l.is_empty() && l.first().is_none());
+        l.insert(0, 1);
+        l.insert(1, 2);
+        l.insert(0, 3);
+        l.insert(9, 4);
+        assert_eq!(l.as_slice(), &[3, 1, 2, 4]);
+        l.retain(|i| *i != 1);
+        assert_eq!(l.as_slice(), &[3, 2, 4]);
+        for i in 10..20 {
+            l.insert(1, i);
+        }
+        assert_eq!(
+            l.len(),
+            MAX_TUNNELS_PER_VPN_ADDR + 1,
+            "full: the last one makes room"
+        );
+        assert_eq!(l.first(), Some(3));
+        assert_eq!(std::mem::size_of::<TunnelList>(), 28);
+    }
+
+    #[test]
+    fn what_a_lighthouse_holds_per_tunnel_stays_small() {
+        // A lighthouse holds one of each per host; these bounds keep 100k tunnels well under
+        // 200 MiB (see benches/lighthouse-load.sh). Rare state lives in boxes made on demand.
+        let sizes = [
+            ("Tunnel", std::mem::size_of::<Tunnel>(), 184),
+            ("Peer", std::mem::size_of::<Peer>(), 48),
+            ("Session", std::mem::size_of::<Session>(), 320),
+            ("DataTunnel", std::mem::size_of::<DataTunnel>(), 64),
+        ];
+        for (name, size, bound) in sizes {
+            assert!(size <= bound, "{name} is {size} bytes (bound {bound})");
+        }
+        let now = Instant::now();
+        let ca = TestCa::new("ca", Curve::Curve25519, Version::V1);
+        let mut t = tunnel(
+            &ca,
+            1,
+            2,
+            Some("192.0.2.1:4242".parse().expect("addr")),
+            false,
+            now,
+        );
+        assert!(t.answer.is_some() && t.roaming.is_none());
+        let mut m = HostMap::default();
+        m.insert(
+            std::mem::replace(&mut t, tunnel(&ca, 2, 3, None, true, now)),
+            true,
+        );
+        m.confirm(1, now);
+        let confirmed = m.get(1).expect("tunnel");
+        assert!(
+            confirmed.answer.is_none(),
+            "confirming drops the stage-1 answer"
+        );
+        assert!(
+            confirmed.roaming.is_none(),
+            "no roaming state before a move"
+        );
     }
 
     #[test]

@@ -30,45 +30,113 @@ pub fn distinct_capped<T: PartialEq + Copy>(
     out
 }
 
-/// The addresses we know for one vpn address.
+/// The addresses we know for one vpn address. Most hosts a lighthouse knows have only a learned
+/// address, so everything else sits in a box made on first use (a lighthouse keeps one list per
+/// host: 32 bytes inline instead of about 200).
 #[derive(Clone, Debug, Default)]
 pub struct RemoteList {
-    /// From `static_host_map`; never forgotten.
-    pub static_addrs: Vec<SocketAddr>,
-    /// From lighthouse answers, by the lighthouse that reported them.
-    pub from_lighthouse: HashMap<IpAddr, Vec<SocketAddr>>,
     /// Where a handshake or an authenticated packet from this host came from.
     pub learned: Vec<SocketAddr>,
+    sources: Option<Box<Sources>>,
+}
+
+/// The rarer sources of a [`RemoteList`].
+#[derive(Clone, Debug, Default)]
+struct Sources {
+    /// From `static_host_map`; never forgotten.
+    static_addrs: Vec<SocketAddr>,
+    /// From lighthouse answers, by the lighthouse that reported them.
+    from_lighthouse: HashMap<IpAddr, Vec<SocketAddr>>,
     /// Addresses that answered a handshake with the wrong certificate.
-    pub blocked: Vec<SocketAddr>,
+    blocked: Vec<SocketAddr>,
     /// Guessed from `lighthouse.calculated_remotes` while the lighthouse has not answered.
-    pub calculated: Vec<SocketAddr>,
+    calculated: Vec<SocketAddr>,
     /// Relays that can reach this host, by the lighthouse that reported them.
-    pub relays_from_lighthouse: HashMap<IpAddr, Vec<IpAddr>>,
+    relays_from_lighthouse: HashMap<IpAddr, Vec<IpAddr>>,
 }
 
 impl RemoteList {
+    /// A list holding `static_host_map` entries.
+    pub fn with_static(addrs: Vec<SocketAddr>) -> RemoteList {
+        let mut r = RemoteList::default();
+        r.set_static(addrs);
+        r
+    }
+
+    fn sources_mut(&mut self) -> &mut Sources {
+        self.sources.get_or_insert_with(Box::default)
+    }
+
+    /// From `static_host_map`; never forgotten.
+    pub fn static_addrs(&self) -> &[SocketAddr] {
+        self.sources.as_ref().map_or(&[], |s| &s.static_addrs)
+    }
+
+    /// Replace the `static_host_map` entries.
+    pub fn set_static(&mut self, addrs: Vec<SocketAddr>) {
+        if addrs.is_empty() && self.sources.is_none() {
+            return;
+        }
+        self.sources_mut().static_addrs = addrs;
+    }
+
+    /// Replace the addresses guessed from `lighthouse.calculated_remotes`.
+    pub fn set_calculated(&mut self, addrs: Vec<SocketAddr>) {
+        if addrs.is_empty() && self.sources.is_none() {
+            return;
+        }
+        self.sources_mut().calculated = addrs;
+    }
+
+    /// What `lighthouse` told us about this host.
+    pub fn from_lighthouse(&self, lighthouse: &IpAddr) -> &[SocketAddr] {
+        self.sources
+            .as_ref()
+            .and_then(|s| s.from_lighthouse.get(lighthouse))
+            .map_or(&[], |v| v)
+    }
+
+    /// The lighthouses whose answer about this host named an address, in address order.
+    pub fn answered_by(&self) -> Vec<IpAddr> {
+        let mut out: Vec<IpAddr> = self.sources.as_ref().map_or(Vec::new(), |s| {
+            s.from_lighthouse
+                .iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, _)| *k)
+                .collect()
+        });
+        out.sort();
+        out
+    }
+
+    /// Addresses that answered a handshake with the wrong certificate (oldest first).
+    pub fn blocked(&self) -> &[SocketAddr] {
+        self.sources.as_ref().map_or(&[], |s| &s.blocked)
+    }
+
     /// Every distinct address, preferred ranges first, then in insertion order (static, learned,
     /// lighthouse), blocked ones left out.
     pub fn addrs(&self, preferred: &[IpNet]) -> Vec<SocketAddr> {
         let mut all: Vec<SocketAddr> = Vec::new();
+        let empty = Sources::default();
+        let src = self.sources.as_deref().unwrap_or(&empty);
         let lh = {
-            let mut v: Vec<&IpAddr> = self.from_lighthouse.keys().collect();
+            let mut v: Vec<&IpAddr> = src.from_lighthouse.keys().collect();
             v.sort();
             v.into_iter()
-                .filter_map(|k| self.from_lighthouse.get(k))
+                .filter_map(|k| src.from_lighthouse.get(k))
                 .flatten()
                 .copied()
                 .collect::<Vec<_>>()
         };
-        for a in self
+        for a in src
             .static_addrs
             .iter()
             .chain(self.learned.iter())
             .chain(lh.iter())
-            .chain(self.calculated.iter())
+            .chain(src.calculated.iter())
         {
-            if !all.contains(a) && !self.blocked.contains(a) {
+            if !all.contains(a) && !src.blocked.contains(a) {
                 all.push(*a);
             }
         }
@@ -81,20 +149,25 @@ impl RemoteList {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.static_addrs.is_empty()
-            && self.learned.is_empty()
-            && self.from_lighthouse.values().all(|v| v.is_empty())
-            && self.calculated.is_empty()
+        self.learned.is_empty()
+            && self.sources.as_ref().is_none_or(|s| {
+                s.static_addrs.is_empty()
+                    && s.from_lighthouse.values().all(|v| v.is_empty())
+                    && s.calculated.is_empty()
+            })
     }
 
     /// Every relay any lighthouse reported for this host, without duplicates (lighthouses in
     /// address order).
     pub fn relays(&self) -> Vec<IpAddr> {
-        let mut keys: Vec<&IpAddr> = self.relays_from_lighthouse.keys().collect();
+        let Some(src) = &self.sources else {
+            return Vec::new();
+        };
+        let mut keys: Vec<&IpAddr> = src.relays_from_lighthouse.keys().collect();
         keys.sort();
         let mut out: Vec<IpAddr> = Vec::new();
         for k in keys {
-            for r in self.relays_from_lighthouse.get(k).into_iter().flatten() {
+            for r in src.relays_from_lighthouse.get(k).into_iter().flatten() {
                 if !out.contains(r) {
                     out.push(*r);
                 }
@@ -105,17 +178,19 @@ impl RemoteList {
 
     /// Replace the relays `lighthouse` reported: the first [`MAX_RELAYS`] distinct ones.
     pub fn set_relays_from_lighthouse(&mut self, lighthouse: IpAddr, relays: Vec<IpAddr>) {
-        self.relays_from_lighthouse
+        self.sources_mut()
+            .relays_from_lighthouse
             .insert(lighthouse, distinct_capped(relays, MAX_RELAYS));
     }
 
     /// Never try `addr` again for this host (it answered with another host's certificate).
     pub fn block(&mut self, addr: SocketAddr) {
-        if !self.blocked.contains(&addr) {
-            if self.blocked.len() == MAX_BLOCKED {
-                self.blocked.remove(0);
+        let blocked = &mut self.sources_mut().blocked;
+        if !blocked.contains(&addr) {
+            if blocked.len() == MAX_BLOCKED {
+                blocked.remove(0);
             }
-            self.blocked.push(addr);
+            blocked.push(addr);
         }
     }
 
@@ -126,6 +201,8 @@ impl RemoteList {
         if self.learned.contains(&addr) {
             return;
         }
+        // Grow one slot at a time: nearly every host has exactly one learned address.
+        self.learned.reserve_exact(1);
         self.learned.insert(0, addr);
         let same_family = |a: &SocketAddr| a.is_ipv4() == addr.is_ipv4();
         if self.learned.iter().filter(|a| same_family(a)).count() > MAX_REMOTES_PER_FAMILY {
@@ -146,16 +223,15 @@ impl RemoteList {
             }
         }
         v4.extend(v6);
-        self.from_lighthouse.insert(lighthouse, v4);
+        self.sources_mut().from_lighthouse.insert(lighthouse, v4);
     }
 
     /// Forget everything but the static entries (a tunnel died).
     pub fn forget_dynamic(&mut self) {
-        self.from_lighthouse.clear();
-        self.learned.clear();
-        self.blocked.clear();
-        self.calculated.clear();
-        self.relays_from_lighthouse.clear();
+        self.learned = Vec::new();
+        if let Some(s) = self.sources.take() {
+            self.set_static(s.static_addrs);
+        }
     }
 }
 
@@ -271,10 +347,7 @@ mod tests {
 
     #[test]
     fn preferred_first_dedup_and_blocked_skipped() {
-        let mut r = RemoteList {
-            static_addrs: vec![sa("203.0.113.1:4242")],
-            ..Default::default()
-        };
+        let mut r = RemoteList::with_static(vec![sa("203.0.113.1:4242")]);
         r.set_from_lighthouse(
             "10.0.0.1".parse().expect("ip"),
             vec![
@@ -283,7 +356,7 @@ mod tests {
                 sa("198.51.100.7:1"),
             ],
         );
-        r.blocked.push(sa("198.51.100.7:1"));
+        r.block(sa("198.51.100.7:1"));
         let pref: Vec<IpNet> = vec!["192.168.0.0/16".parse().expect("net")];
         assert_eq!(
             r.addrs(&pref),
@@ -349,6 +422,25 @@ mod tests {
     }
 
     #[test]
+    fn a_host_known_only_by_its_learned_address_stays_small() {
+        let mut r = RemoteList::default();
+        r.learn(sa("198.51.100.1:4242"));
+        r.set_calculated(Vec::new());
+        r.set_static(Vec::new());
+        assert!(
+            r.sources.is_none(),
+            "no box for sources the host does not have"
+        );
+        assert_eq!(r.learned.capacity(), 1, "one slot for one address");
+        assert!(std::mem::size_of::<RemoteList>() <= 32);
+        r.set_static(vec![sa("203.0.113.1:4242")]);
+        r.block(sa("192.0.2.1:1"));
+        r.forget_dynamic();
+        assert_eq!(r.static_addrs(), &[sa("203.0.113.1:4242")]);
+        assert!(r.blocked().is_empty() && r.learned.is_empty());
+    }
+
+    #[test]
     fn relays_merge_across_lighthouses() {
         let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
         let mut r = RemoteList::default();
@@ -387,9 +479,9 @@ mod tests {
             r.block(a);
             r.block(a);
         }
-        assert_eq!(r.blocked.len(), MAX_BLOCKED);
+        assert_eq!(r.blocked().len(), MAX_BLOCKED);
         assert_eq!(
-            r.blocked.last(),
+            r.blocked().last(),
             Some(&SocketAddr::from(([192, 0, 2, 1], 4099)))
         );
     }

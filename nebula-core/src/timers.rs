@@ -3,7 +3,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// What a deadline is for.
@@ -15,8 +15,9 @@ pub enum Timer {
     ConnectionCheck { local_index: u32 },
     /// Periodic HostUpdateNotification to the lighthouses.
     LighthouseUpdate,
-    /// Send a hole-punch byte to this address (answer to a punch notification).
-    Punch { to: SocketAddr },
+    /// Send a hole-punch byte to this address (answer to a punch notification). Address and
+    /// port rather than a `SocketAddr` (32 bytes): every queued timer is as large as the largest.
+    Punch { ip: IpAddr, port: u16 },
     /// `punchy.respond`: send a test request to this vpn address.
     PunchRespond { vpn: IpAddr },
     /// A relayed tunnel: probe the peer's direct addresses (after the punches had time to open
@@ -87,6 +88,13 @@ impl Timers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queued_timer_stays_small() {
+        // One connection check per tunnel sits in the heap: 48 bytes each with its deadline.
+        assert!(std::mem::size_of::<Timer>() <= 24);
+        assert!(std::mem::size_of::<Reverse<(Instant, u64, Timer)>>() <= 48);
+    }
 
     #[test]
     fn a_huge_delay_saturates_instead_of_panicking() {

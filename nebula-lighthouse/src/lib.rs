@@ -29,9 +29,9 @@ pub struct HostEntry {
     /// Where the lighthouse sees the host (the tunnel's current remote).
     pub learned: Option<SocketAddr>,
     /// What the host reported in its last HostUpdateNotification.
-    pub reported: Vec<SocketAddr>,
+    pub reported: Box<[SocketAddr]>,
     /// Relays the host can be reached through.
-    pub relays: Vec<IpAddr>,
+    pub relays: Box<[IpAddr]>,
     /// The encoding the host used last (we answer it in kind).
     pub encoding: Option<AddrEncoding>,
 }
@@ -246,9 +246,9 @@ impl LighthouseServer for AddressBook {
                     return;
                 };
                 entry.learned = learned;
-                entry.reported = reported;
+                entry.reported = reported.into_boxed_slice();
                 // A host may advertise at most MAX_RELAYS distinct relays (as Go caps them).
-                entry.relays = distinct_capped(details.relays(), MAX_RELAYS);
+                entry.relays = distinct_capped(details.relays(), MAX_RELAYS).into_boxed_slice();
                 entry.encoding = Some(encoding);
                 let ack = NebulaMetaDetails::for_vpn_addr(
                     sender,
@@ -397,9 +397,15 @@ mod tests {
             &mut r,
         );
         assert_eq!(
-            lh.get(&ip("10.1.0.2")).expect("entry").reported,
-            vec![sa("192.168.1.2:4242")]
+            &*lh.get(&ip("10.1.0.2")).expect("entry").reported,
+            &[sa("192.168.1.2:4242")]
         );
+    }
+
+    #[test]
+    fn an_entry_is_small() {
+        // One per registered host; 100k hosts at about 100 bytes a slot.
+        assert!(std::mem::size_of::<HostEntry>() <= 72);
     }
 
     #[test]
@@ -445,7 +451,7 @@ mod tests {
         let want: Vec<IpAddr> = (0..MAX_RELAYS as u32)
             .map(|n| IpAddr::V4(std::net::Ipv4Addr::from(0x0a02_0000 + n)))
             .collect();
-        assert_eq!(stored, &want);
+        assert_eq!(&stored[..], &want[..]);
         // And that is all a querier is handed.
         let mut replies = Vec::new();
         lh.handle(

@@ -290,7 +290,7 @@ mod tests {
                 "\n  '10.42.0.2': ['192.0.2.3:4343']".into(),
                 Box::new(move |_, e| {
                     e.config().static_host_map.get(&b) == Some(&vec![addr("192.0.2.3:4343")])
-                        && e.remotes_for(&b).map(|r| r.static_addrs.clone())
+                        && e.remotes_for(&b).map(|r| r.static_addrs().to_vec())
                             == Some(vec![addr("192.0.2.3:4343")])
                 }),
             ),

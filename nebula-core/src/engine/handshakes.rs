@@ -76,7 +76,7 @@ impl Engine {
         let has_static = self
             .remotes
             .get(&vpn)
-            .is_some_and(|r| !r.static_addrs.is_empty());
+            .is_some_and(|r| !r.static_addrs().is_empty());
         let calculated = if has_static {
             Vec::new()
         } else {
@@ -84,7 +84,10 @@ impl Engine {
         };
         let has_calculated = !calculated.is_empty();
         if has_calculated {
-            self.remotes.entry(vpn).or_default().calculated = calculated;
+            self.remotes
+                .entry(vpn)
+                .or_default()
+                .set_calculated(calculated);
         }
         if has_static || has_calculated {
             self.handshake_attempt(now, local_index, false, out);

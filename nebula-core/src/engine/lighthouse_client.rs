@@ -143,8 +143,11 @@ impl Engine {
                     if !self.should_add(vpn, a) {
                         continue;
                     }
-                    self.timers
-                        .add_after(now, self.cfg.punchy.delay, Timer::Punch { to: a });
+                    let punch = Timer::Punch {
+                        ip: a.ip(),
+                        port: a.port(),
+                    };
+                    self.timers.add_after(now, self.cfg.punchy.delay, punch);
                 }
                 if self.cfg.punchy.respond {
                     self.timers.add_after(

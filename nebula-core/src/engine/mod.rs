@@ -258,7 +258,7 @@ impl Engine {
     ) -> Engine {
         let mut remotes: HashMap<IpAddr, RemoteList> = HashMap::new();
         for (vpn, addrs) in &cfg.static_host_map {
-            remotes.entry(*vpn).or_default().static_addrs = addrs.clone();
+            remotes.entry(*vpn).or_default().set_static(addrs.clone());
         }
         let pending =
             PendingTable::with_queue_budget(cfg.max_pending_handshakes, cfg.max_queued_bytes);
@@ -379,10 +379,13 @@ impl Engine {
         self.pki_generation += 1;
         self.publisher.routing_changed();
         for r in self.remotes.values_mut() {
-            r.static_addrs.clear();
+            r.set_static(Vec::new());
         }
         for (vpn, addrs) in &config.static_host_map {
-            self.remotes.entry(*vpn).or_default().static_addrs = addrs.clone();
+            self.remotes
+                .entry(*vpn)
+                .or_default()
+                .set_static(addrs.clone());
         }
         let lighthouses_changed = config.lighthouses != self.cfg.lighthouses;
         let c = &mut self.cfg;

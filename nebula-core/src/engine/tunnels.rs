@@ -147,8 +147,8 @@ impl Engine {
                         );
                     }
                 }
-                Timer::Punch { to } => out.transmits.push(Transmit {
-                    to,
+                Timer::Punch { ip, port } => out.transmits.push(Transmit {
+                    to: SocketAddr::new(ip, port),
                     payload: vec![0],
                 }),
                 Timer::PunchRespond { vpn } => self.send_test_request(now, vpn, &[], out),
