@@ -149,7 +149,7 @@ fn symmetric_nats_fall_back_to_the_lighthouse_relay() {
         .tunnel_to(&ip(B_VPN))
         .expect("tunnel");
     assert_eq!(t.remote(), None, "no direct path through symmetric NATs");
-    assert_eq!(t.relays, vec![ip(LH_VPN)]);
+    assert_eq!(&t.relays[..], &[ip(LH_VPN)]);
     // The relay holds two forwarding halves, both established; each end one terminal index.
     let lh_relays: Vec<_> = w.sim.nodes[w.lh].engine.relays().iter().cloned().collect();
     assert_eq!(lh_relays.len(), 2);
@@ -253,7 +253,7 @@ fn blocked_udp_between_the_nats_uses_a_separate_relay_node() {
     assert!(sim.has_tunnel(a, B_VPN), "tunnel up");
     let t = sim.nodes[a].engine.tunnel_to(&ip(B_VPN)).expect("t");
     assert_eq!(t.remote(), None);
-    assert_eq!(t.relays, vec![ip(RELAY_VPN)]);
+    assert_eq!(&t.relays[..], &[ip(RELAY_VPN)]);
     let since = sim.wire_log.len();
     for _ in 0..20 {
         sim.inside(a, &packet(A_VPN, B_VPN, b"via-relay"));
