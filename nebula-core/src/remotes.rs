@@ -30,6 +30,21 @@ pub fn distinct_capped<T: PartialEq + Copy>(
     out
 }
 
+/// `addrs` without duplicates, at most [`MAX_REMOTES_PER_FAMILY`] per family: IPv4 first, then
+/// IPv6, each in the order given.
+pub fn capped_per_family(addrs: impl IntoIterator<Item = SocketAddr>) -> Vec<SocketAddr> {
+    let mut v4: Vec<SocketAddr> = Vec::new();
+    let mut v6: Vec<SocketAddr> = Vec::new();
+    for a in addrs {
+        let list = if a.is_ipv4() { &mut v4 } else { &mut v6 };
+        if list.len() < MAX_REMOTES_PER_FAMILY && !list.contains(&a) {
+            list.push(a);
+        }
+    }
+    v4.extend(v6);
+    v4
+}
+
 /// The addresses we know for one vpn address. Most hosts a lighthouse knows have only a learned
 /// address, so everything else sits in a box made on first use (a lighthouse keeps one list per
 /// host: 32 bytes inline instead of about 200).
@@ -214,16 +229,9 @@ impl RemoteList {
 
     /// Replace what `lighthouse` told us.
     pub fn set_from_lighthouse(&mut self, lighthouse: IpAddr, addrs: Vec<SocketAddr>) {
-        let mut v4: Vec<SocketAddr> = Vec::new();
-        let mut v6: Vec<SocketAddr> = Vec::new();
-        for a in addrs {
-            let list = if a.is_ipv4() { &mut v4 } else { &mut v6 };
-            if list.len() < MAX_REMOTES_PER_FAMILY && !list.contains(&a) {
-                list.push(a);
-            }
-        }
-        v4.extend(v6);
-        self.sources_mut().from_lighthouse.insert(lighthouse, v4);
+        self.sources_mut()
+            .from_lighthouse
+            .insert(lighthouse, capped_per_family(addrs));
     }
 
     /// Forget everything but the static entries (a tunnel died).

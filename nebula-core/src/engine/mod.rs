@@ -244,7 +244,14 @@ pub struct Engine {
     relays: RelayTable,
     /// Bumped by every `reload_pki`; tunnels remember the generation they were made with.
     pki_generation: u64,
+    /// Punches queued from lighthouse notifications (at most [`MAX_QUEUED_PUNCHES`]).
+    queued_punches: usize,
 }
+
+/// Most hole punches waiting for their `punchy.delay` at once. A notification names at most
+/// [`crate::remotes::MAX_REMOTES_PER_FAMILY`] addresses per family; this bounds what a flood of
+/// notifications can queue (Go punches the same way, and its punch list is capped as well).
+pub const MAX_QUEUED_PUNCHES: usize = 4096;
 
 impl Engine {
     /// handshake times; `rng` supplies indexes and ephemeral keys.
@@ -275,6 +282,7 @@ impl Engine {
             hostmap: HostMap::default(),
             pending,
             remotes,
+            queued_punches: 0,
             timers,
             filter: Arc::from(filter),
             publisher: Publisher::default(),
@@ -338,6 +346,16 @@ impl Engine {
 
     pub fn remotes_for(&self, vpn: &IpAddr) -> Option<&RemoteList> {
         self.remotes.get(vpn)
+    }
+
+    /// How many vpn addresses we keep underlay addresses for.
+    pub fn remote_lists(&self) -> usize {
+        self.remotes.len()
+    }
+
+    /// Hole punches waiting for their delay.
+    pub fn queued_punches(&self) -> usize {
+        self.queued_punches
     }
 
     /// Our vpn address.

@@ -121,6 +121,14 @@ impl Engine {
                 if let Some(r) = self.remotes.get_mut(&t.vpn_addr) {
                     if !self.cfg.lighthouses.contains(&t.vpn_addr) {
                         r.forget_dynamic();
+                        // Nothing left (no static entry) and nothing under way: drop the entry,
+                        // so the map holds only hosts we know something about.
+                        if r.is_empty()
+                            && r.blocked().is_empty()
+                            && self.pending.index_for(&t.vpn_addr).is_none()
+                        {
+                            self.remotes.remove(&t.vpn_addr);
+                        }
                     }
                 }
             }
@@ -147,10 +155,13 @@ impl Engine {
                         );
                     }
                 }
-                Timer::Punch { ip, port } => out.transmits.push(Transmit {
-                    to: SocketAddr::new(ip, port),
-                    payload: vec![0],
-                }),
+                Timer::Punch { ip, port } => {
+                    self.queued_punches = self.queued_punches.saturating_sub(1);
+                    out.transmits.push(Transmit {
+                        to: SocketAddr::new(ip, port),
+                        payload: vec![0],
+                    });
+                }
                 Timer::PunchRespond { vpn } => self.send_test_request(now, vpn, &[], out),
                 Timer::RelayCheck { local_index } => self.relay_check(now, local_index),
                 Timer::TryDirect { local_index } => {
