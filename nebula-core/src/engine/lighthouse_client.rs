@@ -162,7 +162,8 @@ impl Engine {
                     };
                     self.timers.add_after(now, self.cfg.punchy.delay, punch);
                 }
-                if self.cfg.punchy.respond {
+                if self.cfg.punchy.respond && self.queued_punches < super::MAX_QUEUED_PUNCHES {
+                    self.queued_punches += 1;
                     self.timers.add_after(
                         now,
                         self.cfg.punchy.respond_delay,
@@ -214,6 +215,11 @@ mod tests {
             C_ADDR,
             EngineConfig {
                 lighthouses: vec![ip(L_VPN)],
+                punchy: crate::engine::PunchyConfig {
+                    punch: true,
+                    respond: true,
+                    ..Default::default()
+                },
                 ..static_config(&[(L_VPN, L_ADDR)])
             },
             ca.pki("c", &format!("{C_VPN}/16")),
@@ -288,7 +294,8 @@ mod tests {
             from_lighthouse(&mut sim, l, &msg);
         }
         assert!(sim.nodes[c].engine.queued_punches() <= MAX_QUEUED_PUNCHES);
-        sim.run_for(Duration::from_secs(3));
+        // Past `punchy.delay` and `punchy.respond_delay`: every queued timer has fired.
+        sim.run_for(Duration::from_secs(6));
         let c_addr: SocketAddr = C_ADDR.parse().expect("addr");
         let punches = sim.wire_log[wire..]
             .iter()

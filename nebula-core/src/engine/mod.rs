@@ -244,7 +244,8 @@ pub struct Engine {
     relays: RelayTable,
     /// Bumped by every `reload_pki`; tunnels remember the generation they were made with.
     pki_generation: u64,
-    /// Punches queued from lighthouse notifications (at most [`MAX_QUEUED_PUNCHES`]).
+    /// Punches (and `punchy.respond` test requests) queued from lighthouse notifications (at
+    /// most [`MAX_QUEUED_PUNCHES`]).
     queued_punches: usize,
 }
 

@@ -162,7 +162,10 @@ impl Engine {
                         payload: vec![0],
                     });
                 }
-                Timer::PunchRespond { vpn } => self.send_test_request(now, vpn, &[], out),
+                Timer::PunchRespond { vpn } => {
+                    self.queued_punches = self.queued_punches.saturating_sub(1);
+                    self.send_test_request(now, vpn, &[], out);
+                }
                 Timer::RelayCheck { local_index } => self.relay_check(now, local_index),
                 Timer::TryDirect { local_index } => {
                     if self
