@@ -491,6 +491,25 @@ impl Engine {
         );
     }
 
+    /// Seal `payload` as a `(mt, st)` message on the primary tunnel to `vpn` and queue it, exactly
+    /// as the engine's own control messages go out. For tools and tests that speak the protocol
+    /// on purpose (the hostile-member namespace test); returns false if there is no tunnel.
+    pub fn send_message(
+        &mut self,
+        vpn: IpAddr,
+        mt: MessageType,
+        st: u8,
+        payload: &[u8],
+        out: &mut Outputs,
+    ) -> bool {
+        let Some(idx) = self.hostmap.primary(&vpn) else {
+            return false;
+        };
+        let before = out.transmits.len();
+        self.send_on_tunnel(idx, mt, st, payload, out);
+        out.transmits.len() > before
+    }
+
     /// Close every tunnel, telling each peer (clean shutdown).
     pub fn close_all(&mut self, out: &mut Outputs) {
         let idxs: Vec<u32> = self.hostmap.indexes().collect();
