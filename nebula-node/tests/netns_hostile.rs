@@ -42,6 +42,18 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system) of `pid` in clock ticks, all threads.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which ends with the last ')'): utime is the 12th, stime 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+}
+
 /// The daemon's own pid: `ip netns exec` and `bash -c exec` replace themselves with it.
 fn daemon_pid(lab: &Lab, idx: usize) -> u32 {
     lab.pid(idx)
@@ -159,6 +171,7 @@ fn a_hostile_member_cannot_starve_a_relay_or_its_lighthouse() {
         })
     };
 
+    let (victim_cpu0, lh_cpu0) = (cpu_ticks(victim_pid), cpu_ticks(lh_pid));
     x.attack();
     let attack_start = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
@@ -177,6 +190,7 @@ fn a_hostile_member_cannot_starve_a_relay_or_its_lighthouse() {
     let fresh_start = Instant::now();
     let _fresh = start(&mut lab, "fresh", &ns_fresh, false, "", 0);
     let mut first_reply = None;
+    let mut attempts = 0;
     while fresh_start.elapsed() < Duration::from_secs(15) {
         // Keeps sending every 50 ms until one reply or 3 s pass (fails at once while the TUN
         // device is not up yet).
@@ -184,6 +198,7 @@ fn a_hostile_member_cannot_starve_a_relay_or_its_lighthouse() {
             &ns_fresh,
             &format!("ping -n -q -c 1 -i 0.05 -w 3 {VICTIM_VPN}"),
         );
+        attempts += 1;
         if o.status.success() {
             first_reply = Some(fresh_start.elapsed());
             break;
@@ -203,6 +218,10 @@ fn a_hostile_member_cannot_starve_a_relay_or_its_lighthouse() {
     let loss2 = 100.0 * f64::from(sent2 - got2.min(sent2)) / f64::from(sent2.max(1));
     let attack_secs = attack_start.elapsed().as_secs_f64();
 
+    let (victim_cpu, lh_cpu) = (
+        cpu_ticks(victim_pid).saturating_sub(victim_cpu0),
+        cpu_ticks(lh_pid).saturating_sub(lh_cpu0),
+    );
     let stopped = x.stop();
     sampling.store(false, Ordering::SeqCst);
     let _ = sampler.join();
@@ -238,11 +257,33 @@ fn a_hostile_member_cannot_starve_a_relay_or_its_lighthouse() {
     );
     println!(
         "ping loss {loss:.1}% ({got}/{sent}) then {loss2:.1}% ({got2}/{sent2}); \
-         new tunnel first reply {first_reply:?}; \
+         new tunnel first reply {first_reply:?} ({attempts} ping runs); \
          victim RSS {victim_before} KiB + {victim_growth} KiB peak; \
-         lighthouse RSS {lh_before} KiB + {lh_growth} KiB peak"
+         lighthouse RSS {lh_before} KiB + {lh_growth} KiB peak; \
+         CPU over the attack: victim {:.0}%, lighthouse {:.0}% of a core",
+        victim_cpu as f64 / attack_secs,
+        lh_cpu as f64 / attack_secs,
     );
 
+    // What the victim made of it: every relay request reached its relay code and was refused
+    // or served; roams were accepted at the engine's pace.
+    let victim_log = lab.log("victim.log");
+    let refused = |why: &str| {
+        victim_log
+            .lines()
+            .filter(|l| l.contains("Refusing CreateRelayRequest") && l.contains(why))
+            .count()
+    };
+    let (not_our_relay, budget, too_many) = (
+        refused("NotOurRelay"),
+        refused("HandshakeBudget"),
+        refused("TooManyForHost") + refused("TableFull"),
+    );
+    let roamed = victim_log.matches("Host roamed").count();
+    println!(
+        "victim refused relay requests: {not_our_relay} target-is-me, {budget} handshake budget, \
+         {too_many} relay-table bounds; {roamed} roams logged"
+    );
     let logs = || {
         let tail = |f: &str| {
             let l = lab.log(f);
@@ -269,6 +310,16 @@ fn a_hostile_member_cannot_starve_a_relay_or_its_lighthouse() {
     assert!(
         s.test_replies.load(Ordering::Relaxed) > 0,
         "the victim never answered the roaming member\n{}",
+        logs()
+    );
+    assert!(
+        not_our_relay > 0 && budget > 0,
+        "the relay flood did not reach the victim's relay code\n{}",
+        logs()
+    );
+    assert!(
+        roamed > 0,
+        "the victim never saw the member roam\n{}",
         logs()
     );
     assert!(

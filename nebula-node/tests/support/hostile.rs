@@ -102,7 +102,7 @@ impl Roamer {
             self.next = self.next.wrapping_add(1);
             let _ = self.sockets[i].send_to(&t.payload, t.to);
             self.sent += 1;
-            if self.sent % 256 == 0 {
+            if self.sent.is_multiple_of(256) {
                 let slot = (self.sent / 256) as usize % self.sockets.len();
                 let ip = self.sources[slot % self.sources.len()];
                 if let Ok(s) = bind(ip) {
@@ -248,11 +248,13 @@ fn setup(
         sent: 0,
         stats: stats.clone(),
     };
-    let mut ecfg = EngineConfig::default();
-    ecfg.static_host_map = HashMap::from([
-        (cfg.lighthouse.0, vec![cfg.lighthouse.1]),
-        (cfg.victim.0, vec![cfg.victim.1]),
-    ]);
+    let ecfg = EngineConfig {
+        static_host_map: HashMap::from([
+            (cfg.lighthouse.0, vec![cfg.lighthouse.1]),
+            (cfg.victim.0, vec![cfg.victim.1]),
+        ]),
+        ..EngineConfig::default()
+    };
     let unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -367,7 +369,7 @@ fn flood(
             let init = rng.next_u32() | 1;
             // Every fourth asks for a relay to the victim itself, every sixteenth to an honest
             // host it has a tunnel to; the rest each name a different host of the network.
-            let to = if requests % 4 == 0 {
+            let to = if requests.is_multiple_of(4) {
                 cfg.victim.0
             } else if requests % 16 == 1 {
                 cfg.honest
