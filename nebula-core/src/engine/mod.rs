@@ -240,6 +240,8 @@ pub struct Engine {
     started: bool,
     /// Lighthouse messages waiting for a tunnel to their lighthouse (the client's own queue).
     deferred: lighthouse::Deferred,
+    /// As a lighthouse: how many fully decoded messages each tunnel may send us.
+    update_budget: lighthouse::UpdateBudget,
     /// Relay indexes, ours and the ones we forward.
     relays: RelayTable,
     /// Bumped by every `reload_pki`; tunnels remember the generation they were made with.
@@ -282,6 +284,7 @@ impl Engine {
             wall: (now, unix_nanos),
             started: false,
             deferred: lighthouse::Deferred::default(),
+            update_budget: lighthouse::UpdateBudget::default(),
             relays: RelayTable::default(),
             pki_generation: 0,
         }
@@ -489,6 +492,12 @@ impl Engine {
             payload,
             out,
         );
+    }
+
+    /// As a lighthouse: messages refused because their tunnel sent more than its budget of
+    /// host updates ([`lighthouse::UpdateBudget`]).
+    pub fn lighthouse_budget_drops(&self) -> u64 {
+        self.update_budget.dropped()
     }
 
     /// Seal `payload` as a `(mt, st)` message on the primary tunnel to `vpn` and queue it, exactly
