@@ -26,6 +26,83 @@ pub trait LighthouseServer: Send {
     fn host_gone(&mut self, _vpn: IpAddr) {}
 }
 
+/// Lighthouse messages other than plain host queries a lighthouse takes from one tunnel at once.
+/// Honest hosts send one host update per `lighthouse.interval` (and a few on start or reload).
+pub const UPDATE_BURST: u32 = 20;
+/// Tokens back per second for [`UPDATE_BURST`] (one every 100 ms).
+pub const UPDATE_REFILL_PER_SEC: u32 = 10;
+
+/// True if `payload` starts with a NebulaMeta type field saying HostQuery, in the canonical
+/// one-byte form every implementation writes (field 1, varint). Lets a lighthouse tell queries
+/// from everything else without decoding the message.
+pub fn is_plain_query(payload: &[u8]) -> bool {
+    payload.first() == Some(&0x08) && payload.get(1) == Some(&(NebulaMetaType::HostQuery as u8))
+}
+
+/// A lighthouse's budget for the messages it decodes in full (host updates, anything not a
+/// plain query) per tunnel: a token bucket of [`UPDATE_BURST`] refilled at
+/// [`UPDATE_REFILL_PER_SEC`]. A member flooding 9 KB host updates (thousands of relays and
+/// addresses) would otherwise keep the lighthouse decoding them while everyone else's
+/// handshakes and queries wait behind them in the socket buffer. At most about two entries per
+/// tunnel: entries of tunnels that are gone are dropped when the table has doubled.
+#[derive(Default, Debug)]
+pub struct UpdateBudget {
+    buckets: std::collections::HashMap<u32, (Instant, u32)>,
+    dropped: u64,
+}
+
+impl UpdateBudget {
+    /// Take a token for tunnel `local_index` at `now`; false (and counted) if it has none.
+    /// `alive` says whether a local index still names a tunnel (for the clean-up).
+    pub fn take(
+        &mut self,
+        now: Instant,
+        local_index: u32,
+        tunnels: usize,
+        alive: impl Fn(u32) -> bool,
+    ) -> bool {
+        if !self.buckets.contains_key(&local_index) && self.buckets.len() >= 2 * tunnels + 64 {
+            self.buckets.retain(|i, _| alive(*i));
+        }
+        let (since, tokens) = self
+            .buckets
+            .entry(local_index)
+            .or_insert((now, UPDATE_BURST));
+        let per_token = std::time::Duration::from_secs(1) / UPDATE_REFILL_PER_SEC;
+        let earned = now.saturating_duration_since(*since).as_nanos() / per_token.as_nanos();
+        if earned > 0 {
+            *tokens = (*tokens)
+                .saturating_add(u32::try_from(earned).unwrap_or(u32::MAX))
+                .min(UPDATE_BURST);
+            *since += per_token
+                * u32::try_from(earned.min(u128::from(UPDATE_BURST))).unwrap_or(UPDATE_BURST);
+            if *tokens == UPDATE_BURST {
+                *since = now;
+            }
+        }
+        if *tokens == 0 {
+            self.dropped += 1;
+            return false;
+        }
+        *tokens -= 1;
+        true
+    }
+
+    /// Messages refused so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Tunnels with a bucket.
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+}
+
 /// Most lighthouse messages kept while their lighthouse has no tunnel yet.
 pub const MAX_DEFERRED: usize = 256;
 
@@ -126,6 +203,61 @@ pub fn parse_addresses(msg: &NebulaMeta) -> Option<(IpAddr, Vec<SocketAddr>)> {
 mod tests {
     use super::*;
     use prost::Message as _;
+
+    #[test]
+    fn queries_are_told_from_updates_without_decoding() {
+        let q = host_query("10.42.1.6".parse().expect("ip"), Version::V1).encode_to_vec();
+        let u =
+            host_update("10.42.1.6".parse().expect("ip"), &[], &[], Version::V2).encode_to_vec();
+        assert!(is_plain_query(&q));
+        assert!(!is_plain_query(&u));
+        assert!(!is_plain_query(&[]));
+        // The same query with its type as a two-byte varint is not "plain": it pays.
+        let mut long = vec![0x08, 0x81, 0x00];
+        long.extend_from_slice(&q[2..]);
+        assert_eq!(
+            NebulaMeta::decode(long.as_slice()).expect("decodes"),
+            NebulaMeta::decode(q.as_slice()).expect("decodes")
+        );
+        assert!(!is_plain_query(&long));
+    }
+
+    #[test]
+    fn update_budget_allows_a_burst_then_ten_a_second_per_tunnel() {
+        let t0 = Instant::now();
+        let mut b = UpdateBudget::default();
+        for _ in 0..UPDATE_BURST {
+            assert!(b.take(t0, 7, 1, |_| true));
+        }
+        assert!(!b.take(t0, 7, 1, |_| true), "the burst is spent");
+        // Another tunnel has its own bucket.
+        assert!(b.take(t0, 8, 2, |_| true));
+        // 250 ms later: two more (one per 100 ms), not three.
+        let t1 = t0 + std::time::Duration::from_millis(250);
+        assert!(b.take(t1, 7, 2, |_| true));
+        assert!(b.take(t1, 7, 2, |_| true));
+        assert!(!b.take(t1, 7, 2, |_| true));
+        // The 50 ms left over count towards the next token.
+        assert!(b.take(t0 + std::time::Duration::from_millis(300), 7, 2, |_| true));
+        // A long pause refills to the burst, no more.
+        let t2 = t0 + std::time::Duration::from_secs(3600);
+        let got = (0..100).filter(|_| b.take(t2, 7, 2, |_| true)).count();
+        assert_eq!(got, UPDATE_BURST as usize);
+        assert_eq!(b.dropped(), 2 + 100 - u64::from(UPDATE_BURST));
+    }
+
+    #[test]
+    fn update_budget_forgets_tunnels_that_are_gone() {
+        let t0 = Instant::now();
+        let mut b = UpdateBudget::default();
+        // 1 live tunnel (index 0): the table may hold 2 * 1 + 64 entries before a clean-up.
+        for i in 0..66 {
+            assert!(b.take(t0, i, 1, |i| i == 0));
+        }
+        assert_eq!(b.len(), 66);
+        assert!(b.take(t0, 1000, 1, |i| i == 0));
+        assert_eq!(b.len(), 2, "only the live tunnel and the new one are left");
+    }
 
     #[test]
     fn v1_query_matches_go_bytes() {

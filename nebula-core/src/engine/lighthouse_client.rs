@@ -78,6 +78,17 @@ impl Engine {
         payload: &[u8],
         out: &mut Outputs,
     ) {
+        // A lighthouse decodes host updates (up to a datagram of addresses and relays) only
+        // within each tunnel's budget; queries are cheap and always answered.
+        if self.cfg.am_lighthouse && !lighthouse::is_plain_query(payload) {
+            let hostmap = &self.hostmap;
+            if !self
+                .update_budget
+                .take(now, idx, hostmap.len(), |i| hostmap.get(i).is_some())
+            {
+                return;
+            }
+        }
         let Ok(msg) = NebulaMeta::decode(payload) else {
             return;
         };

@@ -240,6 +240,8 @@ pub struct Engine {
     started: bool,
     /// Lighthouse messages waiting for a tunnel to their lighthouse (the client's own queue).
     deferred: lighthouse::Deferred,
+    /// As a lighthouse: how many fully decoded messages each tunnel may send us.
+    update_budget: lighthouse::UpdateBudget,
     /// Relay indexes, ours and the ones we forward.
     relays: RelayTable,
     /// Bumped by every `reload_pki`; tunnels remember the generation they were made with.
@@ -291,6 +293,7 @@ impl Engine {
             wall: (now, unix_nanos),
             started: false,
             deferred: lighthouse::Deferred::default(),
+            update_budget: lighthouse::UpdateBudget::default(),
             relays: RelayTable::default(),
             pki_generation: 0,
         }
@@ -508,6 +511,31 @@ impl Engine {
             payload,
             out,
         );
+    }
+
+    /// As a lighthouse: messages refused because their tunnel sent more than its budget of
+    /// host updates ([`lighthouse::UpdateBudget`]).
+    pub fn lighthouse_budget_drops(&self) -> u64 {
+        self.update_budget.dropped()
+    }
+
+    /// Seal `payload` as a `(mt, st)` message on the primary tunnel to `vpn` and queue it, exactly
+    /// as the engine's own control messages go out. For tools and tests that speak the protocol
+    /// on purpose (the hostile-member namespace test); returns false if there is no tunnel.
+    pub fn send_message(
+        &mut self,
+        vpn: IpAddr,
+        mt: MessageType,
+        st: u8,
+        payload: &[u8],
+        out: &mut Outputs,
+    ) -> bool {
+        let Some(idx) = self.hostmap.primary(&vpn) else {
+            return false;
+        };
+        let before = out.transmits.len();
+        self.send_on_tunnel(idx, mt, st, payload, out);
+        out.transmits.len() > before
     }
 
     /// Close every tunnel, telling each peer (clean shutdown).
