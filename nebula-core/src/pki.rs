@@ -49,12 +49,12 @@ impl Pki {
     /// key, and the CA pool. `initiating_version` defaults as Go's: v1 if we hold a v1 cert.
     pub fn new(
         certs: Vec<Certificate>,
-        private_key: Vec<u8>,
+        private_key: impl Into<Zeroizing<Vec<u8>>>,
         ca_pool: CaPool,
         initiating_version: Option<Version>,
     ) -> Result<Pki, EngineError> {
         // Wiped however we leave: an error return drops it too.
-        let private_key = Zeroizing::new(private_key);
+        let private_key: Zeroizing<Vec<u8>> = private_key.into();
         let mut v1 = None;
         let mut v2 = None;
         for c in certs {

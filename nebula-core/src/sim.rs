@@ -83,7 +83,7 @@ impl TestCa {
         let cert = tbs
             .sign(Some(&self.cert), &self.key)
             .expect("test host cert");
-        (cert, private)
+        (cert, private.to_vec())
     }
 
     /// A host certificate valid for the whole simulation.
