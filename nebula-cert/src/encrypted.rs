@@ -17,6 +17,7 @@ use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use prost::Message;
 use proto::cert::{RawNebulaArgon2Parameters, RawNebulaEncryptedData, RawNebulaEncryptionMetadata};
+use zeroize::Zeroizing;
 
 use crate::keys::{self, KeyError};
 use crate::pem::{
@@ -103,7 +104,11 @@ impl Argon2Params {
 
 /// Argon2id(passphrase, salt) → 32-byte AES-256 key. Memory is reserved fallibly so that an
 /// allocation failure is an error, not an abort.
-fn derive_key(passphrase: &[u8], salt: &[u8], params: &Argon2Params) -> Result<[u8; 32], KeyError> {
+fn derive_key(
+    passphrase: &[u8],
+    salt: &[u8],
+    params: &Argon2Params,
+) -> Result<Zeroizing<[u8; 32]>, KeyError> {
     params.validate()?;
     if salt.len() < MIN_SALT_LEN {
         return Err(KeyError::Argon2Params(format!(
@@ -132,9 +137,9 @@ fn derive_key(passphrase: &[u8], salt: &[u8], params: &Argon2Params) -> Result<[
         ))
     })?;
     blocks.resize(block_count, argon2::Block::default());
-    let mut key = [0u8; 32];
+    let mut key = Zeroizing::new([0u8; 32]);
     argon
-        .hash_password_into_with_memory(passphrase, salt, &mut key, &mut blocks)
+        .hash_password_into_with_memory(passphrase, salt, key.as_mut_slice(), &mut blocks)
         .map_err(|e| KeyError::Kdf(e.to_string()))?;
     Ok(key)
 }
@@ -151,7 +156,7 @@ pub fn encrypt_and_marshal_ca_private_key(
     let mut nonce = [0u8; NONCE_LEN];
     keys::random_bytes(&mut nonce)?;
     let aes_key = derive_key(passphrase, &salt, params)?;
-    let cipher = Aes256Gcm::new(&aes_key.into());
+    let cipher = Aes256Gcm::new((&*aes_key).into());
     let plaintext = keys::ca_private_bytes(key);
     let sealed = cipher
         .encrypt(&Nonce::from(nonce), plaintext.as_slice())
@@ -241,10 +246,12 @@ pub fn decrypt_and_unmarshal_ca_private_key<'a>(
         .try_into()
         .map_err(|_| KeyError::MalformedEncrypted("ciphertext is shorter than the nonce"))?;
     let aes_key = derive_key(passphrase, &argon.salt, &params)?;
-    let cipher = Aes256Gcm::new(&aes_key.into());
-    let plaintext = cipher
-        .decrypt(&Nonce::from(nonce), sealed)
-        .map_err(|_| KeyError::WrongPassphrase)?;
+    let cipher = Aes256Gcm::new((&*aes_key).into());
+    let plaintext = Zeroizing::new(
+        cipher
+            .decrypt(&Nonce::from(nonce), sealed)
+            .map_err(|_| KeyError::WrongPassphrase)?,
+    );
     let key = keys::ca_key_from_bytes(curve, &plaintext)?;
     Ok((key, rest))
 }

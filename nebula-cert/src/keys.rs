@@ -10,6 +10,7 @@
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use rand_core::{OsRng, RngCore};
 use thiserror::Error;
+use zeroize::Zeroizing;
 
 use crate::pem::{
     self, PemError, CERT_V1_BANNER, CERT_V2_BANNER, ECDSA_P256_ENCRYPTED_PRIVATE_KEY_BANNER,
@@ -144,18 +145,23 @@ pub(crate) fn random_bytes(buf: &mut [u8]) -> Result<(), KeyError> {
 // Host (key agreement) keys
 
 /// Generates a host key pair, returning `(private, public)`: X25519 32/32 bytes, or P-256 as a 32-byte
-/// scalar and a 65-byte uncompressed point (what Go's `nebula-cert keygen` writes).
-pub fn keygen(curve: Curve) -> (Vec<u8>, Vec<u8>) {
+/// scalar and a 65-byte uncompressed point (what Go's `nebula-cert keygen` writes). The private
+/// key is wiped when dropped.
+pub fn keygen(curve: Curve) -> (Zeroizing<Vec<u8>>, Vec<u8>) {
     match curve {
         Curve::Curve25519 => {
             let secret = x25519_dalek::StaticSecret::random_from_rng(OsRng);
             let public = x25519_dalek::PublicKey::from(&secret);
-            (secret.to_bytes().to_vec(), public.as_bytes().to_vec())
+            (
+                Zeroizing::new(secret.as_bytes().to_vec()),
+                public.as_bytes().to_vec(),
+            )
         }
         Curve::P256 => {
             let secret = p256::SecretKey::random(&mut OsRng);
             let public = secret.public_key().to_encoded_point(false);
-            (secret.to_bytes().to_vec(), public.as_bytes().to_vec())
+            let scalar = Zeroizing::new(secret.to_bytes());
+            (Zeroizing::new(scalar.to_vec()), public.as_bytes().to_vec())
         }
     }
 }
@@ -165,12 +171,13 @@ pub fn keygen(curve: Curve) -> (Vec<u8>, Vec<u8>) {
 pub fn public_from_private(curve: Curve, private: &[u8]) -> Result<Vec<u8>, KeyError> {
     match curve {
         Curve::Curve25519 => {
-            let bytes: [u8; 32] = private.try_into().map_err(|_| KeyError::InvalidLength {
-                what: "X25519 private key",
-                expected: KEY_LEN_32,
-                got: private.len(),
-            })?;
-            let secret = x25519_dalek::StaticSecret::from(bytes);
+            let bytes: Zeroizing<[u8; 32]> =
+                Zeroizing::new(private.try_into().map_err(|_| KeyError::InvalidLength {
+                    what: "X25519 private key",
+                    expected: KEY_LEN_32,
+                    got: private.len(),
+                })?);
+            let secret = x25519_dalek::StaticSecret::from(*bytes);
             Ok(x25519_dalek::PublicKey::from(&secret).as_bytes().to_vec())
         }
         Curve::P256 => {
@@ -186,12 +193,13 @@ pub fn public_from_private(curve: Curve, private: &[u8]) -> Result<Vec<u8>, KeyE
 
 /// Parses a 32-byte P-256 scalar, rejecting zero and values ≥ the group order.
 fn p256_secret(private: &[u8], what: &'static str) -> Result<p256::SecretKey, KeyError> {
-    let bytes: [u8; 32] = private.try_into().map_err(|_| KeyError::InvalidLength {
-        what,
-        expected: KEY_LEN_32,
-        got: private.len(),
-    })?;
-    p256::SecretKey::from_bytes(&bytes.into()).map_err(|_| KeyError::InvalidKey {
+    let bytes: Zeroizing<[u8; 32]> =
+        Zeroizing::new(private.try_into().map_err(|_| KeyError::InvalidLength {
+            what,
+            expected: KEY_LEN_32,
+            got: private.len(),
+        })?);
+    p256::SecretKey::from_bytes(&(*bytes).into()).map_err(|_| KeyError::InvalidKey {
         what,
         reason: "scalar is zero or not below the P-256 group order",
     })
@@ -215,10 +223,14 @@ pub fn marshal_public_key(curve: Curve, public: &[u8]) -> String {
     pem::encode(label, public)
 }
 
+/// Raw private key bytes, wiped when dropped.
+pub type PrivateKeyBytes = Zeroizing<Vec<u8>>;
+
 /// Reads the first PEM block as a host private key: returns the raw key (32 bytes for both curves),
-/// its curve, and the bytes after the block.
-pub fn unmarshal_private_key(input: &[u8]) -> Result<(Vec<u8>, Curve, &[u8]), KeyError> {
+/// its curve, and the bytes after the block. The key is wiped when dropped.
+pub fn unmarshal_private_key(input: &[u8]) -> Result<(PrivateKeyBytes, Curve, &[u8]), KeyError> {
     let (block, rest) = first_block(input)?;
+    let data = Zeroizing::new(block.data);
     let (curve, what) = match block.label.as_str() {
         X25519_PRIVATE_KEY_BANNER => (Curve::Curve25519, "X25519 private key"),
         P256_PRIVATE_KEY_BANNER => (Curve::P256, "P256 private key"),
@@ -229,8 +241,8 @@ pub fn unmarshal_private_key(input: &[u8]) -> Result<(Vec<u8>, Curve, &[u8]), Ke
             })
         }
     };
-    check_len(what, KEY_LEN_32, &block.data)?;
-    Ok((block.data, curve, rest))
+    check_len(what, KEY_LEN_32, &data)?;
+    Ok((data, curve, rest))
 }
 
 /// Reads the first PEM block as a host public key: returns the raw key (X25519 32 bytes, P-256 65
@@ -263,11 +275,8 @@ pub fn generate_ca_key(curve: Curve) -> CaSigningKey {
 }
 
 /// The raw private bytes Go stores for a CA key: Ed25519 64 bytes (seed || public), P-256 32 bytes.
-pub(crate) fn ca_private_bytes(key: &CaSigningKey) -> Vec<u8> {
-    match key {
-        CaSigningKey::Ed25519(k) => k.to_keypair_bytes().to_vec(),
-        CaSigningKey::P256(k) => k.to_bytes().to_vec(),
-    }
+pub(crate) fn ca_private_bytes(key: &CaSigningKey) -> Zeroizing<Vec<u8>> {
+    key.to_raw()
 }
 
 /// The curve of a CA key.
@@ -355,7 +364,8 @@ pub fn unmarshal_ca_private_key(input: &[u8]) -> Result<(CaSigningKey, &[u8]), K
             })
         }
     };
-    let key = ca_key_from_bytes(curve, &block.data)?;
+    let data = Zeroizing::new(block.data);
+    let key = ca_key_from_bytes(curve, &data)?;
     Ok((key, rest))
 }
 
@@ -381,6 +391,21 @@ pub fn unmarshal_ca_public_key(input: &[u8]) -> Result<(Vec<u8>, Curve, &[u8]), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Host private keys come out of `keygen` and PEM in buffers that wipe themselves.
+    #[test]
+    fn private_keys_are_returned_in_wiping_buffers() {
+        for curve in [Curve::Curve25519, Curve::P256] {
+            let (private, _): (Zeroizing<Vec<u8>>, _) = keygen(curve);
+            let pem = marshal_private_key(curve, &private);
+            let (back, _, _): (Zeroizing<Vec<u8>>, _, _) =
+                unmarshal_private_key(pem.as_bytes()).unwrap();
+            assert_eq!(*back, *private);
+        }
+        let ca = generate_ca_key(Curve::Curve25519);
+        let raw: Zeroizing<Vec<u8>> = ca_private_bytes(&ca);
+        assert_eq!(raw.len(), 64);
+    }
 
     // Golden keys made by Go:
     //   /usr/bin/nebula-cert keygen -out-key x.key -out-pub x.pub                       (1.6.1)

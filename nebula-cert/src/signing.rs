@@ -15,6 +15,10 @@ pub enum CaSigningKey {
     P256(p256::ecdsa::SigningKey),
 }
 
+/// Both key types wipe themselves on drop (ed25519-dalek with its `zeroize` feature, and
+/// `p256::ecdsa::SigningKey` always); see the test below.
+impl zeroize::ZeroizeOnDrop for CaSigningKey {}
+
 impl std::fmt::Debug for CaSigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print key material.
@@ -76,10 +80,14 @@ impl CaSigningKey {
     }
 
     /// The raw private key bytes in Go's file layout: Ed25519 64 bytes (seed ‖ public), P256 32 bytes.
-    pub fn to_raw(&self) -> Vec<u8> {
+    /// Wiped when dropped.
+    pub fn to_raw(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        use zeroize::Zeroizing;
         match self {
-            CaSigningKey::Ed25519(k) => k.to_keypair_bytes().to_vec(),
-            CaSigningKey::P256(k) => k.to_bytes().to_vec(),
+            CaSigningKey::Ed25519(k) => {
+                Zeroizing::new(Zeroizing::new(k.to_keypair_bytes()).to_vec())
+            }
+            CaSigningKey::P256(k) => Zeroizing::new(Zeroizing::new(k.to_bytes()).to_vec()),
         }
     }
 
@@ -272,6 +280,20 @@ pub fn p256_is_low_s(sig: &[u8]) -> Option<bool> {
 
 #[cfg(test)]
 mod tests {
+    /// Fails to compile if a CA key type stops wiping itself on drop (ed25519-dalek without its
+    /// `zeroize` feature, for one).
+    #[test]
+    fn ca_signing_keys_wipe_on_drop() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wiped_on_drop::<ed25519_dalek::SigningKey>();
+        wiped_on_drop::<p256::ecdsa::SigningKey>();
+        wiped_on_drop::<super::CaSigningKey>();
+        wiped_on_drop::<zeroize::Zeroizing<Vec<u8>>>();
+        let raw: zeroize::Zeroizing<Vec<u8>> =
+            super::CaSigningKey::generate(crate::Curve::P256).to_raw();
+        assert_eq!(raw.len(), 32);
+    }
+
     use super::*;
 
     #[test]

@@ -4,6 +4,7 @@
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use rand_core::CryptoRngCore;
 use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::aead::{AeadError, KeyUse, Session, SessionCipher, KEY_LEN, TAG_LEN};
 
@@ -136,7 +137,10 @@ impl X25519Secret {
             .to_vec()
     }
 
-    fn diffie_hellman(&self, remote: &x25519_dalek::PublicKey) -> Result<[u8; 32], NoiseError> {
+    fn diffie_hellman(
+        &self,
+        remote: &x25519_dalek::PublicKey,
+    ) -> Result<Zeroizing<[u8; 32]>, NoiseError> {
         if let Some(k) = &self.fast {
             let peer = aws_lc_rs::agreement::UnparsedPublicKey::new(
                 &aws_lc_rs::agreement::X25519,
@@ -144,14 +148,20 @@ impl X25519Secret {
             );
             // aws-lc refuses an all-zero result (a low-order point), as Noise requires.
             return aws_lc_rs::agreement::agree(k, peer, NoiseError::WeakSharedSecret, |shared| {
-                shared.try_into().map_err(|_| NoiseError::WeakSharedSecret)
+                let mut out = Zeroizing::new([0u8; 32]);
+                if shared.len() != out.len() {
+                    return Err(NoiseError::WeakSharedSecret);
+                }
+                out.copy_from_slice(shared);
+                Ok(out)
             });
         }
         let shared = self.secret.diffie_hellman(remote);
         if !shared.was_contributory() {
             return Err(NoiseError::WeakSharedSecret);
         }
-        Ok(shared.to_bytes())
+        // `SharedSecret` wipes itself on drop; the copy we hand out does too.
+        Ok(Zeroizing::new(shared.to_bytes()))
     }
 }
 
@@ -173,14 +183,16 @@ impl PrivateKey {
     }
 
     fn from_bytes(dh: DhKind, bytes: &[u8]) -> Result<Self, NoiseError> {
-        let raw: [u8; PRIVATE_KEY_LEN] = bytes
-            .try_into()
-            .map_err(|_| NoiseError::InvalidPrivateKey)?;
+        let raw: Zeroizing<[u8; PRIVATE_KEY_LEN]> = Zeroizing::new(
+            bytes
+                .try_into()
+                .map_err(|_| NoiseError::InvalidPrivateKey)?,
+        );
         match dh {
             DhKind::X25519 => Ok(PrivateKey::X25519(X25519Secret::new(
-                x25519_dalek::StaticSecret::from(raw),
+                x25519_dalek::StaticSecret::from(*raw),
             ))),
-            DhKind::P256 => p256::SecretKey::from_bytes(&raw.into())
+            DhKind::P256 => p256::SecretKey::from_bytes(&(*raw).into())
                 .map(PrivateKey::P256)
                 .map_err(|_| NoiseError::InvalidPrivateKey),
         }
@@ -200,19 +212,24 @@ impl PrivateKey {
         }
     }
 
-    fn to_bytes(&self) -> [u8; PRIVATE_KEY_LEN] {
+    fn to_bytes(&self) -> Zeroizing<[u8; PRIVATE_KEY_LEN]> {
         match self {
-            PrivateKey::X25519(s) => s.secret.to_bytes(),
-            PrivateKey::P256(s) => s.to_bytes().into(),
+            PrivateKey::X25519(s) => Zeroizing::new(s.secret.to_bytes()),
+            PrivateKey::P256(s) => {
+                let mut field = s.to_bytes();
+                let out = Zeroizing::new(field.into());
+                field.zeroize();
+                out
+            }
         }
     }
 
-    fn diffie_hellman(&self, remote: &RemotePublic) -> Result<[u8; 32], NoiseError> {
+    fn diffie_hellman(&self, remote: &RemotePublic) -> Result<Zeroizing<[u8; 32]>, NoiseError> {
         match (self, remote) {
             (PrivateKey::X25519(s), RemotePublic::X25519(p)) => s.diffie_hellman(p),
             (PrivateKey::P256(s), RemotePublic::P256(p)) => {
                 let shared = p256::ecdh::diffie_hellman(s.to_nonzero_scalar(), p.as_affine());
-                Ok((*shared.raw_secret_bytes()).into())
+                Ok(Zeroizing::new((*shared.raw_secret_bytes()).into()))
             }
             _ => Err(NoiseError::InvalidPublicKey),
         }
@@ -250,6 +267,11 @@ pub struct StaticKeypair {
     private: PrivateKey,
     public: Vec<u8>,
 }
+
+/// The private half wipes itself: `x25519_dalek::StaticSecret` zeroizes in its `Drop` (its
+/// `zeroize` feature) and `p256::SecretKey` is `ZeroizeOnDrop`; aws-lc's copy of an X25519 key is cleansed by aws-lc
+/// when it frees the key. The public half is no secret.
+impl ZeroizeOnDrop for StaticKeypair {}
 
 impl std::fmt::Debug for StaticKeypair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -295,8 +317,8 @@ impl StaticKeypair {
         &self.public
     }
 
-    /// The raw 32-byte private key.
-    pub fn private_bytes(&self) -> [u8; PRIVATE_KEY_LEN] {
+    /// The raw 32-byte private key (wiped when the copy is dropped).
+    pub fn private_bytes(&self) -> Zeroizing<[u8; PRIVATE_KEY_LEN]> {
         self.private.to_bytes()
     }
 }
@@ -311,6 +333,21 @@ pub struct SessionKeys {
     /// Split key 2: encrypts responder → initiator traffic.
     pub responder_to_initiator: [u8; KEY_LEN],
 }
+
+impl Zeroize for SessionKeys {
+    fn zeroize(&mut self) {
+        self.initiator_to_responder.zeroize();
+        self.responder_to_initiator.zeroize();
+    }
+}
+
+impl Drop for SessionKeys {
+    fn drop(&mut self) {
+        self.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for SessionKeys {}
 
 impl std::fmt::Debug for SessionKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -339,15 +376,15 @@ impl SessionKeys {
 }
 
 /// HKDF as Noise defines it with two outputs (RFC 5869 with salt = chaining key, empty info).
-fn hkdf2(
-    chaining_key: &[u8; HASH_LEN],
-    ikm: &[u8],
-) -> Result<([u8; HASH_LEN], [u8; HASH_LEN]), NoiseError> {
+type Secret32 = Zeroizing<[u8; HASH_LEN]>;
+
+fn hkdf2(chaining_key: &[u8; HASH_LEN], ikm: &[u8]) -> Result<(Secret32, Secret32), NoiseError> {
     let hk = hkdf::Hkdf::<Sha256>::new(Some(chaining_key), ikm);
-    let mut okm = [0u8; 2 * HASH_LEN];
-    hk.expand(&[], &mut okm).map_err(|_| NoiseError::Internal)?;
-    let mut a = [0u8; HASH_LEN];
-    let mut b = [0u8; HASH_LEN];
+    let mut okm = Zeroizing::new([0u8; 2 * HASH_LEN]);
+    hk.expand(&[], okm.as_mut_slice())
+        .map_err(|_| NoiseError::Internal)?;
+    let mut a = Zeroizing::new([0u8; HASH_LEN]);
+    let mut b = Zeroizing::new([0u8; HASH_LEN]);
     a.copy_from_slice(&okm[..HASH_LEN]);
     b.copy_from_slice(&okm[HASH_LEN..]);
     Ok((a, b))
@@ -357,7 +394,8 @@ fn hkdf2(
 #[derive(Clone)]
 struct SymmetricState {
     cipher: CipherKind,
-    ck: [u8; HASH_LEN],
+    /// The chaining key: secret (every later key derives from it), wiped on drop.
+    ck: Secret32,
     h: [u8; HASH_LEN],
     k: Option<SessionCipher>,
     n: u64,
@@ -374,7 +412,7 @@ impl SymmetricState {
         }
         let mut s = Self {
             cipher,
-            ck: h,
+            ck: Zeroizing::new(h),
             h,
             k: None,
             n: 0,
@@ -437,8 +475,8 @@ impl SymmetricState {
         let (k1, k2) = hkdf2(&self.ck, &[])?;
         Ok(SessionKeys {
             cipher: self.cipher,
-            initiator_to_responder: k1,
-            responder_to_initiator: k2,
+            initiator_to_responder: *k1,
+            responder_to_initiator: *k2,
         })
     }
 }
@@ -536,11 +574,11 @@ impl Initiator {
         let mut sym = self.sym.clone();
         let re = RemotePublic::parse(dh, re_bytes)?;
         sym.mix_hash(re_bytes);
-        sym.mix_key(&e.diffie_hellman(&re)?)?; // ee
-        sym.mix_key(&self.s.private.diffie_hellman(&re)?)?; // se
+        sym.mix_key(e.diffie_hellman(&re)?.as_slice())?; // ee
+        sym.mix_key(self.s.private.diffie_hellman(&re)?.as_slice())?; // se
         let rs_bytes = sym.decrypt_and_hash(enc_rs)?;
         let rs = RemotePublic::parse(dh, &rs_bytes)?;
-        sym.mix_key(&e.diffie_hellman(&rs)?)?; // es
+        sym.mix_key(e.diffie_hellman(&rs)?.as_slice())?; // es
         let payload = sym.decrypt_and_hash(enc_payload)?;
         Ok((payload, rs_bytes, sym.split()?))
     }
@@ -610,10 +648,10 @@ impl Responder {
             Vec::with_capacity(e_pub.len() + s.public.len() + payload.len() + 2 * TAG_LEN);
         out.extend_from_slice(&e_pub);
         sym.mix_hash(&e_pub);
-        sym.mix_key(&e.diffie_hellman(&re)?)?; // ee
-        sym.mix_key(&e.diffie_hellman(&rs)?)?; // se
+        sym.mix_key(e.diffie_hellman(&re)?.as_slice())?; // ee
+        sym.mix_key(e.diffie_hellman(&rs)?.as_slice())?; // se
         sym.encrypt_and_hash(&s.public, &mut out)?;
-        sym.mix_key(&s.private.diffie_hellman(&re)?)?; // es
+        sym.mix_key(s.private.diffie_hellman(&re)?.as_slice())?; // es
         sym.encrypt_and_hash(payload, &mut out)?;
         Ok((out, sym.split()?))
     }
@@ -695,7 +733,7 @@ mod tests {
             let theirs = StaticKeypair::generate(DhKind::X25519, &mut rng);
             let their_priv = theirs.private_bytes();
             let mut snow_r = snow::Builder::new(snow_params(cipher))
-                .local_private_key(&their_priv)
+                .local_private_key(their_priv.as_slice())
                 .build_responder()
                 .unwrap();
 
@@ -729,7 +767,7 @@ mod tests {
             let theirs = StaticKeypair::generate(DhKind::X25519, &mut rng);
             let their_priv = theirs.private_bytes();
             let mut snow_i = snow::Builder::new(snow_params(cipher))
-                .local_private_key(&their_priv)
+                .local_private_key(their_priv.as_slice())
                 .build_initiator()
                 .unwrap();
 
@@ -762,7 +800,7 @@ mod tests {
             let theirs = StaticKeypair::generate(DhKind::X25519, &mut rng);
             let their_priv = theirs.private_bytes();
             let mut snow_r = snow::Builder::new(snow_params(cipher))
-                .local_private_key(&their_priv)
+                .local_private_key(their_priv.as_slice())
                 .build_responder()
                 .unwrap();
             let mut init = Initiator::new(cipher, ours);
@@ -1121,6 +1159,48 @@ mod tests {
             resp.write_message_2(&big, &mut rng).err(),
             Some(NoiseError::PayloadTooLong)
         );
+    }
+
+    fn wiped_on_drop<T: ZeroizeOnDrop>() {}
+
+    /// Fails to compile if a type holding key material stops wiping itself on drop (for the
+    /// third-party ones: if their `zeroize` feature is turned off).
+    #[test]
+    fn key_material_is_held_in_types_that_wipe_on_drop() {
+        // x25519-dalek derives `Zeroize` with `zeroize(drop)` (a `Drop` that zeroizes) but not
+        // the marker: check both halves. A bare [u8; 32] would need no drop at all.
+        fn zeroizable<T: Zeroize>() {}
+        zeroizable::<x25519_dalek::StaticSecret>();
+        assert!(std::mem::needs_drop::<x25519_dalek::StaticSecret>());
+        wiped_on_drop::<p256::SecretKey>();
+        wiped_on_drop::<StaticKeypair>();
+        wiped_on_drop::<SessionKeys>();
+        // Chaining key, HKDF outputs, DH results, raw private key copies.
+        wiped_on_drop::<Secret32>();
+        let sym = SymmetricState::new(DhKind::X25519, CipherKind::AesGcm);
+        let ck: &Secret32 = &sym.ck;
+        assert_ne!(**ck, [0u8; HASH_LEN]);
+        let kp = StaticKeypair::generate(DhKind::X25519, &mut rand::rngs::OsRng);
+        let raw: Zeroizing<[u8; PRIVATE_KEY_LEN]> = kp.private_bytes();
+        assert_eq!(
+            StaticKeypair::from_private(DhKind::X25519, raw.as_slice())
+                .map(|k| k.public)
+                .ok(),
+            Some(kp.public.clone())
+        );
+    }
+
+    /// `SessionKeys::drop` is `zeroize`: both keys end up zero.
+    #[test]
+    fn session_keys_wipe_their_keys() {
+        let mut keys = SessionKeys {
+            cipher: CipherKind::AesGcm,
+            initiator_to_responder: [0xab; 32],
+            responder_to_initiator: [0xcd; 32],
+        };
+        keys.zeroize();
+        assert_eq!(keys.initiator_to_responder, [0; 32]);
+        assert_eq!(keys.responder_to_initiator, [0; 32]);
     }
 
     #[test]

@@ -179,6 +179,13 @@ pub enum OutsideOutcome {
         start: usize,
         end: usize,
     },
+    /// `datagram[..len]` was re-sealed in place for `to`: a relay frame we forward to the next
+    /// hop (same length as it came in; only its header and tag changed). Send it from the
+    /// caller's buffer.
+    Send {
+        to: SocketAddr,
+        len: usize,
+    },
     /// Consumed by the control plane; see the outputs.
     Handled,
     Dropped(DropReason),

@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use nebula_cert::cert::Certificate;
 use nebula_cert::pool::CaPool;
 use nebula_cert::{Curve, Version};
+use zeroize::Zeroizing;
 
 use crate::noise::{DhKind, StaticKeypair};
 use crate::EngineError;
@@ -29,7 +30,8 @@ pub struct Pki {
     /// Handshake encodings (certificate without its public key), per version.
     v1_handshake: Vec<u8>,
     v2_handshake: Vec<u8>,
-    private_key: Vec<u8>,
+    /// Wiped on drop (and every clone of it).
+    private_key: Zeroizing<Vec<u8>>,
     /// The Noise static keypair, derived once (deriving the public half is a scalar
     /// multiplication: too dear to repeat per handshake).
     keypair: StaticKeypair,
@@ -47,10 +49,12 @@ impl Pki {
     /// key, and the CA pool. `initiating_version` defaults as Go's: v1 if we hold a v1 cert.
     pub fn new(
         certs: Vec<Certificate>,
-        private_key: Vec<u8>,
+        private_key: impl Into<Zeroizing<Vec<u8>>>,
         ca_pool: CaPool,
         initiating_version: Option<Version>,
     ) -> Result<Pki, EngineError> {
+        // Wiped however we leave: an error return drops it too.
+        let private_key: Zeroizing<Vec<u8>> = private_key.into();
         let mut v1 = None;
         let mut v2 = None;
         for c in certs {
@@ -256,5 +260,24 @@ impl Pki {
         } else {
             self.initiating_version
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use zeroize::ZeroizeOnDrop;
+
+    use crate::sim::TestCa;
+    use nebula_cert::{Curve, Version};
+
+    fn wiped_on_drop<T: ZeroizeOnDrop>(_: &T) {}
+
+    /// Fails to compile if the private key or the Noise keypair stop wiping themselves.
+    #[test]
+    fn our_private_key_is_held_in_types_that_wipe_on_drop() {
+        let pki = TestCa::new("ca", Curve::Curve25519, Version::V1).pki("h", "10.1.0.1/16");
+        wiped_on_drop(&pki.private_key);
+        wiped_on_drop(&pki.keypair);
+        assert_eq!(pki.private_key().len(), crate::noise::PRIVATE_KEY_LEN);
     }
 }

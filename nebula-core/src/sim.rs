@@ -83,7 +83,7 @@ impl TestCa {
         let cert = tbs
             .sign(Some(&self.cert), &self.key)
             .expect("test host cert");
-        (cert, private)
+        (cert, private.to_vec())
     }
 
     /// A host certificate valid for the whole simulation.
@@ -571,6 +571,13 @@ impl Sim {
             self.nodes[i].tun.push(payload[start..end].to_vec());
         }
         self.dispatch(i, out);
+        // A forwarded relay frame, re-sealed in place, goes out after the outputs (the order it
+        // had when it was one of them).
+        if let OutsideOutcome::Send { to, len } = r {
+            payload.truncate(len);
+            let from = self.nodes[i].addr;
+            self.send(from, to, payload);
+        }
     }
 
     /// Does node `i` have a tunnel to vpn address `vpn`?

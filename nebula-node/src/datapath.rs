@@ -143,7 +143,14 @@ impl DataPath {
                         FastOutside::Engine => {
                             match plane.with_engine(|e| e.handle_outside(now, meta.addr, d, out)) {
                                 OutsideOutcome::Tun { start, end } => Some((start, end)),
-                                _ => None,
+                                OutsideOutcome::Send { to, len } => {
+                                    // A relay frame we forward, re-sealed in this buffer.
+                                    if let Some(payload) = d.get(..len) {
+                                        send_all(&mut self.udp, &[Transmit { to, payload }]);
+                                    }
+                                    None
+                                }
+                                OutsideOutcome::Handled | OutsideOutcome::Dropped(_) => None,
                             }
                         }
                     };

@@ -898,7 +898,7 @@ fn host_cert(
         curve: ca.curve,
     };
     let cert = tbs.sign(Some(&ca.cert), &ca.key).expect("host cert");
-    (cert, private)
+    (cert, private.to_vec())
 }
 
 fn creds() -> Creds {

@@ -96,7 +96,7 @@ impl Ca {
         let cert = tbs
             .sign(Some(&self.cert), &self.key)
             .with_context(|| format!("signing host {name}"))?;
-        Ok((cert, private))
+        Ok((cert, private.to_vec()))
     }
 
     /// The credentials of simulated host `n`.

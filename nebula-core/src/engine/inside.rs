@@ -261,20 +261,10 @@ impl Engine {
         inner: &[u8],
         out: &mut Outputs,
     ) -> bool {
-        let Some(r) = self.relays.get(relay_index) else {
-            return false;
-        };
-        if r.state != RelayState::Established {
-            return false;
-        }
-        let (hop, relay_remote) = (r.hop, r.remote_index);
-        let Some(hi) = self.hostmap.primary(&hop) else {
+        let Some((hi, relay_remote, to)) = self.relay_hop(relay_index) else {
             return false;
         };
         let Some(t) = self.hostmap.get_mut(hi) else {
-            return false;
-        };
-        let Some(to) = t.remote() else {
             return false;
         };
         let Some(d) = seal_relay_frame(t, relay_remote, inner) else {
@@ -282,6 +272,19 @@ impl Engine {
         };
         out.transmits.push(Transmit { to, payload: d });
         true
+    }
+
+    /// Where frames on our relay index `relay_index` go: the hop's primary tunnel, the hop's
+    /// index for the relay, and the hop's underlay address. `None` unless the relay is
+    /// established and the hop is directly reachable.
+    pub(super) fn relay_hop(&self, relay_index: u32) -> Option<(u32, u32, SocketAddr)> {
+        let r = self.relays.get(relay_index)?;
+        if r.state != RelayState::Established {
+            return None;
+        }
+        let hi = self.hostmap.primary(&r.hop)?;
+        let to = self.hostmap.get(hi)?.remote()?;
+        Some((hi, r.remote_index, to))
     }
 
     /// Send a datagram back the way a packet came: to its UDP source or through its relay.

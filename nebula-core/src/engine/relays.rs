@@ -82,11 +82,21 @@ impl Engine {
                 if next.kind != RelayKind::Forwarding || next.state != RelayState::Established {
                     return OutsideOutcome::Dropped(DropReason::NoRoute);
                 }
+                // The inner packet stays where it is: only the outer header and the tag change
+                // (same length), so forwarding re-seals the caller's buffer and allocates nothing.
                 let next_index = next.local_index;
-                if self.send_through_relay(next_index, &datagram[HEADER_LEN..end], out) {
-                    OutsideOutcome::Handled
-                } else {
-                    OutsideOutcome::Dropped(DropReason::NoRoute)
+                let Some((hop_index, relay_remote, to)) = self.relay_hop(next_index) else {
+                    return OutsideOutcome::Dropped(DropReason::NoRoute);
+                };
+                let Some(hop) = self.hostmap.get(hop_index) else {
+                    return OutsideOutcome::Dropped(DropReason::NoRoute);
+                };
+                match super::inside::relay_frame_in_place(&hop.session, relay_remote, datagram) {
+                    Some(()) => OutsideOutcome::Send {
+                        to,
+                        len: datagram.len(),
+                    },
+                    None => OutsideOutcome::Dropped(DropReason::NoRoute),
                 }
             }
         }

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use zeroize::Zeroizing;
+
 use super::error::ConfigError;
 use super::read::Reader;
 
@@ -61,10 +63,10 @@ pub enum KeySource {
 }
 
 impl KeySource {
-    /// The PEM bytes of the key.
-    pub fn load(&self) -> Result<Vec<u8>, ConfigError> {
+    /// The PEM bytes of the key, wiped when dropped.
+    pub fn load(&self) -> Result<Zeroizing<Vec<u8>>, ConfigError> {
         match self {
-            KeySource::Pem(p) => p.load("pki.key"),
+            KeySource::Pem(p) => p.load("pki.key").map(Zeroizing::new),
             KeySource::Pkcs11(uri) => Err(ConfigError::invalid(
                 "pki.key",
                 format!("PKCS#11 keys ({uri}) are not supported by this implementation"),
@@ -99,8 +101,8 @@ pub struct PkiBytes {
     pub ca: Vec<u8>,
     /// The host certificate PEM (one or two blocks).
     pub cert: Vec<u8>,
-    /// The private key PEM.
-    pub key: Vec<u8>,
+    /// The private key PEM (wiped when dropped).
+    pub key: Zeroizing<Vec<u8>>,
 }
 
 impl PkiConfig {
@@ -148,5 +150,26 @@ impl PkiConfig {
             cert: self.cert.load("pki.cert")?,
             key: self.key.load()?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+
+    /// The key file's bytes land in a buffer that wipes itself (fails to compile otherwise).
+    #[test]
+    fn the_key_file_is_read_into_a_buffer_that_wipes_itself() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("host.key");
+        let pem = b"-----BEGIN NEBULA X25519 PRIVATE KEY-----\nAA==\n-----END NEBULA X25519 PRIVATE KEY-----\n";
+        std::fs::write(&path, pem).expect("write key");
+        let key = KeySource::Pem(PemSource::Path(path))
+            .load()
+            .expect("load key");
+        wiped_on_drop(&key);
+        assert_eq!(key.as_slice(), pem);
     }
 }

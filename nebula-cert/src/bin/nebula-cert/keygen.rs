@@ -69,7 +69,7 @@ pub fn run(args: &[String], out: &mut dyn Write) -> Result<(), CliError> {
         .map_err(CliError::Failed)?;
 
     let (private, public) = keygen(curve);
-    let key = marshal_private_key(curve, &private);
+    let key = zeroize::Zeroizing::new(marshal_private_key(curve, &private));
     write_flag_output("out-key", &out_key, key.as_bytes(), out)?;
     let public = marshal_public_key(curve, &public);
     write_flag_output("out-pub", &out_pub, public.as_bytes(), out)?;

@@ -142,7 +142,7 @@ fn load_ca_key(
     match unmarshal_ca_private_key(raw) {
         Ok((key, _)) => Ok(key),
         Err(KeyError::Encrypted) => {
-            let passphrase = match passphrase_from_env() {
+            let passphrase = zeroize::Zeroizing::new(match passphrase_from_env() {
                 Some(p) => p,
                 None => prompt_passphrase(
                     pr,
@@ -154,7 +154,7 @@ fn load_ca_key(
                     },
                 )
                 .map_err(CliError::Failed)?,
-            };
+            });
             decrypt_and_unmarshal_ca_private_key(&passphrase, raw)
                 .map(|(k, _)| k)
                 .map_err(|e| CliError::failed(format!("error while parsing encrypted ca-key: {e}")))
@@ -227,8 +227,10 @@ pub fn run(
         ])
         .map_err(CliError::Failed)?;
 
-    let raw_ca_key = read_input("ca-key", &ca_key_path, &mut claims)
-        .map_err(|e| CliError::failed(format!("error while reading ca-key: {e}")))?;
+    let raw_ca_key = zeroize::Zeroizing::new(
+        read_input("ca-key", &ca_key_path, &mut claims)
+            .map_err(|e| CliError::failed(format!("error while reading ca-key: {e}")))?,
+    );
     let ca_key = load_ca_key(&raw_ca_key, errout, pr)?;
 
     let raw_ca_crt = read_input("ca-crt", &ca_crt_path, &mut claims)
@@ -340,7 +342,7 @@ pub fn run(
                 "refusing to overwrite existing key: {out_key}"
             )));
         }
-        let key = marshal_private_key(curve, &private);
+        let key = zeroize::Zeroizing::new(marshal_private_key(curve, &private));
         write_flag_output("out-key", &out_key, key.as_bytes(), out)?;
     }
     qr::write_cert(&out_crt, &out_qr, &cert, out)
