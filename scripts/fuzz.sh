@@ -81,7 +81,7 @@ run_one() {
     cov=$(grep -E '^#[0-9]+' "$log" | grep -o 'cov: [0-9]*' | tail -1 | cut -d' ' -f2)
     ft=$(grep -E '^#[0-9]+' "$log" | grep -o 'ft: [0-9]*' | tail -1 | cut -d' ' -f2)
     files=$(find "corpus/$t" -type f | wc -l)
-    size=$(du -sh "corpus/$t" | cut -f1)
+    size=$(du -sh --apparent-size "corpus/$t" | cut -f1)
     artifacts=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tr '\n' ' ')
     crashes=$(wc -w <<<"$artifacts")
     if ((rc != 0 && crashes == 0)); then
