@@ -92,13 +92,13 @@ run_one() {
     printf '%-26s execs %-10s cov %-6s ft %-7s corpus %5s files %6s  crashes %s %s\n' \
         "$t" "${execs:-?}" "${cov:-?}" "${ft:-?}" "$files" "$size" "$crashes" "$artifacts" \
         >"$logs/$t.summary"
+    cat "$logs/$t.summary"
 }
 
 running=0
 for t in "${targets[@]}"; do
     if ((jobs == 1)); then
         run_one "$t"
-        cat "$logs/$t.summary"
     else
         run_one "$t" &
         running=$((running + 1))
