@@ -547,7 +547,7 @@ fn run_seed(seed: u64, hosts: usize, seconds: u64) -> Stats {
         soak.check_bounds();
         while soak.secs() < seconds {
             soak.chaos_second(&hosts);
-            if soak.secs().is_multiple_of(10_000) {
+            if soak.secs().is_multiple_of(10_000) && soak.secs() < seconds {
                 report(seed, soak.secs(), &soak.stats, wall.elapsed());
             }
         }
@@ -571,8 +571,16 @@ fn run_seed(seed: u64, hosts: usize, seconds: u64) -> Stats {
 }
 
 fn report(seed: u64, seconds: u64, s: &Stats, wall: Duration) {
+    let recovery = if s.recovery.is_zero() {
+        "recovery not checked yet".to_string()
+    } else {
+        format!(
+            "all pairs through {:?} after the faults stopped",
+            s.recovery
+        )
+    };
     eprintln!(
-        "soak seed {seed}: {seconds} s simulated in {wall:.1?}; allowed {}/{} delivered, {} forbidden sent (none delivered); {} restarts, {} NAT rebinds; max pending {} (cap {MAX_PENDING}), tunnels/vpn {} (cap {MAX_TUNNELS_PER_VPN_ADDR}), relays {} (now {}, cap {MAX_RELAYS}), relays/host {} (cap {MAX_RELAYS_PER_HOST}), conntrack {} (cap {CONNTRACK_MAX}), queued bytes {} (cap {MAX_QUEUED_BYTES}); all pairs through {:?} after the faults stopped",
+        "soak seed {seed}: {seconds} s simulated in {wall:.1?}; allowed {}/{} delivered, {} forbidden sent (none delivered); {} restarts, {} NAT rebinds; max pending {} (cap {MAX_PENDING}), tunnels/vpn {} (cap {MAX_TUNNELS_PER_VPN_ADDR}), relays {} (now {}, cap {MAX_RELAYS}), relays/host {} (cap {MAX_RELAYS_PER_HOST}), conntrack {} (cap {CONNTRACK_MAX}), queued bytes {} (cap {MAX_QUEUED_BYTES}); {recovery}",
         s.allowed_delivered,
         s.allowed_sent,
         s.forbidden_sent,
@@ -585,7 +593,6 @@ fn report(seed: u64, seconds: u64, s: &Stats, wall: Duration) {
         s.max_relays_per_host,
         s.max_conntrack,
         s.max_queued_bytes,
-        s.recovery,
     );
 }
 
