@@ -316,11 +316,23 @@ impl Sim {
 
     /// Replace a node's engine (a restart: new indexes, new keys).
     pub fn restart_node(&mut self, i: usize, cfg: EngineConfig, pki: Pki) {
+        self.restart_node_with_filter(i, cfg, pki, Box::new(AllowAll));
+    }
+
+    /// Replace a node's engine, giving the new one `filter` (a restart of a node with a firewall;
+    /// whatever state the filter carries is the caller's to keep or drop).
+    pub fn restart_node_with_filter(
+        &mut self,
+        i: usize,
+        cfg: EngineConfig,
+        pki: Pki,
+        filter: Box<dyn PacketFilter>,
+    ) {
         let seed = self.rng.gen::<u64>();
         self.nodes[i].engine = Engine::new(
             cfg,
             pki,
-            Box::new(AllowAll),
+            filter,
             Box::new(StdRng::seed_from_u64(seed)),
             self.now,
             self.unix_nanos(),
