@@ -49,9 +49,9 @@ impl DataTunnel {
 #[derive(Clone, Default)]
 pub(crate) struct DataIndex {
     /// Confirmed direct tunnels by our local index (the index peers put in their headers).
-    pub by_index: imbl::HashMap<u32, Arc<DataTunnel>>,
+    pub by_index: imbl::OrdMap<u32, Arc<DataTunnel>>,
     /// The primary tunnel of each vpn address, when it is direct.
-    pub by_vpn: imbl::HashMap<IpAddr, Arc<DataTunnel>>,
+    pub by_vpn: imbl::OrdMap<IpAddr, Arc<DataTunnel>>,
 }
 
 /// What [`DataTable::seal_inside`] did with a TUN packet.

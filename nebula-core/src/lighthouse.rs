@@ -43,12 +43,27 @@ pub fn is_plain_query(payload: &[u8]) -> bool {
 /// plain query) per tunnel: a token bucket of [`UPDATE_BURST`] refilled at
 /// [`UPDATE_REFILL_PER_SEC`]. A member flooding 9 KB host updates (thousands of relays and
 /// addresses) would otherwise keep the lighthouse decoding them while everyone else's
-/// handshakes and queries wait behind them in the socket buffer. At most about two entries per
-/// tunnel: entries of tunnels that are gone are dropped when the table has doubled.
+/// handshakes and queries wait behind them in the socket buffer. A full bucket is the same as
+/// none, so the table keeps only tunnels that spent tokens lately: when it has doubled since the
+/// last sweep, refilled buckets and those of tunnels that are gone are dropped. An honest host
+/// (one update per interval) is back to a full bucket 100 ms after its update, so a lighthouse
+/// holds no budget state for its idle hosts.
 #[derive(Default, Debug)]
 pub struct UpdateBudget {
     buckets: std::collections::HashMap<u32, (Instant, u32)>,
+    /// Sweep when the table holds 64 more entries than this (and never later than at twice the
+    /// tunnels, plus 64).
+    sweep_at: usize,
     dropped: u64,
+}
+
+fn per_token() -> std::time::Duration {
+    std::time::Duration::from_secs(1) / UPDATE_REFILL_PER_SEC
+}
+
+/// Whether a bucket left at `tokens` at `since` is full again at `now`.
+fn refilled(now: Instant, since: Instant, tokens: u32) -> bool {
+    now.saturating_duration_since(since) >= per_token() * UPDATE_BURST.saturating_sub(tokens)
 }
 
 impl UpdateBudget {
@@ -61,14 +76,21 @@ impl UpdateBudget {
         tunnels: usize,
         alive: impl Fn(u32) -> bool,
     ) -> bool {
-        if !self.buckets.contains_key(&local_index) && self.buckets.len() >= 2 * tunnels + 64 {
-            self.buckets.retain(|i, _| alive(*i));
+        if !self.buckets.contains_key(&local_index)
+            && self.buckets.len() >= self.sweep_at.max(2).min(2 * tunnels) + 64
+        {
+            self.buckets
+                .retain(|i, (since, tokens)| alive(*i) && !refilled(now, *since, *tokens));
+            if self.buckets.len() < self.buckets.capacity() / 4 {
+                self.buckets.shrink_to_fit();
+            }
+            self.sweep_at = 2 * self.buckets.len();
         }
         let (since, tokens) = self
             .buckets
             .entry(local_index)
             .or_insert((now, UPDATE_BURST));
-        let per_token = std::time::Duration::from_secs(1) / UPDATE_REFILL_PER_SEC;
+        let per_token = per_token();
         let earned = now.saturating_duration_since(*since).as_nanos() / per_token.as_nanos();
         if earned > 0 {
             *tokens = (*tokens)
@@ -244,6 +266,36 @@ mod tests {
         let got = (0..100).filter(|_| b.take(t2, 7, 2, |_| true)).count();
         assert_eq!(got, UPDATE_BURST as usize);
         assert_eq!(b.dropped(), 2 + 100 - u64::from(UPDATE_BURST));
+    }
+
+    #[test]
+    fn update_budget_keeps_nothing_for_hosts_that_are_back_to_a_full_bucket() {
+        let t0 = Instant::now();
+        let mut b = UpdateBudget::default();
+        // 10,000 live tunnels each send one update, 1 ms apart: by the time the table sweeps,
+        // the early ones are full again and go.
+        for i in 0..10_000u32 {
+            let now = t0 + std::time::Duration::from_millis(u64::from(i));
+            assert!(b.take(now, i, 10_000, |_| true));
+        }
+        // At most the last 100 ms of senders (one a millisecond), twice over, plus the slack.
+        assert!(
+            b.len() <= 2 * 100 + 64,
+            "{} buckets kept for idle hosts",
+            b.len()
+        );
+        // A tunnel that spent its burst keeps its (empty) bucket across sweeps.
+        let t1 = t0 + std::time::Duration::from_secs(20);
+        for _ in 0..UPDATE_BURST {
+            assert!(b.take(t1, 99_999, 10_000, |_| true));
+        }
+        for i in 0..1_000u32 {
+            b.take(t1, 20_000 + i, 10_000, |_| true);
+        }
+        assert!(
+            !b.take(t1, 99_999, 10_000, |_| true),
+            "the flooder stays limited"
+        );
     }
 
     #[test]
