@@ -22,8 +22,8 @@ use ipnet::IpNet;
 use proto::header::{subtype, Header, MessageType, HEADER_LEN};
 
 use crate::aead::{AeadError, KeyUse, Session, TAG_LEN};
+use crate::filter::Peer;
 use crate::filter::{PacketFilter, PeerIdentity, Verdict};
-use crate::hostmap::Peer;
 use crate::outcome::{DropReason, Transmit};
 
 /// One direct tunnel as the data plane sees it (made by the host map when the tunnel is

@@ -8,6 +8,7 @@ use std::time::Instant;
 use nebula_cert::cert::Certificate;
 
 use crate::firewall::{Action, Conntrack, DropReason, Firewall, Packet, PeerInfo};
+use crate::pki::CaLabel;
 
 /// What to do with a packet; a refusal carries the firewall's reason (for metrics and logs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,6 +17,29 @@ pub enum Verdict {
     Drop(DropReason),
     /// Drop and answer with a TCP RST / ICMP unreachable.
     Reject(DropReason),
+}
+
+/// Who is at the other end of a tunnel, as the firewall matches it: its certificate, its vpn
+/// addresses and its CA. One `Arc` is shared by the tunnel and its data-plane entry.
+#[derive(Debug)]
+pub struct Peer {
+    pub cert: Certificate,
+    /// The peer's vpn addresses, from its certificate (primary first).
+    pub vpn_addrs: Vec<IpAddr>,
+    /// The issuing CA's name and fingerprint (firewall `ca_name` / `ca_sha`).
+    pub ca: Arc<CaLabel>,
+}
+
+impl Peer {
+    /// Who the peer is, as the firewall sees it (borrowed: no allocation).
+    pub fn identity(&self) -> PeerIdentity<'_> {
+        PeerIdentity {
+            cert: &self.cert,
+            vpn_addrs: &self.vpn_addrs,
+            ca_name: &self.ca.name,
+            issuer_hex: &self.ca.sha,
+        }
+    }
 }
 
 /// Who is on the other end of the tunnel a packet uses (borrowed from the tunnel: no allocation).

@@ -12,7 +12,7 @@ use nebula_cert::cert::Certificate;
 
 use crate::aead::Session;
 use crate::dataplane::{DataIndex, DataTunnel};
-use crate::filter::PeerIdentity;
+use crate::filter::{Peer, PeerIdentity};
 use crate::outcome::RelayRefusal;
 use crate::pki::CaLabel;
 
@@ -51,29 +51,6 @@ pub struct NewTunnel {
     pub cert_version: nebula_cert::Version,
     pub pki_generation: u64,
     pub now: Instant,
-}
-
-/// Who is at the other end of a tunnel, as the firewall matches it: its certificate, its vpn
-/// addresses and its CA. One `Arc` is shared by the tunnel and its data-plane entry.
-#[derive(Debug)]
-pub struct Peer {
-    pub cert: Certificate,
-    /// The peer's vpn addresses, from its certificate (primary first).
-    pub vpn_addrs: Vec<IpAddr>,
-    /// The issuing CA's name and fingerprint (firewall `ca_name` / `ca_sha`).
-    pub ca: Arc<CaLabel>,
-}
-
-impl Peer {
-    /// Who the peer is, as the firewall sees it (borrowed: no allocation).
-    pub fn identity(&self) -> PeerIdentity<'_> {
-        PeerIdentity {
-            cert: &self.cert,
-            vpn_addrs: &self.vpn_addrs,
-            ca_name: &self.ca.name,
-            issuer_hex: &self.ca.sha,
-        }
-    }
 }
 
 /// A tunnel's roaming state (see [`HostMap::roam`]).
