@@ -77,6 +77,28 @@ pub trait PacketFilter: Send + Sync {
     }
 }
 
+/// A shared filter is a filter: the engine can own one handle while a test or a status reader
+/// keeps another (to read the conntrack, say).
+impl<F: PacketFilter + ?Sized> PacketFilter for Arc<F> {
+    fn check(
+        &self,
+        now: Instant,
+        packet: &[u8],
+        incoming: bool,
+        peer: &PeerIdentity<'_>,
+    ) -> Verdict {
+        (**self).check(now, packet, incoming, peer)
+    }
+
+    fn with_rules(&self, firewall: Firewall) -> Option<Arc<dyn PacketFilter>> {
+        (**self).with_rules(firewall)
+    }
+
+    fn sweep(&self, now: Instant) -> usize {
+        (**self).sweep(now)
+    }
+}
+
 /// Conntrack shards: a flow's packets in both directions share a key, so they meet in one shard.
 pub const CONNTRACK_SHARDS: usize = 64;
 

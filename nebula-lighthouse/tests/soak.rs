@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use nebula_cert::{Curve, Version};
 use nebula_core::engine::EngineConfig;
-use nebula_core::filter::{GroupFirewall, PacketFilter, PeerIdentity, Verdict};
+use nebula_core::filter::GroupFirewall;
 use nebula_core::firewall::{Firewall, FirewallConfig};
 use nebula_core::hostmap::{MAX_RELAYS, MAX_RELAYS_PER_HOST, MAX_TUNNELS_PER_VPN_ADDR};
 use nebula_core::pki::Pki;
@@ -56,29 +56,6 @@ fn ip(s: &str) -> IpAddr {
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().expect("socket address")
-}
-
-/// A node's firewall, shared with the test so it can read the conntrack size.
-struct SharedFirewall(Arc<GroupFirewall>);
-
-impl PacketFilter for SharedFirewall {
-    fn check(
-        &self,
-        now: Instant,
-        packet: &[u8],
-        incoming: bool,
-        peer: &PeerIdentity<'_>,
-    ) -> Verdict {
-        self.0.check(now, packet, incoming, peer)
-    }
-
-    fn with_rules(&self, firewall: Firewall) -> Option<Arc<dyn PacketFilter>> {
-        self.0.with_rules(firewall)
-    }
-
-    fn sweep(&self, now: Instant) -> usize {
-        self.0.sweep(now)
-    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -182,7 +159,7 @@ impl Soak {
                     addr,
                     cfg.clone(),
                     pki.clone(),
-                    Box::new(SharedFirewall(Arc::clone(&firewall))),
+                    Box::new(Arc::clone(&firewall)),
                 );
                 if role == Role::Lighthouse {
                     sim.nodes[index]
@@ -449,7 +426,7 @@ impl Soak {
         member.firewall = Arc::clone(&firewall);
         let (index, cfg, pki) = (member.index, member.cfg.clone(), member.pki.clone());
         self.sim
-            .restart_node_with_filter(index, cfg, pki, Box::new(SharedFirewall(firewall)));
+            .restart_node_with_filter(index, cfg, pki, Box::new(firewall));
         if self.members[m].role == Role::Lighthouse {
             self.sim.nodes[index]
                 .engine
