@@ -358,21 +358,9 @@ mod tests {
     #[test]
     fn a_reply_checked_on_another_thread_finds_the_outbound_flow() {
         use crate::firewall::FirewallConfig;
-        use crate::sim::{rule_from_anyone, udp_packet, TestCa};
-        let ca = TestCa::new(
-            "ca",
-            nebula_cert::Curve::Curve25519,
-            nebula_cert::Version::V1,
-        );
-        let (peer_cert, _) = ca.host("peer", "10.1.0.2/16", &[]);
-        let cfg = FirewallConfig {
-            outbound: vec![rule_from_anyone("any", "any")],
-            ..FirewallConfig::default()
-        };
-        let mine: ipnet::IpNet = "10.1.0.1/16".parse().expect("net");
-        let fw = Arc::new(GroupFirewall::new(
-            Firewall::new(&cfg, &[mine], &[]).expect("firewall"),
-        ));
+        use crate::sim::udp_packet;
+        let (fw, peer_cert) = capped_firewall(FirewallConfig::default().conntrack_max_entries);
+        let fw = Arc::new(fw);
         let (me, them) = (Ipv4Addr::new(10, 1, 0, 1), Ipv4Addr::new(10, 1, 0, 2));
         let vpn_addrs = [IpAddr::V4(them)];
         let now = Instant::now();
