@@ -72,11 +72,14 @@ echo "fuzz.sh: ${minutes} min per target, ${jobs} at a time, logs in $logs"
 run_one() {
     local t=$1 log=$logs/$1.log
     mkdir -p "corpus/$t" "artifacts/$t"
-    local rc=0
-    "${fuzz[@]}" run "${flags[@]}" "$t" "corpus/$t" -- \
+    local rc=0 timer=()
+    # CPU seconds the fuzzer got (user + system): on a shared machine it is less than the wall time.
+    [[ -x /usr/bin/time ]] && timer=(/usr/bin/time -f '%U %S' -o "$logs/$t.time")
+    "${timer[@]}" "${fuzz[@]}" run "${flags[@]}" "$t" "corpus/$t" -- \
         -max_total_time=$((minutes * 60)) -print_final_stats=1 -timeout=10 \
         >"$log" 2>&1 || rc=$?
-    local execs cov ft files size crashes artifacts
+    local execs cov ft files size crashes artifacts cpu=?
+    [[ -s $logs/$t.time ]] && cpu=$(awk 'END { printf "%d", $1 + $2 }' "$logs/$t.time")
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     cov=$(grep -E '^#[0-9]+' "$log" | grep -o 'cov: [0-9]*' | tail -1 | cut -d' ' -f2)
     ft=$(grep -E '^#[0-9]+' "$log" | grep -o 'ft: [0-9]*' | tail -1 | cut -d' ' -f2)
@@ -89,8 +92,8 @@ run_one() {
         crashes=1
         artifacts="(none written; exit $rc, see $log)"
     fi
-    printf '%-26s execs %-10s cov %-6s ft %-7s corpus %5s files %6s  crashes %s %s\n' \
-        "$t" "${execs:-?}" "${cov:-?}" "${ft:-?}" "$files" "$size" "$crashes" "$artifacts" \
+    printf '%-26s execs %-10s cov %-6s ft %-7s cpu %5ss corpus %5s files %6s  crashes %s %s\n' \
+        "$t" "${execs:-?}" "${cov:-?}" "${ft:-?}" "$cpu" "$files" "$size" "$crashes" "$artifacts" \
         >"$logs/$t.summary"
     cat "$logs/$t.summary"
 }

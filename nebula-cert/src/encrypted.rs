@@ -129,7 +129,8 @@ fn derive_key(
         argon2::Version::V0x13,
         argon_params,
     );
-    let mut blocks: Vec<argon2::Block> = Vec::new();
+    // The working memory holds values derived from the passphrase: wiped on every way out.
+    let mut blocks: Zeroizing<Vec<argon2::Block>> = Zeroizing::new(Vec::new());
     blocks.try_reserve_exact(block_count).map_err(|_| {
         KeyError::Kdf(format!(
             "cannot allocate {} KiB for Argon2",
@@ -592,5 +593,17 @@ hqzIyrRqfUgVuA==
             let r = decrypt_and_unmarshal_ca_private_key(PASS, &GO_ENC_P256.as_bytes()[..cut]);
             assert!(r.is_err(), "{cut}");
         }
+    }
+
+    /// The state that holds key material wipes itself: the Argon2 working blocks (wiped through
+    /// `Zeroizing` in `derive_key`) and the AES key schedule inside `Aes256Gcm`. These fail to
+    /// compile when the crates' `zeroize` features are off.
+    #[test]
+    fn kdf_and_cipher_state_is_wiped() {
+        fn wipeable<T: zeroize::Zeroize>() {}
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wipeable::<argon2::Block>();
+        wipeable::<Vec<argon2::Block>>();
+        wiped_on_drop::<aes::Aes256>();
     }
 }

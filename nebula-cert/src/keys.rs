@@ -118,8 +118,21 @@ const CA_PUBLIC_EXPECTED: &str =
     "\"NEBULA ED25519 PUBLIC KEY\" or \"NEBULA ECDSA P256 PUBLIC KEY\"";
 
 /// Reads the first PEM block or fails with [`KeyError::NoPemBlock`].
-pub(crate) fn first_block(input: &[u8]) -> Result<(pem::PemBlock, &[u8]), KeyError> {
-    pem::decode(input)?.ok_or(KeyError::NoPemBlock)
+/// The body is wiped when dropped, whatever the block turns out to be (a key file given in the
+/// wrong place is still a key).
+pub(crate) fn first_block(input: &[u8]) -> Result<(SecretBlock, &[u8]), KeyError> {
+    let (block, rest) = pem::decode(input)?.ok_or(KeyError::NoPemBlock)?;
+    let block = SecretBlock {
+        label: block.label,
+        data: Zeroizing::new(block.data),
+    };
+    Ok((block, rest))
+}
+
+/// A PEM block whose body may be a private key.
+pub(crate) struct SecretBlock {
+    pub(crate) label: String,
+    pub(crate) data: Zeroizing<Vec<u8>>,
 }
 
 pub(crate) fn check_len(what: &'static str, expected: usize, got: &[u8]) -> Result<(), KeyError> {
@@ -206,12 +219,13 @@ fn p256_secret(private: &[u8], what: &'static str) -> Result<p256::SecretKey, Ke
 }
 
 /// PEM-encodes a host private key under `NEBULA X25519 PRIVATE KEY` or `NEBULA P256 PRIVATE KEY`.
-pub fn marshal_private_key(curve: Curve, private: &[u8]) -> String {
+/// The text is wiped when dropped.
+pub fn marshal_private_key(curve: Curve, private: &[u8]) -> Zeroizing<String> {
     let label = match curve {
         Curve::Curve25519 => X25519_PRIVATE_KEY_BANNER,
         Curve::P256 => P256_PRIVATE_KEY_BANNER,
     };
-    pem::encode(label, private)
+    pem::encode_secret(label, private)
 }
 
 /// PEM-encodes a host public key under `NEBULA X25519 PUBLIC KEY` or `NEBULA P256 PUBLIC KEY`.
@@ -230,7 +244,7 @@ pub type PrivateKeyBytes = Zeroizing<Vec<u8>>;
 /// its curve, and the bytes after the block. The key is wiped when dropped.
 pub fn unmarshal_private_key(input: &[u8]) -> Result<(PrivateKeyBytes, Curve, &[u8]), KeyError> {
     let (block, rest) = first_block(input)?;
-    let data = Zeroizing::new(block.data);
+    let data = block.data;
     let (curve, what) = match block.label.as_str() {
         X25519_PRIVATE_KEY_BANNER => (Curve::Curve25519, "X25519 private key"),
         P256_PRIVATE_KEY_BANNER => (Curve::P256, "P256 private key"),
@@ -260,7 +274,7 @@ pub fn unmarshal_public_key(input: &[u8]) -> Result<(Vec<u8>, Curve, &[u8]), Key
         }
     };
     check_len(what, len, &block.data)?;
-    Ok((block.data, curve, rest))
+    Ok((block.data.to_vec(), curve, rest))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -328,12 +342,13 @@ pub(crate) fn ca_key_from_bytes(curve: Curve, raw: &[u8]) -> Result<CaSigningKey
 
 /// PEM-encodes a CA private key in the clear: Ed25519 as 64 bytes (seed || public) under
 /// `NEBULA ED25519 PRIVATE KEY`, P-256 as the 32-byte scalar under `NEBULA ECDSA P256 PRIVATE KEY`.
-pub fn marshal_ca_private_key(key: &CaSigningKey) -> String {
+/// The text is wiped when dropped.
+pub fn marshal_ca_private_key(key: &CaSigningKey) -> Zeroizing<String> {
     let label = match key {
         CaSigningKey::Ed25519(_) => ED25519_PRIVATE_KEY_BANNER,
         CaSigningKey::P256(_) => ECDSA_P256_PRIVATE_KEY_BANNER,
     };
-    pem::encode(label, &ca_private_bytes(key))
+    pem::encode_secret(label, &ca_private_bytes(key))
 }
 
 /// PEM-encodes a CA public key under `NEBULA ED25519 PUBLIC KEY` or `NEBULA ECDSA P256 PUBLIC KEY`
@@ -364,7 +379,7 @@ pub fn unmarshal_ca_private_key(input: &[u8]) -> Result<(CaSigningKey, &[u8]), K
             })
         }
     };
-    let data = Zeroizing::new(block.data);
+    let data = block.data;
     let key = ca_key_from_bytes(curve, &data)?;
     Ok((key, rest))
 }
@@ -385,7 +400,7 @@ pub fn unmarshal_ca_public_key(input: &[u8]) -> Result<(Vec<u8>, Curve, &[u8]), 
         }
     };
     check_len(what, len, &block.data)?;
-    Ok((block.data, curve, rest))
+    Ok((block.data.to_vec(), curve, rest))
 }
 
 #[cfg(test)]
@@ -463,7 +478,7 @@ YtAF290OZLYQgKT3x1w7B/U7m4Xz8gGloQY=
         assert_eq!(pcurve, Curve::Curve25519);
         assert!(rest.is_empty());
         assert_eq!(public_from_private(curve, &private).unwrap(), public);
-        assert_eq!(marshal_private_key(curve, &private), GO_X25519_KEY);
+        assert_eq!(*marshal_private_key(curve, &private), GO_X25519_KEY);
         assert_eq!(marshal_public_key(curve, &public), GO_X25519_PUB);
     }
 
@@ -475,7 +490,7 @@ YtAF290OZLYQgKT3x1w7B/U7m4Xz8gGloQY=
         assert_eq!(pcurve, Curve::P256);
         assert_eq!(public.len(), P256_PUBLIC_KEY_LEN);
         assert_eq!(public_from_private(curve, &private).unwrap(), public);
-        assert_eq!(marshal_private_key(curve, &private), GO_P256_KEY);
+        assert_eq!(*marshal_private_key(curve, &private), GO_P256_KEY);
         assert_eq!(marshal_public_key(curve, &public), GO_P256_PUB);
     }
 
@@ -505,7 +520,7 @@ YtAF290OZLYQgKT3x1w7B/U7m4Xz8gGloQY=
             hex::encode(ca_public_key_bytes(&key)),
             GO_ED25519_CA_PUB_HEX
         );
-        assert_eq!(marshal_ca_private_key(&key), GO_ED25519_CA_KEY);
+        assert_eq!(*marshal_ca_private_key(&key), GO_ED25519_CA_KEY);
     }
 
     #[test]
@@ -514,7 +529,7 @@ YtAF290OZLYQgKT3x1w7B/U7m4Xz8gGloQY=
         assert!(matches!(key, CaSigningKey::P256(_)));
         let public = ca_public_key_bytes(&key);
         assert_eq!(hex::encode(&public), GO_P256_CA_PUB_HEX);
-        assert_eq!(marshal_ca_private_key(&key), GO_P256_CA_KEY);
+        assert_eq!(*marshal_ca_private_key(&key), GO_P256_CA_KEY);
         let pem_pub = marshal_ca_public_key(Curve::P256, &public);
         assert!(pem_pub.starts_with("-----BEGIN NEBULA ECDSA P256 PUBLIC KEY-----\n"));
         let (back, curve, _) = unmarshal_ca_public_key(pem_pub.as_bytes()).unwrap();

@@ -9,6 +9,7 @@
 //! an error ([`PemError`]) instead of being silently skipped in search of a later block.
 
 use thiserror::Error;
+use zeroize::Zeroizing;
 
 /// A v1 (protobuf) certificate.
 pub const CERT_V1_BANNER: &str = "NEBULA CERTIFICATE";
@@ -195,8 +196,12 @@ pub fn decode_all(input: &[u8]) -> Result<Vec<PemBlock>, PemError> {
 /// Encodes one block exactly as Go's `pem.EncodeToMemory` (no headers): base64 in 64-character lines,
 /// every line ending in `\n`.
 pub fn encode(label: &str, data: &[u8]) -> String {
-    let b64 = base64_encode(data);
-    let mut out = String::with_capacity(b64.len() + b64.len() / LINE_LEN + 2 * label.len() + 32);
+    // Wiped: when `data` is a private key this is the key in another alphabet.
+    let b64 = Zeroizing::new(base64_encode(data));
+    // Exact size (banners 32 bytes, one newline per line), so `out` never reallocates: a secret
+    // wrapped by [`encode_secret`] leaves no unwiped copy behind.
+    let mut out =
+        String::with_capacity(b64.len() + b64.len().div_ceil(LINE_LEN) + 2 * label.len() + 32);
     out.push_str("-----BEGIN ");
     out.push_str(label);
     out.push_str("-----\n");
@@ -212,6 +217,11 @@ pub fn encode(label: &str, data: &[u8]) -> String {
     out.push_str(label);
     out.push_str("-----\n");
     out
+}
+
+/// [`encode`] for a private key: the text is wiped when dropped.
+pub fn encode_secret(label: &str, data: &[u8]) -> Zeroizing<String> {
+    Zeroizing::new(encode(label, data))
 }
 
 const B64_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -248,8 +258,11 @@ fn b64_value(c: u8) -> Option<u8> {
 /// short final group; nothing but whitespace may follow padding. Non-zero unused bits in the last
 /// symbol are accepted (Go's `StdEncoding` is not strict).
 fn base64_decode(body: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(body.len() / 4 * 3);
-    let mut group = [0u8; 4];
+    // The body may be a private key: the partial output (on an error) and the last group are wiped.
+    // The capacity is an upper bound of the decoded length, so `out` never reallocates (which
+    // would leave an unwiped copy behind).
+    let mut out = Zeroizing::new(Vec::with_capacity(body.len() / 4 * 3));
+    let mut group = Zeroizing::new([0u8; 4]);
     let mut n = 0usize;
     let mut pad = 0usize;
     for &c in body {
@@ -290,7 +303,7 @@ fn base64_decode(body: &[u8]) -> Option<Vec<u8>> {
     if n != 0 {
         return None;
     }
-    Some(out)
+    Some(std::mem::take(&mut *out))
 }
 
 /// Appends the bytes carried by `symbols` leading sextets of `group` (4 → 3 bytes, 3 → 2, 2 → 1).
@@ -508,6 +521,18 @@ XpopzW6kir2DLd3MVF0/CWe8AZ5/AQ==
         let doc = format!("{GO_V1_CA}{GO_V2_P256_CA}");
         for i in 0..=doc.len() {
             let _ = decode_all(&doc.as_bytes()[..i]);
+        }
+    }
+
+    /// `encode` sizes its output exactly, so the text that [`encode_secret`] wipes is the only
+    /// copy: a reallocation while building it would leave the key behind in freed memory.
+    #[test]
+    fn encoding_never_reallocates() {
+        for n in 0..300 {
+            let data = vec![0xa5u8; n];
+            let text = encode("NEBULA X25519 PRIVATE KEY", &data);
+            assert_eq!(text.capacity(), text.len(), "{n} bytes");
+            assert_eq!(decode(text.as_bytes()).unwrap().unwrap().0.data, data);
         }
     }
 }

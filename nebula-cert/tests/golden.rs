@@ -659,7 +659,7 @@ fn every_golden_key_matches_its_cert() {
                 .unwrap_or_else(|err| panic!("{}/{keyf}: {err}", e.dir));
             if !keyf.ends_with("-enc.key") {
                 assert_eq!(
-                    keys::marshal_ca_private_key(&key),
+                    *keys::marshal_ca_private_key(&key),
                     read_string(e.dir, keyf),
                     "{}/{keyf}: re-marshal",
                     e.dir
@@ -681,7 +681,7 @@ fn every_golden_key_matches_its_cert() {
             cert.verify_private_key(curve, &private)
                 .unwrap_or_else(|err| panic!("{}/{keyf}: {err}", e.dir));
             assert_eq!(
-                keys::marshal_private_key(curve, &private),
+                *keys::marshal_private_key(curve, &private),
                 read_string(e.dir, keyf),
                 "{}/{keyf}: re-marshal",
                 e.dir

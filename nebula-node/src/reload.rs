@@ -129,19 +129,19 @@ mod tests {
                 TestCa::new("ca one", Curve::Curve25519, Version::V1),
                 TestCa::new("ca two", Curve::Curve25519, Version::V1),
             );
-            let write = |name: &str, text: String| {
+            let write = |name: &str, text: &str| {
                 std::fs::write(dir.path().join(name), text).expect("write test file")
             };
-            write("ca.crt", one.cert.marshal_pem());
+            write("ca.crt", &one.cert.marshal_pem());
             let mut both = one.cert.marshal_pem();
             both.push_str(&two.cert.marshal_pem());
-            write("ca2.crt", both);
+            write("ca2.crt", &both);
             for name in ["a", "a2"] {
                 let (cert, key) = one.host(name, "10.42.0.1/16", &[]);
-                write(&format!("{name}.crt"), cert.marshal_pem());
+                write(&format!("{name}.crt"), &cert.marshal_pem());
                 write(
                     &format!("{name}.key"),
-                    keys::marshal_private_key(Curve::Curve25519, &key),
+                    &keys::marshal_private_key(Curve::Curve25519, &key),
                 );
             }
             let (peer, _) = one.host("b", "10.42.0.2/16", &[]);

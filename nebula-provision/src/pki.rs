@@ -21,6 +21,7 @@ use nebula_cert::keys::{
 };
 use nebula_cert::signing::CaSigningKey;
 use nebula_cert::{Curve, Version};
+use zeroize::Zeroizing;
 
 use crate::error::PkiError;
 use crate::model::{Host, Mesh, PkiSettings};
@@ -38,7 +39,8 @@ pub struct Ca {
     pub cert_pem: String,
     /// `ca.key` path.
     pub key_path: PathBuf,
-    key_pem: Vec<u8>,
+    /// `ca.key` as read or written (wiped when dropped).
+    key_pem: Zeroizing<Vec<u8>>,
     key: Option<CaSigningKey>,
 }
 
@@ -199,7 +201,7 @@ pub fn load_ca(s: &PkiSettings) -> Result<Option<Ca>, PkiError> {
                 cert_pem: cert.marshal_pem(),
                 cert,
                 key_path,
-                key_pem,
+                key_pem: Zeroizing::new(key_pem),
                 key: None,
             }))
         }
@@ -227,12 +229,14 @@ pub fn create_ca(mesh: &Mesh, passphrase: Option<&[u8]>, now: i64) -> Result<Ca,
         name: mesh.name.clone(),
         reason: e.to_string(),
     })?;
-    let key_pem = if s.encrypt_ca_key {
+    let mut key_pem = if s.encrypt_ca_key {
         let pass = passphrase.ok_or_else(|| PkiError::PassphraseMissing {
             env: s.passphrase_env.clone(),
         })?;
-        encrypt_and_marshal_ca_private_key(&key, pass, &s.argon2)
-            .map_err(|e| bad(&ca_key_path(s), e))?
+        Zeroizing::new(
+            encrypt_and_marshal_ca_private_key(&key, pass, &s.argon2)
+                .map_err(|e| bad(&ca_key_path(s), e))?,
+        )
     } else {
         marshal_ca_private_key(&key)
     };
@@ -252,7 +256,7 @@ pub fn create_ca(mesh: &Mesh, passphrase: Option<&[u8]>, now: i64) -> Result<Ca,
         cert,
         cert_pem,
         key_path,
-        key_pem: key_pem.into_bytes(),
+        key_pem: Zeroizing::new(std::mem::take(&mut *key_pem).into_bytes()),
         key: Some(key),
     })
 }
@@ -292,8 +296,8 @@ pub struct HostCert {
     pub cert: Certificate,
     /// Certificate PEM.
     pub cert_pem: String,
-    /// Private key PEM.
-    pub key_pem: String,
+    /// Private key PEM (wiped when dropped).
+    pub key_pem: Zeroizing<String>,
 }
 
 impl fmt::Debug for HostCert {
@@ -331,8 +335,11 @@ pub fn load_host(s: &PkiSettings, name: &str) -> Result<Stored, PkiError> {
         Err(e) => return Ok(Stored::Unusable(format!("certificate unreadable: {e}"))),
     };
     let key_pem = match String::from_utf8(k) {
-        Ok(s) => s,
-        Err(_) => return Ok(Stored::Unusable("key file is not PEM text".into())),
+        Ok(s) => Zeroizing::new(s),
+        Err(e) => {
+            drop(Zeroizing::new(e.into_bytes()));
+            return Ok(Stored::Unusable("key file is not PEM text".into()));
+        }
     };
     match unmarshal_private_key(key_pem.as_bytes()) {
         Ok((raw, curve, _)) => {

@@ -65,10 +65,13 @@ pub fn load_files(files: &[PathBuf]) -> Result<(Value, Vec<ConfigWarning>), Conf
     let mut merged = Map::new();
     let mut warnings = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Io {
-            path: file.clone(),
-            source,
-        })?;
+        // Wiped when dropped: the file may hold the private key inline (`pki.key`).
+        let text = zeroize::Zeroizing::new(std::fs::read_to_string(file).map_err(|source| {
+            ConfigError::Io {
+                path: file.clone(),
+                source,
+            }
+        })?);
         let Value::Map(mut this) = Value::from_yaml(&text, Some(file))? else {
             return Err(ConfigError::Yaml {
                 file: Some(file.clone()),

@@ -10,10 +10,11 @@ use super::read::Reader;
 
 /// Where a PEM blob comes from. Like Go, a value containing `-----BEGIN` is inline PEM and
 /// anything else is a file path (relative paths are relative to the working directory).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` shows the length of inline text, never the text: it may be the private key.
+#[derive(Clone, PartialEq, Eq)]
 pub enum PemSource {
-    /// The PEM text itself.
-    Inline(String),
+    /// The PEM text itself (wiped when dropped).
+    Inline(Zeroizing<String>),
     /// A file holding it.
     Path(PathBuf),
 }
@@ -21,7 +22,7 @@ pub enum PemSource {
 impl PemSource {
     fn from_config(text: String) -> PemSource {
         if text.contains("-----BEGIN") {
-            PemSource::Inline(text)
+            PemSource::Inline(Zeroizing::new(text))
         } else {
             PemSource::Path(PathBuf::from(text))
         }
@@ -41,6 +42,15 @@ impl PemSource {
         match self {
             PemSource::Inline(_) => "<inline>".to_string(),
             PemSource::Path(p) => p.display().to_string(),
+        }
+    }
+}
+
+impl std::fmt::Debug for PemSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PemSource::Inline(text) => write!(f, "Inline(<{} bytes>)", text.len()),
+            PemSource::Path(p) => f.debug_tuple("Path").field(p).finish(),
         }
     }
 }
@@ -66,6 +76,8 @@ impl KeySource {
     /// The PEM bytes of the key, wiped when dropped.
     pub fn load(&self) -> Result<Zeroizing<Vec<u8>>, ConfigError> {
         match self {
+            // Inline text is copied straight into a wiped buffer.
+            KeySource::Pem(PemSource::Inline(text)) => Ok(Zeroizing::new(text.as_bytes().to_vec())),
             KeySource::Pem(p) => p.load("pki.key").map(Zeroizing::new),
             KeySource::Pkcs11(uri) => Err(ConfigError::invalid(
                 "pki.key",
@@ -94,8 +106,8 @@ pub struct PkiConfig {
     pub initiating_version: Option<u8>,
 }
 
-/// Bytes of everything `pki.*` points at.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Bytes of everything `pki.*` points at. `Debug` leaves the key out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PkiBytes {
     /// The CA bundle PEM.
     pub ca: Vec<u8>,
@@ -103,6 +115,19 @@ pub struct PkiBytes {
     pub cert: Vec<u8>,
     /// The private key PEM (wiped when dropped).
     pub key: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for PkiBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PkiBytes")
+            .field("ca", &format_args!("<{} bytes>", self.ca.len()))
+            .field("cert", &format_args!("<{} bytes>", self.cert.len()))
+            .field(
+                "key",
+                &format_args!("<{} bytes, not shown>", self.key.len()),
+            )
+            .finish()
+    }
 }
 
 impl PkiConfig {
@@ -171,5 +196,27 @@ mod tests {
             .expect("load key");
         wiped_on_drop(&key);
         assert_eq!(key.as_slice(), pem);
+    }
+
+    /// Neither the parsed config nor the loaded bytes print the key when debug-formatted (a
+    /// `{:?}` in a log line or a panic message must not leak it).
+    #[test]
+    fn debug_output_never_shows_the_key() {
+        let secret = "c2VjcmV0LWtleS1ib2R5LXNob3VsZC1uZXZlci1wcmludA==";
+        let pem = format!(
+            "-----BEGIN NEBULA X25519 PRIVATE KEY-----\n{secret}\n-----END NEBULA X25519 PRIVATE KEY-----\n"
+        );
+        let source = KeySource::Pem(PemSource::from_config(pem.clone()));
+        let shown = format!("{source:?}");
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(shown.contains(&format!("<{} bytes>", pem.len())), "{shown}");
+        let bytes = PkiBytes {
+            ca: b"ca".to_vec(),
+            cert: b"cert".to_vec(),
+            key: source.load().expect("inline key"),
+        };
+        let shown = format!("{bytes:?}");
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(!shown.contains("99, 50, 86"), "{shown}");
     }
 }

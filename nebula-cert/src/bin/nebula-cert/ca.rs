@@ -267,7 +267,7 @@ pub fn run(
         .ok_or_else(|| CliError::failed(format!("invalid curve: {curve_name}")))?;
 
     let passphrase = if encrypt {
-        Some(zeroize::Zeroizing::new(match passphrase_from_env() {
+        Some(match passphrase_from_env() {
             Some(p) => p,
             None => {
                 let msgs = PromptMessages {
@@ -280,7 +280,7 @@ pub fn run(
                 confirm_passphrase(pr, errout, &p, &msgs).map_err(CliError::Failed)?;
                 p
             }
-        }))
+        })
     } else {
         None
     };
@@ -316,11 +316,13 @@ pub fn run(
         .sign(None, &key)
         .map_err(|e| CliError::failed(format!("error while signing: {e}")))?;
 
-    let key_pem = zeroize::Zeroizing::new(match (&passphrase, &kdf) {
-        (Some(p), Some(params)) => encrypt_and_marshal_ca_private_key(&key, p, params)
-            .map_err(|e| CliError::failed(format!("error while encrypting out-key: {e}")))?,
+    let key_pem = match (&passphrase, &kdf) {
+        (Some(p), Some(params)) => zeroize::Zeroizing::new(
+            encrypt_and_marshal_ca_private_key(&key, p, params)
+                .map_err(|e| CliError::failed(format!("error while encrypting out-key: {e}")))?,
+        ),
         _ => marshal_ca_private_key(&key),
-    });
+    };
     write_flag_output("out-key", &out_key, key_pem.as_bytes(), out)?;
     qr::write_cert(&out_crt, &out_qr, &cert, out)
 }

@@ -5,6 +5,7 @@ use std::io::{self, BufRead, IsTerminal, Write};
 use std::os::fd::AsFd;
 
 use rustix::termios::{self, LocalModes, OptionalActions};
+use zeroize::Zeroizing;
 
 /// The environment variable Go's `nebula-cert` reads the CA passphrase from.
 pub const PASSPHRASE_ENV: &str = "NEBULA_CA_PASSPHRASE";
@@ -30,14 +31,15 @@ pub enum ReadError {
 /// A source of passphrases typed by a person.
 pub trait PasswordReader {
     /// Reads one line without echo.
-    fn read_password(&mut self) -> Result<Vec<u8>, ReadError>;
+    /// The answer is wiped when dropped.
+    fn read_password(&mut self) -> Result<Zeroizing<Vec<u8>>, ReadError>;
 }
 
 /// Reads from stdin when it is a terminal, with echo turned off for the duration of the read.
 pub struct TerminalPasswordReader;
 
 impl PasswordReader for TerminalPasswordReader {
-    fn read_password(&mut self) -> Result<Vec<u8>, ReadError> {
+    fn read_password(&mut self) -> Result<Zeroizing<Vec<u8>>, ReadError> {
         let stdin = io::stdin();
         if !stdin.is_terminal() {
             return Err(ReadError::NoTerminal);
@@ -51,7 +53,9 @@ impl PasswordReader for TerminalPasswordReader {
             .insert(LocalModes::ICANON | LocalModes::ISIG);
         termios::tcsetattr(fd, OptionalActions::Now, &quiet)
             .map_err(|e| ReadError::Io(e.to_string()))?;
-        let mut line = Vec::new();
+        // Room for any passphrase a person types, so the line is not reallocated (which would
+        // leave an unwiped copy) unless it is longer than that.
+        let mut line = Zeroizing::new(Vec::with_capacity(1024));
         let read = stdin.lock().read_until(b'\n', &mut line);
         // Restore echo whatever happened; a failure here cannot be reported more usefully.
         let _ = termios::tcsetattr(fd, OptionalActions::Now, &saved);
@@ -74,10 +78,10 @@ impl PasswordReader for TerminalPasswordReader {
 }
 
 /// The passphrase from `NEBULA_CA_PASSPHRASE`, if set and not empty.
-pub fn passphrase_from_env() -> Option<Vec<u8>> {
+pub fn passphrase_from_env() -> Option<Zeroizing<Vec<u8>>> {
     std::env::var_os(PASSPHRASE_ENV)
         .filter(|v| !v.is_empty())
-        .map(|v| v.into_encoded_bytes())
+        .map(|v| Zeroizing::new(v.into_encoded_bytes()))
 }
 
 /// Messages for the ways prompting can fail; they differ between `ca` and `sign` as in Go.
@@ -95,7 +99,7 @@ pub fn prompt_passphrase(
     reader: &mut dyn PasswordReader,
     errout: &mut dyn Write,
     msgs: &PromptMessages,
-) -> Result<Vec<u8>, String> {
+) -> Result<Zeroizing<Vec<u8>>, String> {
     for _ in 0..PROMPT_TRIES {
         let _ = errout.write_all(PROMPT.as_bytes());
         let _ = errout.flush();
@@ -119,7 +123,7 @@ pub fn confirm_passphrase(
     let _ = errout.write_all(CONFIRM_PROMPT.as_bytes());
     let _ = errout.flush();
     match reader.read_password() {
-        Ok(p) if p == first => Ok(()),
+        Ok(p) if p.as_slice() == first => Ok(()),
         Ok(_) => Err("passphrases did not match, nothing was written".to_string()),
         Err(ReadError::NoTerminal) => Err(msgs.no_terminal.to_string()),
         Err(ReadError::Io(e)) => Err(format!("{}: {e}", msgs.read_error)),
@@ -138,15 +142,15 @@ pub mod tests {
     }
 
     impl PasswordReader for StubReader {
-        fn read_password(&mut self) -> Result<Vec<u8>, ReadError> {
+        fn read_password(&mut self) -> Result<Zeroizing<Vec<u8>>, ReadError> {
             self.calls += 1;
             if self.no_terminal {
                 return Err(ReadError::NoTerminal);
             }
             match self.answers.get(self.calls - 1) {
-                Some(Ok(p)) => Ok(p.clone()),
+                Some(Ok(p)) => Ok(Zeroizing::new(p.clone())),
                 Some(Err(e)) => Err(ReadError::Io(e.to_string())),
-                None => Ok(Vec::new()),
+                None => Ok(Zeroizing::new(Vec::new())),
             }
         }
     }
@@ -169,7 +173,7 @@ pub mod tests {
     fn first_non_empty_answer_wins() {
         let mut r = stub(vec![Ok(vec![]), Ok(b"pw".to_vec())]);
         let mut err = Vec::new();
-        assert_eq!(prompt_passphrase(&mut r, &mut err, &MSGS).unwrap(), b"pw");
+        assert_eq!(*prompt_passphrase(&mut r, &mut err, &MSGS).unwrap(), b"pw");
         assert_eq!(String::from_utf8(err).unwrap(), PROMPT.repeat(2));
     }
 

@@ -142,7 +142,7 @@ fn load_ca_key(
     match unmarshal_ca_private_key(raw) {
         Ok((key, _)) => Ok(key),
         Err(KeyError::Encrypted) => {
-            let passphrase = zeroize::Zeroizing::new(match passphrase_from_env() {
+            let passphrase = match passphrase_from_env() {
                 Some(p) => p,
                 None => prompt_passphrase(
                     pr,
@@ -154,7 +154,7 @@ fn load_ca_key(
                     },
                 )
                 .map_err(CliError::Failed)?,
-            });
+            };
             decrypt_and_unmarshal_ca_private_key(&passphrase, raw)
                 .map(|(k, _)| k)
                 .map_err(|e| CliError::failed(format!("error while parsing encrypted ca-key: {e}")))
