@@ -2,6 +2,7 @@
 //! IP-header reads the engine itself needs (destination address for routing, reject replies).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -75,6 +76,74 @@ pub trait PacketFilter: Send + Sync {
     fn sweep(&self, _now: Instant) -> usize {
         0
     }
+
+    /// Flows in the connection table (`firewall.conntrack.count`).
+    fn conntrack_len(&self) -> usize {
+        0
+    }
+
+    /// FNV-1a of the rules (`firewall.rules.hash`); `None`: this filter has no rules.
+    fn rules_hash_fnv(&self) -> Option<u32> {
+        None
+    }
+
+    /// Packets refused so far, by direction and reason (`firewall.*.dropped.*`).
+    fn drops(&self) -> FirewallDrops {
+        FirewallDrops::default()
+    }
+}
+
+/// Refused packets by reason, one direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DirectionDrops {
+    pub local_addr: u64,
+    pub remote_addr: u64,
+    pub no_rule: u64,
+    /// Ours: a new flow with the connection table full.
+    pub conntrack_full: u64,
+}
+
+/// Refused packets in both directions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FirewallDrops {
+    pub incoming: DirectionDrops,
+    pub outgoing: DirectionDrops,
+}
+
+/// The live counters behind [`FirewallDrops`]: atomics touched only when a packet is refused,
+/// shared by a firewall and the ones reloads make from it.
+#[derive(Debug, Default)]
+struct DropCounters {
+    /// `[incoming, outgoing]` × `[local_addr, remote_addr, no_rule, conntrack_full]`.
+    counts: [[AtomicU64; 4]; 2],
+}
+
+impl DropCounters {
+    fn note(&self, incoming: bool, reason: DropReason) {
+        let slot = match reason {
+            DropReason::InvalidLocalIp => 0,
+            DropReason::InvalidRemoteIp | DropReason::PeerRejected => 1,
+            DropReason::NoMatchingRule => 2,
+            DropReason::ConntrackFull => 3,
+            // Go counts unparseable packets nowhere.
+            DropReason::Unparseable => return,
+        };
+        let dir = if incoming { 0 } else { 1 };
+        self.counts[dir][slot].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn read(&self) -> FirewallDrops {
+        let dir = |d: &[AtomicU64; 4]| DirectionDrops {
+            local_addr: d[0].load(Ordering::Relaxed),
+            remote_addr: d[1].load(Ordering::Relaxed),
+            no_rule: d[2].load(Ordering::Relaxed),
+            conntrack_full: d[3].load(Ordering::Relaxed),
+        };
+        FirewallDrops {
+            incoming: dir(&self.counts[0]),
+            outgoing: dir(&self.counts[1]),
+        }
+    }
 }
 
 /// A shared filter is a filter: the engine can own one handle while a test or a status reader
@@ -96,6 +165,18 @@ impl<F: PacketFilter + ?Sized> PacketFilter for Arc<F> {
 
     fn sweep(&self, now: Instant) -> usize {
         (**self).sweep(now)
+    }
+
+    fn conntrack_len(&self) -> usize {
+        (**self).conntrack_len()
+    }
+
+    fn rules_hash_fnv(&self) -> Option<u32> {
+        (**self).rules_hash_fnv()
+    }
+
+    fn drops(&self) -> FirewallDrops {
+        (**self).drops()
     }
 }
 
@@ -203,6 +284,7 @@ fn shard_index(key: &Packet, n: usize) -> usize {
 pub struct GroupFirewall {
     firewall: Firewall,
     conntrack: Arc<ShardedConntrack>,
+    drops: Arc<DropCounters>,
 }
 
 impl GroupFirewall {
@@ -212,6 +294,7 @@ impl GroupFirewall {
         GroupFirewall {
             firewall,
             conntrack: Arc::new(conntrack),
+            drops: Arc::default(),
         }
     }
 
@@ -249,10 +332,13 @@ impl PacketFilter for GroupFirewall {
             .drop(&pkt, incoming, &info, &mut conntrack, now)
         {
             Ok(()) => Verdict::Allow,
-            Err(reason) => match self.firewall.action(incoming) {
-                Action::Reject => Verdict::Reject(reason),
-                Action::Drop => Verdict::Drop(reason),
-            },
+            Err(reason) => {
+                self.drops.note(incoming, reason);
+                match self.firewall.action(incoming) {
+                    Action::Reject => Verdict::Reject(reason),
+                    Action::Drop => Verdict::Drop(reason),
+                }
+            }
         }
     }
 
@@ -262,11 +348,24 @@ impl PacketFilter for GroupFirewall {
         Some(Arc::new(GroupFirewall {
             firewall,
             conntrack: Arc::clone(&self.conntrack),
+            drops: Arc::clone(&self.drops),
         }))
     }
 
     fn sweep(&self, now: Instant) -> usize {
         self.conntrack.sweep(now, SWEEP_PER_SHARD)
+    }
+
+    fn conntrack_len(&self) -> usize {
+        self.conntrack.len()
+    }
+
+    fn rules_hash_fnv(&self) -> Option<u32> {
+        Some(self.firewall.rules_hash_fnv())
+    }
+
+    fn drops(&self) -> FirewallDrops {
+        self.drops.read()
     }
 }
 
@@ -433,6 +532,49 @@ mod tests {
             issuer_hex: "",
         };
         fw.check(now, packet, incoming, &peer)
+    }
+
+    /// Refusals are counted by direction and reason (Go's `firewall.*.dropped.*`), the counts
+    /// and the conntrack size survive a reload, and allowed packets count nothing.
+    #[test]
+    fn drops_are_counted_by_direction_and_reason() {
+        use crate::sim::udp_packet;
+        let (fw, cert) = capped_firewall(640);
+        let (me, them) = (Ipv4Addr::new(10, 1, 0, 1), Ipv4Addr::new(10, 1, 0, 2));
+        let now = Instant::now();
+        assert_eq!(fw.drops(), FirewallDrops::default());
+        // No inbound rule: an unsolicited packet is refused (no_rule).
+        let unsolicited = udp_packet(them, me, 9, 9, b"x");
+        check_as_peer(&fw, &cert, now, &unsolicited, true);
+        check_as_peer(&fw, &cert, now, &unsolicited, true);
+        // From an address that is not the peer's: remote_addr.
+        let spoofed = udp_packet(Ipv4Addr::new(10, 1, 0, 9), me, 9, 9, b"x");
+        check_as_peer(&fw, &cert, now, &spoofed, true);
+        // Outbound to a local address that is not ours: local_addr.
+        let not_mine = udp_packet(Ipv4Addr::new(10, 1, 0, 7), them, 9, 9, b"x");
+        check_as_peer(&fw, &cert, now, &not_mine, false);
+        // Allowed: nothing counted, one flow tracked.
+        let ok = udp_packet(me, them, 5, 53, b"q");
+        assert_eq!(check_as_peer(&fw, &cert, now, &ok, false), Verdict::Allow);
+        let want = FirewallDrops {
+            incoming: DirectionDrops {
+                no_rule: 2,
+                remote_addr: 1,
+                ..DirectionDrops::default()
+            },
+            outgoing: DirectionDrops {
+                local_addr: 1,
+                ..DirectionDrops::default()
+            },
+        };
+        assert_eq!(fw.drops(), want);
+        assert_eq!(fw.conntrack_len(), 1);
+        let reloaded = fw
+            .with_rules(fw.firewall().clone())
+            .expect("a group firewall has rules");
+        assert_eq!(reloaded.drops(), want, "the counts survive a reload");
+        assert_eq!(reloaded.conntrack_len(), 1);
+        assert_eq!(reloaded.rules_hash_fnv(), Some(fw.firewall().rules_hash_fnv()));
     }
 
     #[test]

@@ -271,6 +271,11 @@ impl PendingTable {
         self.by_index.len()
     }
 
+    /// Vpn addresses with a handshake running (Go's `hostmap.pending.hosts`).
+    pub fn hosts(&self) -> usize {
+        self.by_vpn.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_index.is_empty()
     }

@@ -15,6 +15,7 @@ use crate::dataplane::{DataIndex, DataTunnel};
 use crate::filter::{Peer, PeerIdentity};
 use crate::outcome::RelayRefusal;
 use crate::pki::CaLabel;
+use crate::stats::ReplayCounts;
 
 /// Most tunnels kept per vpn address (as Go's `MaxHostInfosPerVpnIp`).
 pub const MAX_TUNNELS_PER_VPN_ADDR: usize = 5;
@@ -277,6 +278,8 @@ pub struct HostMap {
     /// Bumped whenever what the data plane sees changes: a tunnel added or removed, a new
     /// primary, a tunnel moved or confirmed.
     generation: u64,
+    /// Replay-window figures of the tunnels removed so far (for `network.packets.*`).
+    retired_replay: ReplayCounts,
 }
 
 impl Default for HostMap {
@@ -289,6 +292,7 @@ impl Default for HostMap {
             stage1_hasher: RandomState::new(),
             data: DataIndex::default(),
             generation: 0,
+            retired_replay: ReplayCounts::default(),
         }
     }
 }
@@ -577,7 +581,37 @@ impl HostMap {
             }
         }
         self.sync_tunnel(local_index, &t.peer.vpn_addrs);
+        self.retired_replay.add(replay_counts(&t));
         Some(t)
+    }
+
+    /// Vpn addresses with at least one tunnel (Go's `hostmap.main.hosts`).
+    pub fn hosts(&self) -> usize {
+        self.by_vpn.len()
+    }
+
+    /// Tunnels findable by the peer's index (Go's `hostmap.main.remoteIndexes`).
+    pub fn remote_indexes(&self) -> usize {
+        self.by_remote_index.len()
+    }
+
+    /// Packets lost, duplicated and out of window on every tunnel, live or gone
+    /// (`network.packets.*`). Takes each live tunnel's window lock once.
+    pub fn replay_counts(&self) -> ReplayCounts {
+        let mut sum = self.retired_replay;
+        for t in self.by_index.values() {
+            sum.add(replay_counts(t));
+        }
+        sum
+    }
+}
+
+fn replay_counts(t: &Tunnel) -> ReplayCounts {
+    let w = t.session.replay();
+    ReplayCounts {
+        lost: w.lost(),
+        duplicate: w.duplicates(),
+        out_of_window: w.out_of_window(),
     }
 }
 

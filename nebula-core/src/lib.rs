@@ -16,6 +16,7 @@ pub mod pki;
 pub mod remotes;
 pub mod replay;
 pub mod sim;
+pub mod stats;
 pub mod timers;
 
 pub use engine::{

@@ -4,10 +4,11 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nebula_core::engine::{Engine, Outputs};
@@ -17,12 +18,13 @@ use nebula_lighthouse::AddressBook;
 use rand::SeedableRng;
 use thiserror::Error;
 
-use crate::config::{Config, LoadedConfig};
+use crate::config::{Config, LoadedConfig, StatsConfig};
 use crate::datapath::{flush_outputs, DataPath};
 use crate::plane::Plane;
 use crate::poll::{poll, pollin, readable};
 use crate::reload;
 use crate::setup::{self, SetupError};
+use crate::stats::{Sources, StatsService};
 use crate::tun::{Tun, TunQueue};
 use crate::udp_batch::{BatchOptions, BatchSocket, DEFAULT_SOCKET_BUFFER};
 use crate::worker::{self, LocalDrop};
@@ -69,7 +71,8 @@ pub fn validate(loaded: &LoadedConfig) -> Result<Vec<String>, SetupError> {
 
 /// The running node.
 pub struct Node {
-    plane: Plane,
+    /// Shared with the workers (scoped borrows) and the exporters' threads (clones).
+    plane: Arc<Plane>,
     /// One data path (socket and buffers) per worker.
     workers: Vec<DataPath>,
     /// The control thread's handle on worker 0's socket, for what the engine sends on timers.
@@ -81,6 +84,10 @@ pub struct Node {
     sighup: UnixStream,
     sigterm: UnixStream,
     drop_filter: LocalDrop,
+    /// `stats.*` at start-up (reloads bring new ones).
+    stats: StatsConfig,
+    /// Duplicates of the workers' sockets, for the `udp.<i>.*` metrics.
+    socket_fds: Vec<OwnedFd>,
 }
 
 /// A socket pair whose read end becomes readable each time one of `signals` arrives.
@@ -159,6 +166,11 @@ impl Node {
             sockets.push(BatchSocket::bind(bound, &opts).map_err(DaemonError::Listen)?);
         }
         let control = sockets[0].try_clone().map_err(DaemonError::Listen)?;
+        let socket_fds = sockets
+            .iter()
+            .map(|s| s.socket().try_clone().map(OwnedFd::from))
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(DaemonError::Listen)?;
         let batch = cfg.listen.batch as usize;
         let udp = &sockets[0];
         let (offloads, buffers) = (udp.offloads(), udp.buffers());
@@ -204,7 +216,7 @@ impl Node {
             .set_nonblocking(true)
             .map_err(DaemonError::Signals)?;
         Ok(Node {
-            plane: Plane::new(engine, wake_tx),
+            plane: Arc::new(Plane::new(engine, wake_tx)),
             workers: sockets
                 .into_iter()
                 .map(|s| DataPath::new(s, batch))
@@ -216,6 +228,8 @@ impl Node {
             sighup,
             sigterm,
             drop_filter,
+            stats: cfg.stats.clone(),
+            socket_fds,
         })
     }
 
@@ -253,11 +267,20 @@ impl Node {
             sighup,
             sigterm,
             drop_filter,
+            stats,
+            socket_fds,
         } = self;
+        let routines = workers.len();
+        let mut exporter = StatsService::new(Sources {
+            plane: Arc::clone(&plane),
+            sockets: socket_fds,
+            routines,
+        });
+        exporter.apply(&stats);
         let queue0 = tun.as_ref().and_then(|t| t.queues().first());
         let mut out = Outputs::default();
         plane.with_engine(|e| e.start(Instant::now(), &mut out));
-        flush_outputs(&mut control, queue0, &mut out);
+        flush_outputs(&mut control, queue0, &mut out, plane.counters());
         crate::notify::notify("READY=1");
         let (stop_rx, mut stop_tx) = UnixStream::pair().map_err(DaemonError::Signals)?;
         let died = AtomicBool::new(false);
@@ -291,6 +314,7 @@ impl Node {
                 sighup: &sighup,
                 sigterm: &sigterm,
                 config_path: &config_path,
+                stats: &mut exporter,
             };
             let r = ctl.run();
             // Every worker polls the stop pipe: one byte, never read, wakes them all.
@@ -299,8 +323,9 @@ impl Node {
         });
         crate::notify::notify("STOPPING=1");
         tracing::info!("Closing all tunnels");
+        exporter.stop();
         plane.with_engine(|e| e.close_all(&mut out));
-        flush_outputs(&mut control, queue0, &mut out);
+        flush_outputs(&mut control, queue0, &mut out, plane.counters());
         result
     }
 }
@@ -316,6 +341,8 @@ struct Control<'a> {
     sighup: &'a UnixStream,
     sigterm: &'a UnixStream,
     config_path: &'a Path,
+    /// The metrics exporter, reconfigured by reloads.
+    stats: &'a mut StatsService,
 }
 
 impl Control<'_> {
@@ -352,12 +379,16 @@ impl Control<'_> {
                 e.set_wall_clock(now, unix_nanos());
                 e.handle_timeout(now, &mut out)
             });
-            flush_outputs(self.udp, self.queue0, &mut out);
+            flush_outputs(self.udp, self.queue0, &mut out, self.plane.counters());
             if readable(&fds[0]) && drain(self.sighup) {
                 crate::notify::notify("RELOADING=1");
                 // A refused config is logged there; the node goes on with the old one.
-                let _ = reload::reload(self.plane, self.config_path, unix_secs(), &mut out);
-                flush_outputs(self.udp, self.queue0, &mut out);
+                if let Ok(config) =
+                    reload::reload(self.plane, self.config_path, unix_secs(), &mut out)
+                {
+                    self.stats.apply(&config.stats);
+                }
+                flush_outputs(self.udp, self.queue0, &mut out, self.plane.counters());
                 crate::notify::notify("READY=1");
             }
             if readable(&fds[1]) && drain(self.sigterm) {

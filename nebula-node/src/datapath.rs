@@ -17,6 +17,7 @@ use crate::offload::{
     VNET_GSO_NONE,
 };
 use crate::plane::{Plane, TableView};
+use crate::stats::counters::NodeCounters;
 use crate::tun::{offload as tun_offload, VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 use crate::udp_batch::{BatchSocket, RecvMeta, Transmit, GRO_BUFFER_LEN};
 
@@ -82,8 +83,13 @@ impl DataPath {
     }
 
     /// Carry out what the engine asked (see [`flush_outputs`]).
-    pub fn flush_outputs<D: Device>(&mut self, tun: Option<&D>, out: &mut Outputs) {
-        flush_outputs(&mut self.udp, tun, out);
+    pub fn flush_outputs<D: Device>(
+        &mut self,
+        tun: Option<&D>,
+        out: &mut Outputs,
+        counters: &NodeCounters,
+    ) {
+        flush_outputs(&mut self.udp, tun, out, counters);
     }
 
     /// Send the sealed datagrams gathered in the arena.
@@ -130,6 +136,7 @@ impl DataPath {
                     let Some(d) = buf.get_mut(start..end) else {
                         break;
                     };
+                    plane.counters().received(d);
                     let fast = match self.view.current(plane) {
                         Some(table) => table.open_outside(now, meta.addr, d),
                         None => FastOutside::Engine,
@@ -154,9 +161,13 @@ impl DataPath {
                             }
                         }
                     };
-                    if let (Some((s, e)), Some(t)) = (opened, tun) {
-                        tun_frames += 1;
-                        deliver(t, self.vnet, self.coalescer.as_mut(), d, s, e);
+                    match (opened, tun) {
+                        (Some((s, e)), Some(t)) => {
+                            tun_frames += 1;
+                            deliver(t, self.vnet, self.coalescer.as_mut(), d, s, e);
+                        }
+                        (Some(_), None) => plane.counters().received_for_no_device(),
+                        _ => {}
                     }
                     start = end;
                 }
@@ -259,7 +270,7 @@ impl DataPath {
                 }
             }
             // What the engine answered (a handshake started, a reject) goes out first.
-            flush_outputs(&mut self.udp, Some(tun), out);
+            flush_outputs(&mut self.udp, Some(tun), out, plane.counters());
         }
         self.flush_pending();
     }
@@ -267,8 +278,16 @@ impl DataPath {
 
 /// Carry out what the engine asked: send its datagrams on `udp`, write its packets to the TUN,
 /// log its events.
-pub fn flush_outputs<D: Device>(udp: &mut BatchSocket, tun: Option<&D>, out: &mut Outputs) {
+pub fn flush_outputs<D: Device>(
+    udp: &mut BatchSocket,
+    tun: Option<&D>,
+    out: &mut Outputs,
+    counters: &NodeCounters,
+) {
     if !out.transmits.is_empty() {
+        for t in &out.transmits {
+            counters.sent(&t.payload);
+        }
         let list: Vec<Transmit<'_>> = out
             .transmits
             .iter()

@@ -14,6 +14,8 @@ use std::time::Instant;
 use nebula_core::dataplane::DataTable;
 use nebula_core::engine::Engine;
 
+use crate::stats::counters::NodeCounters;
+
 /// The shared state of one node.
 pub struct Plane {
     engine: Mutex<Engine>,
@@ -25,6 +27,8 @@ pub struct Plane {
     base: Instant,
     /// Write end of the control thread's wake-up pipe.
     wake: UnixStream,
+    /// Datagrams by type, for the `messages.*` metrics.
+    counters: NodeCounters,
 }
 
 impl Plane {
@@ -40,7 +44,13 @@ impl Plane {
             control_deadline: AtomicU64::new(u64::MAX),
             base: Instant::now(),
             wake,
+            counters: NodeCounters::default(),
         }
+    }
+
+    /// The node's message counters.
+    pub fn counters(&self) -> &NodeCounters {
+        &self.counters
     }
 
     /// The engine, locked. Prefer [`Plane::with_engine`], which also publishes what changed.

@@ -76,11 +76,11 @@ pub fn run<D: Device>(
         }
         if readable(&fds[0]) {
             data.read_udp(plane, queue, &mut out);
-            data.flush_outputs(queue, &mut out);
+            data.flush_outputs(queue, &mut out, plane.counters());
         }
         if let (Some(q), true) = (queue, readable(&fds[2])) {
             data.read_tun(plane, q, &is_dropped, &mut out);
-            data.flush_outputs(queue, &mut out);
+            data.flush_outputs(queue, &mut out, plane.counters());
         }
     }
 }

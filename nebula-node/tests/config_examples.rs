@@ -350,7 +350,6 @@ firewall:
     assert!(unknown.is_empty(), "{unknown:?}");
     for key in [
         "sshd.enabled",
-        "stats.type",
         "lighthouse.serve_dns",
         "lighthouse.dns.host",
     ] {

@@ -66,6 +66,7 @@ impl Engine {
         if !self.pending.insert(pending) {
             return None;
         }
+        self.counters.handshakes_initiated += 1;
         self.timers.add_after(
             now,
             self.cfg.handshake_try_interval,
@@ -128,6 +129,7 @@ impl Engine {
         let vpn = p.vpn_addr;
         if from_timer && p.attempts >= self.cfg.handshake_retries {
             self.pending.remove(idx);
+            self.counters.handshakes_timed_out += 1;
             out.events.push(Event::HandshakeTimedOut { vpn_addr: vpn });
             // Our relays to that host may be stale (a relay restarted): ask afresh next time.
             let stale: Vec<u32> = self
@@ -416,7 +418,12 @@ impl Engine {
             initiator: true,
             cert_name,
         });
+        let took = now.saturating_duration_since(p.started);
+        self.counters
+            .handshakes
+            .record(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
         let nothing_queued = p.queued.is_empty();
+        self.counters.cached_packets_sent += p.queued.len() as u64;
         for q in p.queued {
             self.send_queued(now, idx, q, out);
         }

@@ -169,13 +169,15 @@ impl Engine {
         let Some(p) = self.pending.get_mut(idx) else {
             return InsideOutcome::Dropped(DropReason::HandshakeQueueFull);
         };
-        match p.queued.push(packet) {
-            Ok(()) => InsideOutcome::Queued,
+        let outcome = match p.queued.push(packet) {
+            Ok(()) => return InsideOutcome::Queued,
             Err(QueueRefusal::TooMany) => InsideOutcome::Dropped(DropReason::HandshakeQueueFull),
             Err(QueueRefusal::OverBudget) => {
                 InsideOutcome::Dropped(DropReason::HandshakeQueueBytes)
             }
-        }
+        };
+        self.counters.cached_packets_dropped += 1;
+        outcome
     }
 
     /// Send an encrypted control-plane message to `vpn`, queueing it behind a handshake if needed.

@@ -35,6 +35,7 @@ impl Engine {
         out: &mut Outputs,
     ) {
         let bytes = msg.encode_to_vec();
+        self.counters.lighthouse_tx[lighthouse_kind(msg.known_type())] += 1;
         if let Some(idx) = self.hostmap.primary(&lh) {
             self.send_on_tunnel(idx, MessageType::LightHouse, 0, &bytes, out);
         } else {
@@ -92,6 +93,7 @@ impl Engine {
         let Ok(msg) = NebulaMeta::decode(payload) else {
             return;
         };
+        self.counters.lighthouse_rx[lighthouse_kind(msg.known_type())] += 1;
         let Some(t) = self.hostmap.get(idx) else {
             return;
         };
@@ -107,6 +109,7 @@ impl Engine {
                     server.handle(now, &from_vpn, learned, &msg, &mut replies);
                     for (to, reply) in replies {
                         let bytes = reply.encode_to_vec();
+                        self.counters.lighthouse_tx[lighthouse_kind(reply.known_type())] += 1;
                         if let Some(i) = self.hostmap.primary(&to) {
                             self.send_on_tunnel(i, MessageType::LightHouse, 0, &bytes, out);
                         }

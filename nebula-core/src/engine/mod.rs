@@ -14,6 +14,7 @@ mod demux;
 mod handshakes;
 mod inside;
 mod lighthouse_client;
+mod metrics;
 mod relays;
 mod tunnels;
 
@@ -46,7 +47,9 @@ pub use crate::outcome::{
 };
 use crate::pki::Pki;
 use crate::remotes::{CalculatedRemote, RemoteAllowList, RemoteList};
+use crate::stats::{lighthouse_kind, EngineCounters};
 use crate::timers::{Timer, Timers};
+pub use metrics::StatsSnapshot;
 
 /// Two tunnels to one host confirmed within this span are a handshake race, settled by vpn address.
 pub const RACE_WINDOW: Duration = Duration::from_secs(6);
@@ -249,6 +252,8 @@ pub struct Engine {
     /// Punches (and `punchy.respond` test requests) queued from lighthouse notifications (at
     /// most [`MAX_QUEUED_PUNCHES`]).
     queued_punches: usize,
+    /// What Go's metrics count that only the engine sees.
+    counters: EngineCounters,
 }
 
 /// Most hole punches waiting for their `punchy.delay` at once. A notification names at most
@@ -296,6 +301,7 @@ impl Engine {
             update_budget: lighthouse::UpdateBudget::default(),
             relays: RelayTable::default(),
             pki_generation: 0,
+            counters: EngineCounters::default(),
         }
     }
 
@@ -394,8 +400,13 @@ impl Engine {
             pki,
             firewall,
         } = new;
+        let old_rules = self.filter.rules_hash_fnv();
+        let new_rules = firewall.rules_hash_fnv();
         if let Some(f) = self.filter.with_rules(firewall) {
             self.filter = f;
+            if old_rules != Some(new_rules) {
+                self.counters.rules_version += 1;
+            }
         }
         self.pki = pki;
         self.pki_generation += 1;

@@ -298,7 +298,7 @@ pub enum StatsBackend {
     },
 }
 
-/// The `stats` section (parsed and checked like Go's `loadStatsConfig`; not acted on yet).
+/// The `stats` section (parsed and checked like Go's `loadStatsConfig`; run by `crate::stats`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatsConfig {
     /// The backend.

@@ -1,0 +1,213 @@
+//! The `stats` section at run time: Go Nebula's metric set, exported to Prometheus (an HTTP
+//! endpoint) or Graphite (lines pushed every interval), started, moved and stopped by reloads.
+//!
+//! The numbers come from three places: the engine's [`nebula_core::engine::StatsSnapshot`]
+//! (taken under its lock once per scrape or flush), the node's message counters (atomics, see
+//! [`counters`]) and the sockets (`SO_MEMINFO`). Nothing is computed per packet for export.
+
+pub mod counters;
+pub mod graphite;
+pub mod metrics;
+pub mod prometheus;
+
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::config::{StatsBackend, StatsConfig};
+use crate::plane::Plane;
+use metrics::{Groups, Inputs, Metric};
+
+/// Where the metric list is read from.
+pub struct Sources {
+    pub plane: Arc<Plane>,
+    /// Duplicates of the data-plane sockets' descriptors, in worker order (`udp.<i>.*`).
+    pub sockets: Vec<OwnedFd>,
+    /// `routines`.
+    pub routines: usize,
+}
+
+impl Sources {
+    /// Go's metric list now.
+    pub fn gather(&self, groups: Groups) -> Vec<Metric> {
+        let snapshot = self.plane.lock().stats(Instant::now());
+        let fds: Vec<_> = self.sockets.iter().map(|s| s.as_fd()).collect();
+        metrics::collect(&Inputs {
+            engine: &snapshot,
+            messages: self.plane.counters().read(),
+            groups,
+            routines: self.routines,
+            sockets: &fds,
+        })
+    }
+}
+
+/// The running exporter, if any, and the config it runs with.
+pub struct StatsService {
+    sources: Arc<Sources>,
+    running: Option<Running>,
+}
+
+struct Running {
+    config: StatsConfig,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl StatsService {
+    pub fn new(sources: Sources) -> StatsService {
+        StatsService {
+            sources: Arc::new(sources),
+            running: None,
+        }
+    }
+
+    /// Run with `config`: start, stop, or restart the exporter if the section changed (a reload
+    /// with the same section changes nothing). A failure (the port is taken, the Graphite host
+    /// does not resolve) is logged and leaves stats off until a reload with a working config.
+    pub fn apply(&mut self, config: &StatsConfig) {
+        if self.running.as_ref().is_some_and(|r| &r.config == config) {
+            return;
+        }
+        self.stop();
+        match start(&self.sources, config) {
+            Ok(Some(r)) => self.running = Some(r),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "Failed to start stats"),
+        }
+    }
+
+    /// The Prometheus endpoint's address while it runs (tests, logs).
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Stop the exporter (its thread ends within a fraction of a second).
+    pub fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop.store(true, Ordering::Release);
+            let _ = r.thread.join();
+        }
+    }
+}
+
+impl Drop for StatsService {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Why stats could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StatsError {
+    #[error("stats.listen {listen:?}: {source}")]
+    Listen {
+        listen: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("stats.host {host:?}: {reason}")]
+    Host { host: String, reason: String },
+    #[error("stats: cannot start its thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+fn start(sources: &Arc<Sources>, config: &StatsConfig) -> Result<Option<Running>, StatsError> {
+    let groups = Groups {
+        messages: config.message_metrics,
+        lighthouse: config.lighthouse_metrics,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s, flag) = (Arc::clone(sources), Arc::clone(&stop));
+    let thread = match &config.backend {
+        StatsBackend::None => return Ok(None),
+        StatsBackend::Prometheus {
+            listen,
+            path,
+            namespace,
+            subsystem,
+        } => {
+            let bind = |e| StatsError::Listen {
+                listen: listen.clone(),
+                source: e,
+            };
+            let addr = prometheus::listen_addr(listen).map_err(bind)?;
+            let listener = TcpListener::bind(addr).map_err(bind)?;
+            tracing::info!(addr = %addr, path = %path, "Starting prometheus stats listener");
+            let (path, ns, sub) = (path.clone(), namespace.clone(), subsystem.clone());
+            std::thread::Builder::new()
+                .name("nebula-stats".into())
+                .spawn(move || {
+                    let page = || prometheus::render(s.gather(groups), &ns, &sub);
+                    prometheus::serve(listener, &path, &flag, &page);
+                })
+        }
+        StatsBackend::Graphite {
+            protocol,
+            host,
+            prefix,
+        } => {
+            if protocol != "tcp" {
+                return Err(StatsError::Host {
+                    host: host.clone(),
+                    reason: format!("protocol {protocol:?} is not supported (tcp is)"),
+                });
+            }
+            let to = resolve(host)?;
+            let (prefix, interval) = (prefix.clone(), config.interval);
+            tracing::info!(addr = %to, prefix = %prefix, interval = ?interval, "Starting graphite stats");
+            std::thread::Builder::new()
+                .name("nebula-stats".into())
+                .spawn(move || graphite_loop(&s, groups, to, &prefix, interval, &flag))
+        }
+    }
+    .map_err(StatsError::Thread)?;
+    Ok(Some(Running {
+        config: config.clone(),
+        stop,
+        thread,
+    }))
+}
+
+fn resolve(host: &str) -> Result<SocketAddr, StatsError> {
+    let bad = |reason: String| StatsError::Host {
+        host: host.to_string(),
+        reason,
+    };
+    host.to_socket_addrs()
+        .map_err(|e| bad(e.to_string()))?
+        .next()
+        .ok_or_else(|| bad("no address".into()))
+}
+
+/// Every `interval`, gather and send; a failed send is logged and retried at the next flush.
+fn graphite_loop(
+    s: &Sources,
+    groups: Groups,
+    to: SocketAddr,
+    prefix: &str,
+    interval: Duration,
+    stop: &AtomicBool,
+) {
+    let mut next = Instant::now() + interval;
+    while !stop.load(Ordering::Acquire) {
+        let now = Instant::now();
+        if now < next {
+            std::thread::sleep((next - now).min(Duration::from_millis(100)));
+            continue;
+        }
+        next += interval;
+        let text = graphite::lines(
+            &s.gather(groups),
+            prefix,
+            interval,
+            crate::daemon::unix_secs(),
+        );
+        if let Err(e) = graphite::send(to, &text) {
+            tracing::error!(error = %e, addr = %to, "Graphite export failed");
+        }
+    }
+}
