@@ -574,7 +574,10 @@ mod tests {
             .expect("a group firewall has rules");
         assert_eq!(reloaded.drops(), want, "the counts survive a reload");
         assert_eq!(reloaded.conntrack_len(), 1);
-        assert_eq!(reloaded.rules_hash_fnv(), Some(fw.firewall().rules_hash_fnv()));
+        assert_eq!(
+            reloaded.rules_hash_fnv(),
+            Some(fw.firewall().rules_hash_fnv())
+        );
     }
 
     #[test]

@@ -128,7 +128,10 @@ mod tests {
         assert_eq!(after.counters.handshakes_timed_out, 0);
         assert_eq!(after.counters.handshakes.summary().count, 1);
         assert_eq!(after.counters.cached_packets_sent, 1);
-        assert_eq!((after.hosts, after.indexes, after.remote_indexes), (1, 1, 1));
+        assert_eq!(
+            (after.hosts, after.indexes, after.remote_indexes),
+            (1, 1, 1)
+        );
         assert_eq!((after.pending_hosts, after.pending_indexes), (0, 0));
         assert_eq!((after.initiating_version, after.max_version), (1, 1));
         assert!(after.cert_ttl_seconds > 0);

@@ -22,9 +22,7 @@ pub fn lines(metrics: &[Metric], prefix: &str, interval: Duration, now_unix: i64
         // Writing to a String cannot fail.
         let _ = match (m.kind, m.value) {
             (Kind::Counter, Value::Int(v)) => writeln!(out, "{name}.count {v} {now_unix}")
-                .and_then(|_| {
-                    writeln!(out, "{name}.count_ps {:.2} {now_unix}", v as f64 / secs)
-                }),
+                .and_then(|_| writeln!(out, "{name}.count_ps {:.2} {now_unix}", v as f64 / secs)),
             (Kind::Gauge, Value::Int(v)) => writeln!(out, "{name}.value {v} {now_unix}"),
             (_, Value::Histogram(h)) => {
                 let _ = writeln!(out, "{name}.count {} {now_unix}", h.count);

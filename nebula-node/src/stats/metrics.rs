@@ -69,8 +69,16 @@ pub fn collect(i: &Inputs<'_>) -> Vec<Metric> {
     };
     let e = i.engine;
     let c = &e.counters;
-    push("handshake_manager.initiated".into(), Kind::Counter, int(c.handshakes_initiated));
-    push("handshake_manager.timed_out".into(), Kind::Counter, int(c.handshakes_timed_out));
+    push(
+        "handshake_manager.initiated".into(),
+        Kind::Counter,
+        int(c.handshakes_initiated),
+    );
+    push(
+        "handshake_manager.timed_out".into(),
+        Kind::Counter,
+        int(c.handshakes_timed_out),
+    );
     for (name, v) in [
         ("hostmap.main.hosts", e.hosts),
         ("hostmap.main.indexes", e.indexes),
@@ -82,47 +90,130 @@ pub fn collect(i: &Inputs<'_>) -> Vec<Metric> {
     ] {
         push(name.into(), Kind::Gauge, int(v));
     }
-    push("firewall.rules.version".into(), Kind::Gauge, int(c.rules_version));
-    push("firewall.rules.hash".into(), Kind::Gauge, i64::from(e.rules_hash));
-    for (dir, d) in [("incoming", e.drops.incoming), ("outgoing", e.drops.outgoing)] {
+    push(
+        "firewall.rules.version".into(),
+        Kind::Gauge,
+        int(c.rules_version),
+    );
+    push(
+        "firewall.rules.hash".into(),
+        Kind::Gauge,
+        i64::from(e.rules_hash),
+    );
+    for (dir, d) in [
+        ("incoming", e.drops.incoming),
+        ("outgoing", e.drops.outgoing),
+    ] {
         let DirectionDrops {
             local_addr,
             remote_addr,
             no_rule,
             conntrack_full,
         } = d;
-        push(format!("firewall.{dir}.dropped.local_addr"), Kind::Counter, int(local_addr));
-        push(format!("firewall.{dir}.dropped.remote_addr"), Kind::Counter, int(remote_addr));
-        push(format!("firewall.{dir}.dropped.no_rule"), Kind::Counter, int(no_rule));
+        push(
+            format!("firewall.{dir}.dropped.local_addr"),
+            Kind::Counter,
+            int(local_addr),
+        );
+        push(
+            format!("firewall.{dir}.dropped.remote_addr"),
+            Kind::Counter,
+            int(remote_addr),
+        );
+        push(
+            format!("firewall.{dir}.dropped.no_rule"),
+            Kind::Counter,
+            int(no_rule),
+        );
         // Ours: Go's conntrack has no cap.
-        push(format!("firewall.{dir}.dropped.conntrack_full"), Kind::Counter, int(conntrack_full));
+        push(
+            format!("firewall.{dir}.dropped.conntrack_full"),
+            Kind::Counter,
+            int(conntrack_full),
+        );
     }
-    push("network.packets.lost".into(), Kind::Counter, int(e.replay.lost));
-    push("network.packets.duplicate".into(), Kind::Counter, int(e.replay.duplicate));
-    push("network.packets.out_of_window".into(), Kind::Counter, int(e.replay.out_of_window));
-    push("hostinfo.cached_packets.sent".into(), Kind::Counter, int(c.cached_packets_sent));
-    push("hostinfo.cached_packets.dropped".into(), Kind::Counter, int(c.cached_packets_dropped));
-    push("certificate.ttl_seconds".into(), Kind::Gauge, e.cert_ttl_seconds);
-    push("certificate.initiating_version".into(), Kind::Gauge, i64::from(e.initiating_version));
-    push("certificate.max_version".into(), Kind::Gauge, i64::from(e.max_version));
+    push(
+        "network.packets.lost".into(),
+        Kind::Counter,
+        int(e.replay.lost),
+    );
+    push(
+        "network.packets.duplicate".into(),
+        Kind::Counter,
+        int(e.replay.duplicate),
+    );
+    push(
+        "network.packets.out_of_window".into(),
+        Kind::Counter,
+        int(e.replay.out_of_window),
+    );
+    push(
+        "hostinfo.cached_packets.sent".into(),
+        Kind::Counter,
+        int(c.cached_packets_sent),
+    );
+    push(
+        "hostinfo.cached_packets.dropped".into(),
+        Kind::Counter,
+        int(c.cached_packets_dropped),
+    );
+    push(
+        "certificate.ttl_seconds".into(),
+        Kind::Gauge,
+        e.cert_ttl_seconds,
+    );
+    push(
+        "certificate.initiating_version".into(),
+        Kind::Gauge,
+        i64::from(e.initiating_version),
+    );
+    push(
+        "certificate.max_version".into(),
+        Kind::Gauge,
+        i64::from(e.max_version),
+    );
     push("routines".into(), Kind::Gauge, int(i.routines));
     let m = i.messages;
     // Go always keeps recv_error and the punch counters; the rest with `message_metrics`.
     for (slot, name) in MESSAGE_NAMES.iter().enumerate() {
         if i.groups.messages || *name == "recv_error" {
-            push(format!("messages.rx.{name}"), Kind::Counter, int(m.rx[slot]));
-            push(format!("messages.tx.{name}"), Kind::Counter, int(m.tx[slot]));
+            push(
+                format!("messages.rx.{name}"),
+                Kind::Counter,
+                int(m.rx[slot]),
+            );
+            push(
+                format!("messages.tx.{name}"),
+                Kind::Counter,
+                int(m.tx[slot]),
+            );
         }
     }
     if i.groups.messages {
-        push("messages.rx.invalid".into(), Kind::Counter, int(m.rx_invalid));
+        push(
+            "messages.rx.invalid".into(),
+            Kind::Counter,
+            int(m.rx_invalid),
+        );
     }
     push("messages.tx.punchy".into(), Kind::Counter, int(m.tx_punchy));
     if i.groups.lighthouse {
-        push("messages.tx.holepunch".into(), Kind::Counter, int(m.tx_holepunch));
+        push(
+            "messages.tx.holepunch".into(),
+            Kind::Counter,
+            int(m.tx_holepunch),
+        );
         for (k, kind) in LIGHTHOUSE_KINDS.iter().enumerate() {
-            push(format!("lighthouse.rx.{kind}"), Kind::Counter, int(c.lighthouse_rx[k]));
-            push(format!("lighthouse.tx.{kind}"), Kind::Counter, int(c.lighthouse_tx[k]));
+            push(
+                format!("lighthouse.rx.{kind}"),
+                Kind::Counter,
+                int(c.lighthouse_rx[k]),
+            );
+            push(
+                format!("lighthouse.tx.{kind}"),
+                Kind::Counter,
+                int(c.lighthouse_tx[k]),
+            );
         }
     }
     for (n, fd) in i.sockets.iter().enumerate() {
@@ -269,7 +360,10 @@ mod tests {
         });
         let ours: BTreeSet<&str> = list.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(ours.len(), list.len(), "no name twice");
-        let missing: Vec<&&str> = GO_1_11_NAMES.iter().filter(|n| !ours.contains(**n)).collect();
+        let missing: Vec<&&str> = GO_1_11_NAMES
+            .iter()
+            .filter(|n| !ours.contains(**n))
+            .collect();
         assert!(missing.is_empty(), "missing Go metrics: {missing:?}");
         let rcvbuf = list
             .iter()

@@ -92,10 +92,7 @@ impl Collector for NodeFamilies {
             None,
             info.metric_type(),
         )?;
-        info.encode(m.encode_family(&[
-            ("version", self.version),
-            ("implementation", "rust"),
-        ])?)
+        info.encode(m.encode_family(&[("version", self.version), ("implementation", "rust")])?)
     }
 }
 
@@ -127,13 +124,21 @@ impl Collector for ProcessFamilies {
                 "Virtual memory size in bytes.",
                 p.vsize_bytes,
             ),
-            ("process_open_fds", "Number of open file descriptors.", p.open_fds),
+            (
+                "process_open_fds",
+                "Number of open file descriptors.",
+                p.open_fds,
+            ),
             (
                 "process_max_fds",
                 "Maximum number of open file descriptors.",
                 p.max_fds,
             ),
-            ("process_threads", "Number of OS threads in the process.", p.threads),
+            (
+                "process_threads",
+                "Number of OS threads in the process.",
+                p.threads,
+            ),
         ] {
             gauge(&mut encoder, name, help, v)?;
         }
@@ -224,7 +229,10 @@ pub fn listen_addr(listen: &str) -> io::Result<SocketAddr> {
         None => listen.to_string(),
     };
     spec.to_socket_addrs()?.next().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("no address for {listen:?}"))
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("no address for {listen:?}"),
+        )
     })
 }
 
@@ -266,7 +274,12 @@ fn answer(mut stream: TcpStream, path: &str, page: &dyn Fn() -> String) -> io::R
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
         if head.len() >= MAX_REQUEST {
-            return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", "");
+            return respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "",
+            );
         }
         let n = stream.read(&mut buf)?;
         if n == 0 {
@@ -280,7 +293,12 @@ fn answer(mut stream: TcpStream, path: &str, page: &dyn Fn() -> String) -> io::R
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let target_path = target.split('?').next().unwrap_or("");
     if target_path != path {
-        return respond(&mut stream, "404 Not Found", "text/plain", "404 page not found\n");
+        return respond(
+            &mut stream,
+            "404 Not Found",
+            "text/plain",
+            "404 page not found\n",
+        );
     }
     match method {
         "GET" => respond(
@@ -336,7 +354,9 @@ mod tests {
     #[test]
     fn names_are_formed_as_go_forms_them() {
         let page = render(sample(), "nebula", "");
-        assert!(page.contains("# HELP nebula_hostmap_main_remoteIndexes hostmap.main.remoteIndexes\n"));
+        assert!(
+            page.contains("# HELP nebula_hostmap_main_remoteIndexes hostmap.main.remoteIndexes\n")
+        );
         assert!(page.contains("# TYPE nebula_hostmap_main_remoteIndexes gauge\n"));
         assert!(page.contains("\nnebula_hostmap_main_remoteIndexes 3\n"));
         assert!(page.contains("\nnebula_udp_0_rcvbuf 212992\n"));
