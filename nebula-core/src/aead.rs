@@ -357,6 +357,21 @@ pub struct Session {
     traffic_out: AtomicBool,
     /// Packets sent from the TUN (drives path promotion and lighthouse re-queries).
     sent_from_tun: AtomicU32,
+    /// Authenticated messages received, and their plaintext bytes (status and per-peer metrics).
+    rx_packets: AtomicU64,
+    rx_bytes: AtomicU64,
+    /// Plaintext bytes sealed (the message count is the send counter).
+    tx_bytes: AtomicU64,
+}
+
+/// A tunnel's traffic since its handshake: messages and plaintext bytes each way (control
+/// messages included; an IP packet's bytes are its whole length).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
 }
 
 impl Session {
@@ -371,7 +386,31 @@ impl Session {
             traffic_in: AtomicBool::new(false),
             traffic_out: AtomicBool::new(false),
             sent_from_tun: AtomicU32::new(0),
+            rx_packets: AtomicU64::new(0),
+            rx_bytes: AtomicU64::new(0),
+            tx_bytes: AtomicU64::new(0),
         }
+    }
+
+    /// Messages and bytes each way so far.
+    pub fn traffic(&self) -> Traffic {
+        Traffic {
+            rx_packets: self.rx_packets.load(Ordering::Relaxed),
+            rx_bytes: self.rx_bytes.load(Ordering::Relaxed),
+            // Counters 1 and 2 were the handshake's.
+            tx_packets: self.send_counter().saturating_sub(2),
+            tx_bytes: self.tx_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Count `len` plaintext bytes sealed for the peer.
+    pub fn note_sent(&self, len: usize) {
+        self.tx_bytes.fetch_add(len as u64, Ordering::Relaxed);
+    }
+
+    fn note_received(&self, len: usize) {
+        self.rx_packets.fetch_add(1, Ordering::Relaxed);
+        self.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
     }
 
     /// The replay window (a panic elsewhere cannot leave it half-updated: every update is a
@@ -444,9 +483,11 @@ impl Session {
         frame: &'a mut [u8],
         ad_len: usize,
     ) -> Result<&'a mut [u8], AeadError> {
-        self.replay_guarded(counter, || {
+        let opened = self.replay_guarded(counter, || {
             self.recv.open_frame(use_, counter, frame, ad_len)
-        })
+        })?;
+        self.note_received(opened.len());
+        Ok(opened)
     }
 
     /// Receive path for a relay frame `ad || tag`: replay check, verify, replay update (1.11 behaviour).
@@ -456,9 +497,12 @@ impl Session {
         counter: u64,
         frame: &'a [u8],
     ) -> Result<&'a [u8], AeadError> {
-        self.replay_guarded(counter, || {
+        let ad = self.replay_guarded(counter, || {
             self.recv.open_ad_only_frame(KeyUse::Data, counter, frame)
-        })
+        })?;
+        // A relay frame: the inner packet after its 16-byte header.
+        self.note_received(ad.len().saturating_sub(proto::header::HEADER_LEN));
+        Ok(ad)
     }
 
     /// Check `counter` against the replay window, run `open`, and only if it authenticates

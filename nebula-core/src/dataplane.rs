@@ -449,7 +449,9 @@ pub(crate) fn seal_in_place(
     session
         .send
         .seal_frame(use_, counter, frame, HEADER_LEN)
-        .map_err(|_| DropReason::CounterExhausted)
+        .map_err(|_| DropReason::CounterExhausted)?;
+    session.note_sent(frame.len().saturating_sub(HEADER_LEN + TAG_LEN));
+    Ok(())
 }
 
 /// Seal one message into a fresh datagram (see [`seal_in_place`]).
@@ -528,6 +530,41 @@ mod tests {
 
     fn allow_all() -> Box<dyn PacketFilter> {
         Box::new(AllowAll)
+    }
+
+    /// Each side's tunnel counts what it sealed and what it opened, on either path: the bytes
+    /// are the inner packets' lengths.
+    #[test]
+    fn tunnels_count_their_traffic_both_ways() {
+        for fast in [true, false] {
+            let mut sim = pair(allow_all(), allow_all());
+            sim.fast_path = fast;
+            let traffic = |sim: &Sim, i: usize| {
+                let t = &sim.nodes[i].engine;
+                let idx = t.hostmap().primary(&vpn(1 - i).into()).expect("tunnel");
+                t.hostmap().get(idx).expect("tunnel").session.traffic()
+            };
+            let (a0, b0) = (traffic(&sim, 0), traffic(&sim, 1));
+            let p = pkt(0, 1, 53, 7);
+            for _ in 0..10 {
+                sim.inside(0, &p);
+                sim.run_for(Duration::from_millis(10));
+            }
+            let (a1, b1) = (traffic(&sim, 0), traffic(&sim, 1));
+            assert_eq!(a1.tx_packets - a0.tx_packets, 10, "fast {fast}");
+            assert_eq!(
+                a1.tx_bytes - a0.tx_bytes,
+                10 * p.len() as u64,
+                "fast {fast}"
+            );
+            assert_eq!(b1.rx_packets - b0.rx_packets, 10, "fast {fast}");
+            assert_eq!(
+                b1.rx_bytes - b0.rx_bytes,
+                10 * p.len() as u64,
+                "fast {fast}"
+            );
+            assert_eq!(a1.rx_packets, a0.rx_packets, "nothing came back");
+        }
     }
 
     #[test]

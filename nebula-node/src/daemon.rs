@@ -18,13 +18,15 @@ use nebula_lighthouse::AddressBook;
 use rand::SeedableRng;
 use thiserror::Error;
 
-use crate::config::{Config, LoadedConfig, StatsConfig};
+use crate::config::{Config, LoadedConfig};
 use crate::datapath::{flush_outputs, DataPath};
 use crate::plane::Plane;
 use crate::poll::{poll, pollin, readable};
 use crate::reload;
+use crate::services::Services;
 use crate::setup::{self, SetupError};
 use crate::stats::{Sources, StatsService};
+use crate::status::NodeFacts;
 use crate::tun::{Tun, TunQueue};
 use crate::udp_batch::{BatchOptions, BatchSocket, DEFAULT_SOCKET_BUFFER};
 use crate::worker::{self, LocalDrop};
@@ -84,8 +86,8 @@ pub struct Node {
     sighup: UnixStream,
     sigterm: UnixStream,
     drop_filter: LocalDrop,
-    /// `stats.*` at start-up (reloads bring new ones).
-    stats: StatsConfig,
+    /// The config at start-up, for the services (reloads bring new ones).
+    config: Config,
     /// Duplicates of the workers' sockets, for the `udp.<i>.*` metrics.
     socket_fds: Vec<OwnedFd>,
 }
@@ -216,7 +218,11 @@ impl Node {
             .set_nonblocking(true)
             .map_err(DaemonError::Signals)?;
         Ok(Node {
-            plane: Arc::new(Plane::new(engine, wake_tx)),
+            plane: {
+                let mut plane = Plane::new(engine, wake_tx);
+                plane.set_workers(workers);
+                Arc::new(plane)
+            },
             workers: sockets
                 .into_iter()
                 .map(|s| DataPath::new(s, batch))
@@ -228,7 +234,7 @@ impl Node {
             sighup,
             sigterm,
             drop_filter,
-            stats: cfg.stats.clone(),
+            config: cfg.clone(),
             socket_fds,
         })
     }
@@ -267,20 +273,33 @@ impl Node {
             sighup,
             sigterm,
             drop_filter,
-            stats,
+            config,
             socket_fds,
         } = self;
         let routines = workers.len();
-        let mut exporter = StatsService::new(Sources {
+        let exporter = StatsService::new(Sources {
             plane: Arc::clone(&plane),
             sockets: socket_fds,
             routines,
         });
-        exporter.apply(&stats);
+        let facts = NodeFacts {
+            listen: control
+                .local_addr()
+                .map(|a| vec![a.to_string()])
+                .unwrap_or_default(),
+            started: Instant::now(),
+        };
+        let mut services = Services::new(
+            Arc::clone(&plane),
+            facts,
+            control.try_clone().map_err(DaemonError::Listen)?,
+            exporter,
+        );
+        services.apply(&config);
         let queue0 = tun.as_ref().and_then(|t| t.queues().first());
         let mut out = Outputs::default();
         plane.with_engine(|e| e.start(Instant::now(), &mut out));
-        flush_outputs(&mut control, queue0, &mut out, plane.counters());
+        flush_outputs(&mut control, queue0, &mut out, &plane);
         crate::notify::notify("READY=1");
         let (stop_rx, mut stop_tx) = UnixStream::pair().map_err(DaemonError::Signals)?;
         let died = AtomicBool::new(false);
@@ -298,7 +317,8 @@ impl Node {
                             died,
                             asked_to_stop: false,
                         };
-                        notice.asked_to_stop = worker::run(plane, data, queue, drop_filter, stop);
+                        notice.asked_to_stop =
+                            worker::run(plane, i, data, queue, drop_filter, stop);
                     });
                 if let Err(e) = spawned {
                     let _ = io::Write::write(&mut stop_tx, &[1]);
@@ -314,7 +334,7 @@ impl Node {
                 sighup: &sighup,
                 sigterm: &sigterm,
                 config_path: &config_path,
-                stats: &mut exporter,
+                services: &mut services,
             };
             let r = ctl.run();
             // Every worker polls the stop pipe: one byte, never read, wakes them all.
@@ -323,9 +343,9 @@ impl Node {
         });
         crate::notify::notify("STOPPING=1");
         tracing::info!("Closing all tunnels");
-        exporter.stop();
+        services.stop();
         plane.with_engine(|e| e.close_all(&mut out));
-        flush_outputs(&mut control, queue0, &mut out, plane.counters());
+        flush_outputs(&mut control, queue0, &mut out, &plane);
         result
     }
 }
@@ -341,8 +361,8 @@ struct Control<'a> {
     sighup: &'a UnixStream,
     sigterm: &'a UnixStream,
     config_path: &'a Path,
-    /// The metrics exporter, reconfigured by reloads.
-    stats: &'a mut StatsService,
+    /// Metrics, the control API, probes, expiry warnings, the watchdog; reconfigured by reloads.
+    services: &'a mut Services,
 }
 
 impl Control<'_> {
@@ -379,16 +399,17 @@ impl Control<'_> {
                 e.set_wall_clock(now, unix_nanos());
                 e.handle_timeout(now, &mut out)
             });
-            flush_outputs(self.udp, self.queue0, &mut out, self.plane.counters());
+            self.services.tick(Instant::now(), &mut out);
+            flush_outputs(self.udp, self.queue0, &mut out, self.plane);
             if readable(&fds[0]) && drain(self.sighup) {
                 crate::notify::notify("RELOADING=1");
                 // A refused config is logged there; the node goes on with the old one.
                 if let Ok(config) =
                     reload::reload(self.plane, self.config_path, unix_secs(), &mut out)
                 {
-                    self.stats.apply(&config.stats);
+                    self.services.apply(&config);
                 }
-                flush_outputs(self.udp, self.queue0, &mut out, self.plane.counters());
+                flush_outputs(self.udp, self.queue0, &mut out, self.plane);
                 crate::notify::notify("READY=1");
             }
             if readable(&fds[1]) && drain(self.sigterm) {

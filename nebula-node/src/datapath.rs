@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::time::Instant;
 
 use nebula_core::dataplane::{FastInside, FastOutside};
-use nebula_core::engine::{InsideOutcome, Outputs, OutsideOutcome};
+use nebula_core::engine::{Event, InsideOutcome, Outputs, OutsideOutcome};
 use proto::header::HEADER_LEN;
 
 use crate::device::Device;
@@ -17,7 +17,6 @@ use crate::offload::{
     VNET_GSO_NONE,
 };
 use crate::plane::{Plane, TableView};
-use crate::stats::counters::NodeCounters;
 use crate::tun::{offload as tun_offload, VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 use crate::udp_batch::{BatchSocket, RecvMeta, Transmit, GRO_BUFFER_LEN};
 
@@ -83,13 +82,8 @@ impl DataPath {
     }
 
     /// Carry out what the engine asked (see [`flush_outputs`]).
-    pub fn flush_outputs<D: Device>(
-        &mut self,
-        tun: Option<&D>,
-        out: &mut Outputs,
-        counters: &NodeCounters,
-    ) {
-        flush_outputs(&mut self.udp, tun, out, counters);
+    pub fn flush_outputs<D: Device>(&mut self, tun: Option<&D>, out: &mut Outputs, plane: &Plane) {
+        flush_outputs(&mut self.udp, tun, out, plane);
     }
 
     /// Send the sealed datagrams gathered in the arena.
@@ -270,7 +264,7 @@ impl DataPath {
                 }
             }
             // What the engine answered (a handshake started, a reject) goes out first.
-            flush_outputs(&mut self.udp, Some(tun), out, plane.counters());
+            flush_outputs(&mut self.udp, Some(tun), out, plane);
         }
         self.flush_pending();
     }
@@ -282,11 +276,11 @@ pub fn flush_outputs<D: Device>(
     udp: &mut BatchSocket,
     tun: Option<&D>,
     out: &mut Outputs,
-    counters: &NodeCounters,
+    plane: &Plane,
 ) {
     if !out.transmits.is_empty() {
         for t in &out.transmits {
-            counters.sent(&t.payload);
+            plane.counters().sent(&t.payload);
         }
         let list: Vec<Transmit<'_>> = out
             .transmits
@@ -310,7 +304,11 @@ pub fn flush_outputs<D: Device>(
             }
         }
     }
+    let now = Instant::now();
     for e in out.events.drain(..) {
+        if let Event::TestReply { vpn_addr, payload } = &e {
+            plane.rtt().reply(*vpn_addr, payload, now);
+        }
         log_event(&e);
     }
 }

@@ -7,14 +7,15 @@
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nebula_core::dataplane::DataTable;
 use nebula_core::engine::Engine;
 
 use crate::stats::counters::NodeCounters;
+use crate::status::rtt::RttTable;
 
 /// The shared state of one node.
 pub struct Plane {
@@ -29,6 +30,13 @@ pub struct Plane {
     wake: UnixStream,
     /// Datagrams by type, for the `messages.*` metrics.
     counters: NodeCounters,
+    /// Round trips to peers (status, `ping`, health).
+    rtt: RttTable,
+    /// Each worker's last trip round its loop, in nanoseconds after `base` (the watchdog's and
+    /// `health`'s view of the data plane).
+    heartbeats: Vec<AtomicU64>,
+    /// Test hook: the workers stop working (see `nebula-ctl`'s debug command).
+    stalled: AtomicBool,
 }
 
 impl Plane {
@@ -45,12 +53,52 @@ impl Plane {
             base: Instant::now(),
             wake,
             counters: NodeCounters::default(),
+            rtt: RttTable::default(),
+            heartbeats: Vec::new(),
+            stalled: AtomicBool::new(false),
         }
     }
 
     /// The node's message counters.
     pub fn counters(&self) -> &NodeCounters {
         &self.counters
+    }
+
+    /// Round trips to peers.
+    pub fn rtt(&self) -> &RttTable {
+        &self.rtt
+    }
+
+    /// How many workers report heartbeats (set once, before the plane is shared).
+    pub fn set_workers(&mut self, n: usize) {
+        let now = self.nanos(Instant::now());
+        self.heartbeats = (0..n).map(|_| AtomicU64::new(now)).collect();
+    }
+
+    /// Worker `i` went round its loop.
+    pub fn beat(&self, i: usize) {
+        if let Some(h) = self.heartbeats.get(i) {
+            h.store(self.nanos(Instant::now()), Ordering::Relaxed);
+        }
+    }
+
+    /// Every worker beat within `within` of `now`.
+    pub fn workers_alive(&self, now: Instant, within: Duration) -> bool {
+        let now = self.nanos(now);
+        let limit = u64::try_from(within.as_nanos()).unwrap_or(u64::MAX);
+        self.heartbeats
+            .iter()
+            .all(|h| now.saturating_sub(h.load(Ordering::Relaxed)) <= limit)
+    }
+
+    /// Test hook: make the workers stop handling packets and beating.
+    pub fn stall_workers(&self) {
+        self.stalled.store(true, Ordering::Release);
+    }
+
+    /// Whether the workers were told to stall.
+    pub fn stalled(&self) -> bool {
+        self.stalled.load(Ordering::Relaxed)
     }
 
     /// The engine, locked. Prefer [`Plane::with_engine`], which also publishes what changed.

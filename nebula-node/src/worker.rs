@@ -53,6 +53,7 @@ impl LocalDrop {
 /// (returns true) or poll fails (returns false).
 pub fn run<D: Device>(
     plane: &Plane,
+    worker: usize,
     mut data: DataPath,
     queue: Option<&D>,
     drop_filter: &LocalDrop,
@@ -74,13 +75,20 @@ pub fn run<D: Device>(
         if readable(&fds[1]) {
             return true;
         }
+        if plane.stalled() {
+            // Test hook: a hung data plane (no packets handled, no heartbeat; the sleep keeps
+            // unread datagrams from spinning the poll).
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        plane.beat(worker);
         if readable(&fds[0]) {
             data.read_udp(plane, queue, &mut out);
-            data.flush_outputs(queue, &mut out, plane.counters());
+            data.flush_outputs(queue, &mut out, plane);
         }
         if let (Some(q), true) = (queue, readable(&fds[2])) {
             data.read_tun(plane, q, &is_dropped, &mut out);
-            data.flush_outputs(queue, &mut out, plane.counters());
+            data.flush_outputs(queue, &mut out, plane);
         }
     }
 }
@@ -246,6 +254,7 @@ mod tests {
             let worker = s.spawn(|| {
                 run(
                     &plane,
+                    0,
                     DataPath::new(udp, 16),
                     Some(&dev),
                     &drop_filter,

@@ -339,6 +339,7 @@ pub(super) fn relay_frame_in_place(
         .ok()?;
     frame[tag_at..].copy_from_slice(&tag);
     session.mark_out();
+    session.note_sent(tag_at - HEADER_LEN);
     Some(())
 }
 

@@ -167,6 +167,11 @@ pub const KNOWN_KEYS: &[KnownKey] = &[
     k("stats.subsystem", Implemented, Leaf),
     k("stats.message_metrics", Implemented, Leaf),
     k("stats.lighthouse_metrics", Implemented, Leaf),
+    // Ours: per-peer series in the metrics, bounded.
+    k("stats.peer_metrics", Implemented, Leaf),
+    // Ours: the local control API (`nebula-ctl`).
+    k("control", Implemented, Section),
+    k("control.socket", Implemented, Leaf),
     k("handshakes", Implemented, Section),
     k("handshakes.try_interval", Implemented, Leaf),
     k("handshakes.retries", Implemented, Leaf),

@@ -309,6 +309,8 @@ pub struct StatsConfig {
     pub message_metrics: bool,
     /// `stats.lighthouse_metrics` (false).
     pub lighthouse_metrics: bool,
+    /// `stats.peer_metrics` (ours, 100): per-peer series for at most this many peers.
+    pub peer_metrics: usize,
 }
 
 impl StatsConfig {
@@ -316,12 +318,14 @@ impl StatsConfig {
         let typ = r.string("stats.type", "")?;
         let message_metrics = r.bool("stats.message_metrics", false)?;
         let lighthouse_metrics = r.bool("stats.lighthouse_metrics", false)?;
+        let peer_metrics = super::control::parse_peer_metrics(r)?;
         if typ.is_empty() || typ == "none" {
             return Ok(StatsConfig {
                 backend: StatsBackend::None,
                 interval: r.duration("stats.interval", Duration::from_secs(10))?,
                 message_metrics,
                 lighthouse_metrics,
+                peer_metrics,
             });
         }
         let interval = r.duration("stats.interval", Duration::ZERO)?;
@@ -362,6 +366,7 @@ impl StatsConfig {
             interval,
             message_metrics,
             lighthouse_metrics,
+            peer_metrics,
         })
     }
 }

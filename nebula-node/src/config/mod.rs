@@ -9,6 +9,7 @@
 //! YAML is parsed with `serde_norway`, the maintained fork of `serde_yaml` (which is deprecated),
 //! built on a maintained libyaml port; it follows YAML 1.2 scalars like Go's yaml.v3 does.
 
+mod control;
 mod error;
 pub mod files;
 mod firewall;
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use control::{ControlConfig, DEFAULT_CONTROL_SOCKET};
 pub use error::{ConfigError, ConfigWarning, WarningKind};
 pub use firewall::{ConntrackConfig, FirewallAction, FirewallConfig, RawFirewallRule};
 pub use keys::{known_key, KeyStatus, KnownKey, Shape, KNOWN_KEYS};
@@ -92,6 +94,8 @@ pub struct Config {
     pub tunnels: TunnelsConfig,
     /// `sshd.*` (parsed only).
     pub sshd: SshdConfig,
+    /// `control.*` (ours): the local control API.
+    pub control: ControlConfig,
     /// `firewall.*`.
     pub firewall: FirewallConfig,
 }
@@ -174,6 +178,7 @@ impl Config {
         let counters = CountersConfig::parse(&r)?;
         let tunnels = TunnelsConfig::parse(&r)?;
         let sshd = SshdConfig::parse(&r)?;
+        let control = ControlConfig::parse(&r)?;
         let firewall = FirewallConfig::parse(&mut r)?;
 
         let mut warnings = keys::key_warnings(raw);
@@ -198,6 +203,7 @@ impl Config {
                 counters,
                 tunnels,
                 sshd,
+                control,
                 firewall,
             },
             warnings,

@@ -8,6 +8,7 @@
 pub mod counters;
 pub mod graphite;
 pub mod metrics;
+pub mod peers;
 pub mod prometheus;
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
@@ -138,10 +139,19 @@ fn start(sources: &Arc<Sources>, config: &StatsConfig) -> Result<Option<Running>
             let listener = TcpListener::bind(addr).map_err(bind)?;
             tracing::info!(addr = %addr, path = %path, "Starting prometheus stats listener");
             let (path, ns, sub) = (path.clone(), namespace.clone(), subsystem.clone());
+            let peer_limit = config.peer_metrics;
             std::thread::Builder::new()
                 .name("nebula-stats".into())
                 .spawn(move || {
-                    let page = || prometheus::render(s.gather(groups), &ns, &sub);
+                    let page = || {
+                        let (peers, cas) = peers::collect(
+                            &s.plane,
+                            peer_limit,
+                            Instant::now(),
+                            crate::daemon::unix_secs(),
+                        );
+                        prometheus::render_with_peers(s.gather(groups), &peers, &cas, &ns, &sub)
+                    };
                     prometheus::serve(listener, &path, &flag, &page);
                 })
         }

@@ -18,6 +18,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::metrics::{Metric, Value};
+use super::peers::{CaSeries, PeerSeries};
 
 /// Go's `flattenKey`: the characters a Prometheus name cannot hold become `_`.
 pub fn flatten(name: &str) -> String {
@@ -200,8 +201,111 @@ fn process_stats() -> Option<ProcessStats> {
     })
 }
 
-/// The page a scrape gets.
+/// Per-peer and per-CA families (ours).
+#[derive(Debug)]
+struct PeerFamilies {
+    peers: Vec<PeerSeries>,
+    cas: Vec<CaSeries>,
+}
+
+impl Collector for PeerFamilies {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        type Get = fn(&PeerSeries) -> Option<f64>;
+        type Count = fn(&PeerSeries) -> u64;
+        let counters: [(&str, &str, Count); 4] = [
+            (
+                "peer_rx_bytes",
+                "Bytes received from the peer (inner packets and control messages).",
+                |p| p.traffic.rx_bytes,
+            ),
+            ("peer_tx_bytes", "Bytes sent to the peer.", |p| {
+                p.traffic.tx_bytes
+            }),
+            ("peer_rx_packets", "Messages received from the peer.", |p| {
+                p.traffic.rx_packets
+            }),
+            ("peer_tx_packets", "Messages sent to the peer.", |p| {
+                p.traffic.tx_packets
+            }),
+        ];
+        for (name, help, get) in counters {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for p in &self.peers {
+                ConstCounter::new(get(p)).encode(family.encode_family(&[
+                    ("peer", p.name.as_str()),
+                    ("vpn_addr", p.vpn_addr.as_str()),
+                ])?)?;
+            }
+        }
+        let gauges: [(&str, &str, Get); 4] = [
+            (
+                "peer_rtt_seconds",
+                "Last measured round trip to the peer (Nebula test messages).",
+                |p| p.rtt_seconds,
+            ),
+            (
+                "peer_relayed",
+                "1 when the tunnel goes through a relay, 0 when direct.",
+                |p| Some(if p.relayed { 1.0 } else { 0.0 }),
+            ),
+            (
+                "peer_handshake_age_seconds",
+                "Seconds since the tunnel's handshake.",
+                |p| Some(p.handshake_age_seconds as f64),
+            ),
+            (
+                "peer_cert_ttl_seconds",
+                "Seconds until the peer's certificate expires.",
+                |p| Some(p.cert_ttl_seconds as f64),
+            ),
+        ];
+        for (name, help, get) in gauges {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for p in &self.peers {
+                if let Some(v) = get(p) {
+                    ConstGauge::new(v).encode(family.encode_family(&[
+                        ("peer", p.name.as_str()),
+                        ("vpn_addr", p.vpn_addr.as_str()),
+                    ])?)?;
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "certificate_ca_ttl_seconds",
+            "Seconds until each trusted CA certificate expires.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for c in &self.cas {
+            ConstGauge::new(c.ttl_seconds)
+                .encode(family.encode_family(&[("ca", c.name.as_str())])?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The page a scrape gets, with per-peer series.
+pub fn render_with_peers(
+    metrics: Vec<Metric>,
+    peers: &[PeerSeries],
+    cas: &[CaSeries],
+    namespace: &str,
+    subsystem: &str,
+) -> String {
+    render_inner(metrics, Some((peers, cas)), namespace, subsystem)
+}
+
+/// The page a scrape gets (Go's set and process metrics only).
 pub fn render(metrics: Vec<Metric>, namespace: &str, subsystem: &str) -> String {
+    render_inner(metrics, None, namespace, subsystem)
+}
+
+fn render_inner(
+    metrics: Vec<Metric>,
+    peers: Option<(&[PeerSeries], &[CaSeries])>,
+    namespace: &str,
+    subsystem: &str,
+) -> String {
     let p = prefix(namespace, subsystem);
     let mut node = if p.is_empty() {
         Registry::default()
@@ -212,6 +316,12 @@ pub fn render(metrics: Vec<Metric>, namespace: &str, subsystem: &str) -> String 
         metrics,
         version: env!("CARGO_PKG_VERSION"),
     }));
+    if let Some((peers, cas)) = peers {
+        node.register_collector(Box::new(PeerFamilies {
+            peers: peers.to_vec(),
+            cas: cas.to_vec(),
+        }));
+    }
     let mut process = Registry::default();
     process.register_collector(Box::new(ProcessFamilies));
     let mut out = String::with_capacity(16 * 1024);
@@ -371,6 +481,53 @@ mod tests {
         assert!(none.contains("\nudp_0_rcvbuf 212992\n"));
         let sub_only = render(sample(), "", "sub");
         assert!(sub_only.contains("\nsub_udp_0_rcvbuf 212992\n"));
+    }
+
+    #[test]
+    fn peers_get_labelled_series() {
+        let peers = vec![PeerSeries {
+            name: "h2".into(),
+            vpn_addr: "10.0.0.2".into(),
+            traffic: nebula_core::aead::Traffic {
+                rx_packets: 3,
+                rx_bytes: 300,
+                tx_packets: 4,
+                tx_bytes: 400,
+            },
+            rtt_seconds: Some(0.002),
+            relayed: true,
+            handshake_age_seconds: 9,
+            cert_ttl_seconds: 86_400,
+        }];
+        let cas = vec![CaSeries {
+            name: "ca".into(),
+            ttl_seconds: 100,
+        }];
+        let page = render_with_peers(sample(), &peers, &cas, "nebula", "");
+        let l = "{peer=\"h2\",vpn_addr=\"10.0.0.2\"}";
+        assert!(
+            page.contains(&format!("nebula_peer_rx_bytes_total{l} 300\n")),
+            "{page}"
+        );
+        assert!(
+            page.contains(&format!("nebula_peer_tx_packets_total{l} 4\n")),
+            "{page}"
+        );
+        assert!(
+            page.contains(&format!("nebula_peer_rtt_seconds{l} 0.002\n")),
+            "{page}"
+        );
+        assert!(
+            page.contains(&format!("nebula_peer_relayed{l} 1.0\n")),
+            "{page}"
+        );
+        assert!(
+            page.contains("nebula_certificate_ca_ttl_seconds{ca=\"ca\"} 100\n"),
+            "{page}"
+        );
+        // Without peers (limit 0) the families are there, empty.
+        let none = render_with_peers(sample(), &[], &cas, "nebula", "");
+        assert!(!none.contains("peer=\""), "{none}");
     }
 
     #[test]
