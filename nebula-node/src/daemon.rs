@@ -19,6 +19,7 @@ use thiserror::Error;
 
 use crate::config::{Config, LoadedConfig};
 use crate::datapath::{flush_outputs, DataPath};
+use crate::dns::{self, DnsHandle, DnsSettings};
 use crate::plane::Plane;
 use crate::poll::{poll, pollin, readable};
 use crate::reload;
@@ -81,6 +82,8 @@ pub struct Node {
     sighup: UnixStream,
     sigterm: UnixStream,
     drop_filter: LocalDrop,
+    /// The lighthouse DNS responder's settings at start-up.
+    dns: DnsSettings,
 }
 
 /// A socket pair whose read end becomes readable each time one of `signals` arrives.
@@ -216,6 +219,7 @@ impl Node {
             sighup,
             sigterm,
             drop_filter,
+            dns: DnsSettings::from_config(cfg),
         })
     }
 
@@ -253,6 +257,7 @@ impl Node {
             sighup,
             sigterm,
             drop_filter,
+            dns,
         } = self;
         let queue0 = tun.as_ref().and_then(|t| t.queues().first());
         let mut out = Outputs::default();
@@ -282,7 +287,15 @@ impl Node {
                     return Err(DaemonError::Signals(e));
                 }
             }
+            let dns = match dns::spawn(s, &plane, dns, &stop_rx) {
+                Ok((handle, _)) => handle,
+                Err(e) => {
+                    let _ = io::Write::write(&mut stop_tx, &[1]);
+                    return Err(DaemonError::Signals(e));
+                }
+            };
             let ctl = Control {
+                dns: &dns,
                 died: &died,
                 plane: &plane,
                 udp: &mut control,
@@ -307,6 +320,8 @@ impl Node {
 
 /// The control thread: the engine's timers, SIGHUP reloads, SIGTERM/SIGINT.
 struct Control<'a> {
+    /// The lighthouse DNS responder, told about reloads.
+    dns: &'a DnsHandle,
     /// Set when a worker ended without being asked to.
     died: &'a AtomicBool,
     plane: &'a Plane,
@@ -356,7 +371,10 @@ impl Control<'_> {
             if readable(&fds[0]) && drain(self.sighup) {
                 crate::notify::notify("RELOADING=1");
                 // A refused config is logged there; the node goes on with the old one.
-                let _ = reload::reload(self.plane, self.config_path, unix_secs(), &mut out);
+                if let Ok(cfg) = reload::reload(self.plane, self.config_path, unix_secs(), &mut out)
+                {
+                    self.dns.reload(DnsSettings::from_config(&cfg));
+                }
                 flush_outputs(self.udp, self.queue0, &mut out);
                 crate::notify::notify("READY=1");
             }

@@ -293,6 +293,7 @@ pub fn flush_outputs<D: Device>(udp: &mut BatchSocket, tun: Option<&D>, out: &mu
     }
     for e in out.events.drain(..) {
         log_event(&e);
+        crate::dns::observe(&e);
     }
 }
 

@@ -348,12 +348,7 @@ firewall:
         .filter(|w| w.kind == WarningKind::UnknownKey)
         .collect();
     assert!(unknown.is_empty(), "{unknown:?}");
-    for key in [
-        "sshd.enabled",
-        "stats.type",
-        "lighthouse.serve_dns",
-        "lighthouse.dns.host",
-    ] {
+    for key in ["sshd.enabled", "stats.type"] {
         assert!(
             l.warnings
                 .iter()
