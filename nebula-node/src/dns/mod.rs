@@ -187,6 +187,10 @@ struct Responder<'a> {
 impl Responder<'_> {
     fn run(mut self, rx: &Receiver<DnsSettings>, wake: &UnixStream, stop: &UnixStream) {
         let mut buf = [0u8; MAX_QUERY];
+        // The start-up settings are waiting already.
+        while let Ok(s) = rx.try_recv() {
+            self.apply(s);
+        }
         loop {
             let mut fds = vec![pollin(stop.as_raw_fd()), pollin(wake.as_raw_fd())];
             if let Some(s) = &self.socket {
