@@ -385,3 +385,45 @@ fn cert_json(e: &Engine, vpn_addr: IpAddr) -> Option<String> {
     let tunnel = hm.get(idx)?;
     Some(go_json_string(&tunnel.peer.cert.to_json(), false))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PKI: &str = "pki: {ca: /ca.crt, cert: /host.crt, key: /host.key}\nlisten: {port: 4242}\n";
+
+    fn settings(lighthouse: &str) -> DnsSettings {
+        let cfg = Config::from_str(&format!("{PKI}lighthouse: {lighthouse}\n")).expect("config");
+        DnsSettings::from_config(&cfg.config)
+    }
+
+    #[test]
+    fn settings_follow_gos_gating_and_defaults() {
+        let s = settings("{am_lighthouse: true, serve_dns: true}");
+        assert_eq!(
+            s,
+            DnsSettings {
+                enabled: true,
+                host: String::new(),
+                port: 53
+            }
+        );
+        assert_eq!(
+            s.bind_addr().expect("addr"),
+            "[::]:53".parse().expect("addr")
+        );
+        // Not a lighthouse: off (the config warns).
+        assert!(!settings("{am_lighthouse: false, serve_dns: true}").enabled);
+        assert!(!settings("{am_lighthouse: true}").enabled);
+        // Go's old `[::]` advice is taken as `::`; spaces are trimmed.
+        let s =
+            settings("{am_lighthouse: true, serve_dns: true, dns: {host: \"[::]\", port: 5353}}");
+        assert_eq!(s.host, "::");
+        assert_eq!(s.shown(), "[::]:5353");
+        let s = settings("{am_lighthouse: true, serve_dns: true, dns: {host: \" 127.0.0.1 \"}}");
+        assert_eq!(
+            s.bind_addr().expect("addr"),
+            "127.0.0.1:53".parse().expect("addr")
+        );
+    }
+}
