@@ -194,6 +194,7 @@ fn answer(
     let mut name_exists = false;
     match qtype {
         RecordType::A | RecordType::AAAA => {
+            tracing::debug!(r#type = %qtype, name = %text, "DNS query");
             let (ip, exists) = table.lookup(&text, qtype);
             name_exists = exists;
             let rdata = match ip {
@@ -210,6 +211,7 @@ fn answer(
                 // Go stops here: no answer, and no NXDOMAIN either.
                 return;
             }
+            tracing::debug!(r#type = "TXT", name = %text, "DNS query");
             let json = text
                 .strip_suffix('.')
                 .and_then(|ip| ip.parse::<IpAddr>().ok())
