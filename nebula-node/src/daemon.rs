@@ -20,6 +20,7 @@ use thiserror::Error;
 
 use crate::config::{Config, LoadedConfig};
 use crate::datapath::{flush_outputs, DataPath};
+use crate::dns::{self, DnsHandle, DnsSettings};
 use crate::plane::Plane;
 use crate::poll::{poll, pollin, readable};
 use crate::reload;
@@ -90,6 +91,8 @@ pub struct Node {
     config: Config,
     /// Duplicates of the workers' sockets, for the `udp.<i>.*` metrics.
     socket_fds: Vec<OwnedFd>,
+    /// The lighthouse DNS responder's settings at start-up.
+    dns: DnsSettings,
 }
 
 /// A socket pair whose read end becomes readable each time one of `signals` arrives.
@@ -236,6 +239,7 @@ impl Node {
             drop_filter,
             config: cfg.clone(),
             socket_fds,
+            dns: DnsSettings::from_config(cfg),
         })
     }
 
@@ -275,6 +279,7 @@ impl Node {
             drop_filter,
             config,
             socket_fds,
+            dns,
         } = self;
         let routines = workers.len();
         let exporter = StatsService::new(Sources {
@@ -325,7 +330,15 @@ impl Node {
                     return Err(DaemonError::Signals(e));
                 }
             }
+            let dns = match dns::spawn(s, &plane, dns, &stop_rx) {
+                Ok((handle, _)) => handle,
+                Err(e) => {
+                    let _ = io::Write::write(&mut stop_tx, &[1]);
+                    return Err(DaemonError::Signals(e));
+                }
+            };
             let ctl = Control {
+                dns: &dns,
                 died: &died,
                 plane: &plane,
                 udp: &mut control,
@@ -352,6 +365,8 @@ impl Node {
 
 /// The control thread: the engine's timers, SIGHUP reloads, SIGTERM/SIGINT.
 struct Control<'a> {
+    /// The lighthouse DNS responder, told about reloads.
+    dns: &'a DnsHandle,
     /// Set when a worker ended without being asked to.
     died: &'a AtomicBool,
     plane: &'a Plane,
@@ -408,6 +423,7 @@ impl Control<'_> {
                     reload::reload(self.plane, self.config_path, unix_secs(), &mut out)
                 {
                     self.services.apply(&config);
+                    self.dns.reload(DnsSettings::from_config(&config));
                 }
                 flush_outputs(self.udp, self.queue0, &mut out, self.plane);
                 crate::notify::notify("READY=1");

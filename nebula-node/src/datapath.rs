@@ -310,6 +310,7 @@ pub fn flush_outputs<D: Device>(
             plane.rtt().reply(*vpn_addr, payload, now);
         }
         log_event(&e);
+        crate::dns::observe(&e);
     }
 }
 

@@ -5,6 +5,7 @@ pub mod config;
 pub mod daemon;
 pub mod datapath;
 pub mod device;
+pub mod dns;
 pub mod events;
 pub mod localaddrs;
 pub mod netlink;

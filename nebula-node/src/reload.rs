@@ -15,8 +15,8 @@ use crate::plane::Plane;
 use crate::setup::{self, SetupError};
 
 /// SIGHUP: re-read the config at `config_path` (pki valid at `now_unix`) and reload the engine
-/// behind `plane`. A broken config is refused as a whole (logged, and returned) and the engine
-/// keeps running on the old one. Returns the new config, for the node's own services.
+/// behind `plane`; returns the config, for what lives outside the engine. A broken config is
+/// refused as a whole (logged, and returned) and the engine keeps running on the old one.
 pub fn reload(
     plane: &Plane,
     config_path: &Path,
@@ -32,9 +32,7 @@ pub fn reload(
         }
     };
     tracing::info!(rules = %prepared.firewall.rules_hash(), "Firewall reloaded");
-    let config = prepared.config.clone();
-    plane.with_engine(|engine| prepared.apply(engine, Instant::now(), out));
-    Ok(config)
+    Ok(plane.with_engine(|engine| prepared.apply(engine, Instant::now(), out)))
 }
 
 /// A re-read config, checked and built, waiting for the engine. Built without the engine's lock
@@ -68,7 +66,8 @@ impl PreparedReload {
 
     /// Hand everything to [`Engine::reload`], which takes from the settings only what a reload
     /// may change (the addresses we advertise are the engine's own, learned at start-up).
-    pub fn apply(self, engine: &mut Engine, now: Instant, out: &mut Outputs) {
+    /// Returns the config.
+    pub fn apply(self, engine: &mut Engine, now: Instant, out: &mut Outputs) -> Config {
         let config = setup::engine_config(
             &self.config,
             self.static_hosts,
@@ -80,6 +79,7 @@ impl PreparedReload {
             firewall: self.firewall,
         };
         engine.reload(now, reload, out);
+        self.config
     }
 }
 

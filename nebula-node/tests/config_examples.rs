@@ -348,11 +348,7 @@ firewall:
         .filter(|w| w.kind == WarningKind::UnknownKey)
         .collect();
     assert!(unknown.is_empty(), "{unknown:?}");
-    for key in [
-        "sshd.enabled",
-        "lighthouse.serve_dns",
-        "lighthouse.dns.host",
-    ] {
+    for key in ["sshd.enabled"] {
         assert!(
             l.warnings
                 .iter()

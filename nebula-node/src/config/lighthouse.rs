@@ -251,7 +251,7 @@ pub struct LighthouseConfig {
     pub am_lighthouse: bool,
     /// `lighthouse.serve_dns` (false; only honoured on a lighthouse).
     pub serve_dns: bool,
-    /// `lighthouse.dns.host` ("", trimmed).
+    /// `lighthouse.dns.host` ("", trimmed; `[::]` is taken as `::`).
     pub dns_host: String,
     /// `lighthouse.dns.port` (53).
     pub dns_port: u16,
@@ -336,7 +336,11 @@ impl LighthouseConfig {
                 "DNS server refusing to run because this host is not a lighthouse",
             );
         }
-        let dns_host = r.string("lighthouse.dns.host", "")?.trim().to_string();
+        let mut dns_host = r.string("lighthouse.dns.host", "")?.trim().to_string();
+        // Go's old examples said `[::]`, which does not resolve: Go takes it as `::`.
+        if dns_host == "[::]" {
+            dns_host = "::".into();
+        }
         let dns_port: u16 = r.int_in("lighthouse.dns.port", 53, 0, 65535)?;
         let interval = r.seconds("lighthouse.interval", 10, MAX_TIMER_INTERVAL)?;
 
