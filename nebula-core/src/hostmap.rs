@@ -104,6 +104,9 @@ pub struct Tunnel {
     pub created: Instant,
     /// A test request was sent for lack of inbound traffic; no reply by the next check = dead.
     pub pending_deletion: bool,
+    /// The last connection check that found traffic on this tunnel (either direction); its
+    /// creation until then. What `tunnels.drop_inactive` measures idleness from.
+    pub last_used: Instant,
     /// The certificate version we used for this tunnel.
     pub cert_version: nebula_cert::Version,
     /// Relay hosts (vpn addresses) this peer is reached through while `remote` is `None`.
@@ -144,6 +147,7 @@ impl Tunnel {
             confirmed_at: n.initiator.then_some(n.now),
             created: n.now,
             pending_deletion: false,
+            last_used: n.now,
             cert_version: n.cert_version,
             relays: n.relays.into_boxed_slice(),
             next_requery: None,
