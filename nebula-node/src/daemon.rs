@@ -8,6 +8,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nebula_core::engine::{Engine, Outputs};
@@ -22,7 +23,9 @@ use crate::datapath::{flush_outputs, DataPath};
 use crate::plane::Plane;
 use crate::poll::{poll, pollin, readable};
 use crate::reload;
+use crate::route_watch::RouteWatch;
 use crate::setup::{self, SetupError};
+use crate::static_map::{self, StaticNames, SystemResolver};
 use crate::tun::{Tun, TunQueue};
 use crate::udp_batch::{BatchOptions, BatchSocket, DEFAULT_SOCKET_BUFFER};
 use crate::worker::{self, LocalDrop};
@@ -81,6 +84,10 @@ pub struct Node {
     sighup: UnixStream,
     sigterm: UnixStream,
     drop_filter: LocalDrop,
+    /// `static_host_map` names, re-resolved every `static_map.cadence` ([`crate::static_map`]).
+    static_names: Mutex<StaticNames>,
+    /// `tun.use_system_route_table`'s subscription, when on (and the TUN is there).
+    route_watch: Option<RouteWatch>,
 }
 
 /// A socket pair whose read end becomes readable each time one of `signals` arrives.
@@ -171,7 +178,29 @@ impl Node {
             "UDP socket offloads"
         );
         let drop_filter = LocalDrop::new(&cfg.tun, pki.networks().to_vec());
-        let static_hosts = setup::resolve_static_hosts(cfg)?;
+        let mut static_names = StaticNames::from_config(cfg);
+        let static_hosts = static_names.resolve_all(&SystemResolver::default());
+        if let Some(d) = cfg.firewall.conntrack.routine_cache_timeout {
+            tracing::debug!(
+                value = %goflag::GoDuration::from_std(d),
+                "firewall.conntrack.routine_cache_timeout has nothing to configure here: \
+                 conntrack is sharded, workers keep no private cache"
+            );
+        }
+        let route_watch = match (&tun, cfg.tun.use_system_route_table) {
+            (Some(t), true) => match RouteWatch::open(
+                t.ifindex(),
+                pki.networks().to_vec(),
+                cfg.tun.use_system_route_table_buffer_size,
+            ) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::error!(error = %e, "failed to subscribe to system route changes");
+                    None
+                }
+            },
+            _ => None,
+        };
         let advertise = advertise_addrs(cfg, pki.networks(), bound.port());
         let ecfg = setup::engine_config(cfg, static_hosts, advertise);
         let now = Instant::now();
@@ -216,6 +245,8 @@ impl Node {
             sighup,
             sigterm,
             drop_filter,
+            static_names: Mutex::new(static_names),
+            route_watch,
         })
     }
 
@@ -253,6 +284,8 @@ impl Node {
             sighup,
             sigterm,
             drop_filter,
+            static_names,
+            route_watch,
         } = self;
         let queue0 = tun.as_ref().and_then(|t| t.queues().first());
         let mut out = Outputs::default();
@@ -282,6 +315,28 @@ impl Node {
                     return Err(DaemonError::Signals(e));
                 }
             }
+            let stop = &stop_rx;
+            let names = &static_names;
+            let plane_ref = &plane;
+            // Both helpers end with the stop pipe; a failure to start one is logged, not fatal.
+            if names.lock().unwrap_or_else(|e| e.into_inner()).has_names() {
+                let spawned = std::thread::Builder::new()
+                    .name("nebula-static-map".into())
+                    .spawn_scoped(s, move || {
+                        static_map::run(plane_ref, names, &SystemResolver::default(), stop)
+                    });
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "static_map: cannot start the re-resolver");
+                }
+            }
+            if let Some(w) = route_watch.as_ref() {
+                let spawned = std::thread::Builder::new()
+                    .name("nebula-routes".into())
+                    .spawn_scoped(s, move || w.run(plane_ref, stop));
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "tun.use_system_route_table: cannot start");
+                }
+            }
             let ctl = Control {
                 died: &died,
                 plane: &plane,
@@ -291,6 +346,7 @@ impl Node {
                 sighup: &sighup,
                 sigterm: &sigterm,
                 config_path: &config_path,
+                static_names: &static_names,
             };
             let r = ctl.run();
             // Every worker polls the stop pipe: one byte, never read, wakes them all.
@@ -316,6 +372,7 @@ struct Control<'a> {
     sighup: &'a UnixStream,
     sigterm: &'a UnixStream,
     config_path: &'a Path,
+    static_names: &'a Mutex<StaticNames>,
 }
 
 impl Control<'_> {
@@ -356,7 +413,13 @@ impl Control<'_> {
             if readable(&fds[0]) && drain(self.sighup) {
                 crate::notify::notify("RELOADING=1");
                 // A refused config is logged there; the node goes on with the old one.
-                let _ = reload::reload(self.plane, self.config_path, unix_secs(), &mut out);
+                let reloaded = reload::reload(self.plane, self.config_path, unix_secs(), &mut out);
+                // The re-resolver follows the new static_host_map/static_map (the reload itself
+                // resolved the names once).
+                if let (Ok(()), Ok(l)) = (reloaded, Config::load(self.config_path)) {
+                    *self.static_names.lock().unwrap_or_else(|e| e.into_inner()) =
+                        StaticNames::from_config(&l.config);
+                }
                 flush_outputs(self.udp, self.queue0, &mut out);
                 crate::notify::notify("READY=1");
             }
