@@ -268,7 +268,7 @@ impl Engine {
             return;
         };
         if tin || tout {
-            t.last_used = now;
+            t.mark_used(now);
         }
         if tin {
             t.pending_deletion = false;
@@ -315,7 +315,7 @@ impl Engine {
         }
         // No traffic either way since the last check.
         if self.cfg.drop_inactive
-            && now.saturating_duration_since(t.last_used) >= self.cfg.inactivity_timeout
+            && now.saturating_duration_since(t.last_used()) >= self.cfg.inactivity_timeout
         {
             self.send_on_tunnel(idx, MessageType::CloseTunnel, 0, &[], out);
             self.remove_tunnel(idx, CloseReason::Inactive, out);
