@@ -171,3 +171,52 @@ fn without_drop_inactive_an_idle_tunnel_stays() {
     sim.run_for(Duration::from_secs(20 * 60));
     assert!(sim.has_tunnel(0, B_VPN));
 }
+
+/// SIGHUP turns `tunnels.drop_inactive` on (as Go reloads it): the idle tunnel goes.
+#[test]
+fn drop_inactive_is_reloadable() {
+    let ca = TestCa::new("ca", Curve::Curve25519, Version::V1);
+    let mut sim = Sim::new(13);
+    sim.add_node(
+        "a",
+        A_ADDR,
+        static_config(&[(B_VPN, B_ADDR)]),
+        ca.pki("a", "10.42.0.1/16"),
+    );
+    sim.add_node(
+        "b",
+        B_ADDR,
+        static_config(&[(A_VPN, A_ADDR)]),
+        ca.pki("b", "10.42.0.2/16"),
+    );
+    sim.inside(0, &pkt(A_VPN, B_VPN, 1));
+    sim.run_for(Duration::from_secs(60));
+    assert!(sim.has_tunnel(0, B_VPN));
+    let pki = ca.pki("a", "10.42.0.1/16");
+    let firewall = nebula_core::firewall::Firewall::new(
+        &nebula_core::firewall::FirewallConfig::default(),
+        pki.networks(),
+        pki.unsafe_networks(),
+    )
+    .expect("firewall");
+    let config = EngineConfig {
+        drop_inactive: true,
+        inactivity_timeout: Duration::from_secs(30),
+        ..sim.nodes[0].engine.config().clone()
+    };
+    let mut out = nebula_core::engine::Outputs::default();
+    let now = sim.now;
+    sim.nodes[0].engine.reload(
+        now,
+        nebula_core::engine::Reload {
+            config,
+            pki,
+            firewall,
+        },
+        &mut out,
+    );
+    sim.dispatch(0, out);
+    // The new certificate makes the tunnel re-handshake (traffic); then it is idle again.
+    sim.run_for(Duration::from_secs(90));
+    assert!(!sim.has_tunnel(0, B_VPN));
+}
