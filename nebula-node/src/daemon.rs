@@ -319,15 +319,14 @@ impl Node {
             let names = &static_names;
             let plane_ref = &plane;
             // Both helpers end with the stop pipe; a failure to start one is logged, not fatal.
-            if names.lock().unwrap_or_else(|e| e.into_inner()).has_names() {
-                let spawned = std::thread::Builder::new()
-                    .name("nebula-static-map".into())
-                    .spawn_scoped(s, move || {
-                        static_map::run(plane_ref, names, &SystemResolver::default(), stop)
-                    });
-                if let Err(e) = spawned {
-                    tracing::error!(error = %e, "static_map: cannot start the re-resolver");
-                }
+            // The re-resolver runs even without names: a reload may bring some.
+            let spawned = std::thread::Builder::new()
+                .name("nebula-static-map".into())
+                .spawn_scoped(s, move || {
+                    static_map::run(plane_ref, names, &SystemResolver::default(), stop)
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "static_map: cannot start the re-resolver");
             }
             if let Some(w) = route_watch.as_ref() {
                 let spawned = std::thread::Builder::new()
