@@ -105,6 +105,10 @@ pub struct Tunnel {
     pub created: Instant,
     /// A test request was sent for lack of inbound traffic; no reply by the next check = dead.
     pub pending_deletion: bool,
+    /// Whole seconds after `created` of the last connection check that found traffic on this
+    /// tunnel (either direction); 0 until then. What `tunnels.drop_inactive` measures idleness
+    /// from (see [`Tunnel::last_used`]). Seconds in a `u32`: the lighthouse holds one per host.
+    last_used_secs: u32,
     /// The certificate version we used for this tunnel.
     pub cert_version: nebula_cert::Version,
     /// Relay hosts (vpn addresses) this peer is reached through while `remote` is `None`.
@@ -119,6 +123,21 @@ pub struct Tunnel {
 }
 
 impl Tunnel {
+    /// When a connection check last found traffic on this tunnel (its creation until then), to
+    /// the second.
+    pub fn last_used(&self) -> Instant {
+        crate::timers::after(
+            self.created,
+            Duration::from_secs(u64::from(self.last_used_secs)),
+        )
+    }
+
+    /// A connection check at `now` found traffic on this tunnel.
+    pub fn mark_used(&mut self, now: Instant) {
+        let secs = now.saturating_duration_since(self.created).as_secs();
+        self.last_used_secs = u32::try_from(secs).unwrap_or(u32::MAX);
+    }
+
     /// The one place a tunnel is made. A tunnel we initiated is confirmed from the start (we read
     /// the peer's stage 2); a responder's waits for the peer's first authenticated packet.
     pub fn new(n: NewTunnel) -> Tunnel {
@@ -145,6 +164,7 @@ impl Tunnel {
             confirmed_at: n.initiator.then_some(n.now),
             created: n.now,
             pending_deletion: false,
+            last_used_secs: 0,
             cert_version: n.cert_version,
             relays: n.relays.into_boxed_slice(),
             next_requery: None,

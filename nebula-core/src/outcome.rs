@@ -27,6 +27,8 @@ pub enum CloseReason {
     CertInvalid,
     /// The send counter is exhausted.
     CounterExhausted,
+    /// No traffic for `tunnels.inactivity_timeout` (`tunnels.drop_inactive`).
+    Inactive,
 }
 
 /// Something that happened, for logs and tests.

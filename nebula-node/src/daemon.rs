@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nebula_core::engine::{Engine, Outputs};
@@ -24,8 +24,10 @@ use crate::dns::{self, DnsHandle, DnsSettings};
 use crate::plane::Plane;
 use crate::poll::{poll, pollin, readable};
 use crate::reload;
+use crate::route_watch::RouteWatch;
 use crate::services::Services;
 use crate::setup::{self, SetupError};
+use crate::static_map::{self, StaticNames, SystemResolver};
 use crate::stats::{Sources, StatsService};
 use crate::status::NodeFacts;
 use crate::tun::{Tun, TunQueue};
@@ -93,6 +95,10 @@ pub struct Node {
     socket_fds: Vec<OwnedFd>,
     /// The lighthouse DNS responder's settings at start-up.
     dns: DnsSettings,
+    /// `static_host_map` names, re-resolved every `static_map.cadence` ([`crate::static_map`]).
+    static_names: Mutex<StaticNames>,
+    /// `tun.use_system_route_table`'s subscription, when on (and the TUN is there).
+    route_watch: Option<RouteWatch>,
 }
 
 /// A socket pair whose read end becomes readable each time one of `signals` arrives.
@@ -188,7 +194,29 @@ impl Node {
             "UDP socket offloads"
         );
         let drop_filter = LocalDrop::new(&cfg.tun, pki.networks().to_vec());
-        let static_hosts = setup::resolve_static_hosts(cfg)?;
+        let mut static_names = StaticNames::from_config(cfg);
+        let static_hosts = static_names.resolve_all(&SystemResolver::default());
+        if let Some(d) = cfg.firewall.conntrack.routine_cache_timeout {
+            tracing::debug!(
+                value = %goflag::GoDuration::from_std(d),
+                "firewall.conntrack.routine_cache_timeout has nothing to configure here: \
+                 conntrack is sharded, workers keep no private cache"
+            );
+        }
+        let route_watch = match (&tun, cfg.tun.use_system_route_table) {
+            (Some(t), true) => match RouteWatch::open(
+                t.ifindex(),
+                pki.networks().to_vec(),
+                cfg.tun.use_system_route_table_buffer_size,
+            ) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::error!(error = %e, "failed to subscribe to system route changes");
+                    None
+                }
+            },
+            _ => None,
+        };
         let advertise = advertise_addrs(cfg, pki.networks(), bound.port());
         let ecfg = setup::engine_config(cfg, static_hosts, advertise);
         let now = Instant::now();
@@ -240,6 +268,8 @@ impl Node {
             config: cfg.clone(),
             socket_fds,
             dns: DnsSettings::from_config(cfg),
+            static_names: Mutex::new(static_names),
+            route_watch,
         })
     }
 
@@ -280,6 +310,8 @@ impl Node {
             config,
             socket_fds,
             dns,
+            static_names,
+            route_watch,
         } = self;
         let routines = workers.len();
         let exporter = StatsService::new(Sources {
@@ -337,6 +369,27 @@ impl Node {
                     return Err(DaemonError::Signals(e));
                 }
             };
+            let stop = &stop_rx;
+            let names = &static_names;
+            let plane_ref = &plane;
+            // Both helpers end with the stop pipe; a failure to start one is logged, not fatal.
+            // The re-resolver runs even without names: a reload may bring some.
+            let spawned = std::thread::Builder::new()
+                .name("nebula-static-map".into())
+                .spawn_scoped(s, move || {
+                    static_map::run(plane_ref, names, &SystemResolver::default(), stop)
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "static_map: cannot start the re-resolver");
+            }
+            if let Some(w) = route_watch.as_ref() {
+                let spawned = std::thread::Builder::new()
+                    .name("nebula-routes".into())
+                    .spawn_scoped(s, move || w.run(plane_ref, stop));
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "tun.use_system_route_table: cannot start");
+                }
+            }
             let ctl = Control {
                 dns: &dns,
                 died: &died,
@@ -348,6 +401,7 @@ impl Node {
                 sigterm: &sigterm,
                 config_path: &config_path,
                 services: &mut services,
+                static_names: &static_names,
             };
             let r = ctl.run();
             // Every worker polls the stop pipe: one byte, never read, wakes them all.
@@ -378,6 +432,7 @@ struct Control<'a> {
     config_path: &'a Path,
     /// Metrics, the control API, probes, expiry warnings, the watchdog; reconfigured by reloads.
     services: &'a mut Services,
+    static_names: &'a Mutex<StaticNames>,
 }
 
 impl Control<'_> {
@@ -419,9 +474,13 @@ impl Control<'_> {
             if readable(&fds[0]) && drain(self.sighup) {
                 crate::notify::notify("RELOADING=1");
                 // A refused config is logged there; the node goes on with the old one.
+                // The re-resolver follows the new static_host_map/static_map (the reload itself
+                // resolved the names once).
                 if let Ok(config) =
                     reload::reload(self.plane, self.config_path, unix_secs(), &mut out)
                 {
+                    *self.static_names.lock().unwrap_or_else(|e| e.into_inner()) =
+                        StaticNames::from_config(&config);
                     self.services.apply(&config);
                     self.dns.reload(DnsSettings::from_config(&config));
                 }

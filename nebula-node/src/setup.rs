@@ -2,7 +2,7 @@
 //! the compiled firewall. Used at start-up, by `-test`, and again on every SIGHUP.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 
 use nebula_cert::cert::Certificate;
 use nebula_cert::error::CertError;
@@ -84,36 +84,11 @@ pub fn load_pki(cfg: &Config, now_unix: i64) -> Result<(Pki, Vec<String>), Setup
     Ok((pki, warnings))
 }
 
-/// Resolve `static_host_map` entries (names are looked up once, here).
+/// Resolve `static_host_map` entries once (start-up, reload), each name within
+/// `static_map.lookup_timeout`; [`crate::static_map`] re-resolves them every `static_map.cadence`.
 pub fn resolve_static_hosts(cfg: &Config) -> Result<HashMap<IpAddr, Vec<SocketAddr>>, SetupError> {
-    let mut out: HashMap<IpAddr, Vec<SocketAddr>> = HashMap::new();
-    for h in &cfg.static_host_map {
-        let list = out.entry(h.vpn_addr).or_default();
-        for r in &h.remotes {
-            if let Some(ip) = r.ip() {
-                list.push(SocketAddr::new(ip, r.port));
-                continue;
-            }
-            match (r.host.as_str(), r.port).to_socket_addrs() {
-                Ok(addrs) => {
-                    for a in addrs {
-                        let wanted = match cfg.static_map.network {
-                            config::LookupNetwork::Ip4 => a.is_ipv4(),
-                            config::LookupNetwork::Ip6 => a.is_ipv6(),
-                            config::LookupNetwork::Ip => true,
-                        };
-                        if wanted {
-                            list.push(a);
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(host = %r.host, error = %e, "static_host_map: failed to resolve host name");
-                }
-            }
-        }
-    }
-    Ok(out)
+    let mut names = crate::static_map::StaticNames::from_config(cfg);
+    Ok(names.resolve_all(&crate::static_map::SystemResolver::default()))
 }
 
 fn action(a: FirewallAction) -> Action {
@@ -178,7 +153,10 @@ pub fn engine_config(
             respond: cfg.punchy.respond,
             delay: cfg.punchy.delay,
             respond_delay: cfg.punchy.respond_delay,
+            target_all_remotes: cfg.punchy.target_all_remotes,
         },
+        drop_inactive: cfg.tunnels.drop_inactive,
+        inactivity_timeout: cfg.tunnels.inactivity_timeout,
         send_recv_error: recv_error(cfg.listen.send_recv_error),
         accept_recv_error: accept,
         disconnect_invalid: cfg.pki.disconnect_invalid,

@@ -51,6 +51,9 @@ use crate::stats::{lighthouse_kind, EngineCounters};
 use crate::timers::{Timer, Timers};
 pub use metrics::StatsSnapshot;
 
+/// Most routes to unsafe networks (`tun.unsafe_routes` and routes learned from the kernel).
+pub const MAX_UNSAFE_ROUTES: usize = 8192;
+
 /// Two tunnels to one host confirmed within this span are a handshake race, settled by vpn address.
 pub const RACE_WINDOW: Duration = Duration::from_secs(6);
 
@@ -71,6 +74,10 @@ pub struct PunchyConfig {
     pub respond: bool,
     pub delay: Duration,
     pub respond_delay: Duration,
+    /// `punchy.target_all_remotes`: the connection check's keepalive punches go to every address
+    /// we know for the host (its whole remote list), not only the tunnel's current one; and while
+    /// we only send to a host, its other addresses get a punch too (Go 1.11's `SendPunchToAll`).
+    pub target_all_remotes: bool,
 }
 
 impl Default for PunchyConfig {
@@ -80,6 +87,7 @@ impl Default for PunchyConfig {
             respond: false,
             delay: Duration::from_secs(1),
             respond_delay: Duration::from_secs(5),
+            target_all_remotes: false,
         }
     }
 }
@@ -131,6 +139,11 @@ pub struct EngineConfig {
     pub requery_every_packets: u32,
     /// `timers.requery_wait_duration`: at most one such re-query per peer per this span.
     pub requery_wait: Duration,
+    /// `tunnels.drop_inactive`: close (with closeTunnel) a primary tunnel that carried no
+    /// authenticated packet in either direction for `inactivity_timeout`.
+    pub drop_inactive: bool,
+    /// `tunnels.inactivity_timeout` (Go: 10 minutes).
+    pub inactivity_timeout: Duration,
 }
 
 impl Default for EngineConfig {
@@ -163,6 +176,8 @@ impl Default for EngineConfig {
             max_queued_bytes: handshake::MAX_QUEUED_BYTES,
             requery_every_packets: 5000,
             requery_wait: Duration::from_secs(60),
+            drop_inactive: false,
+            inactivity_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -391,7 +406,7 @@ impl Engine {
     /// connections are re-checked on their next packet), the lighthouse and static host lists,
     /// `lighthouse.remote_allow_list`/`calculated_remotes` (from the next address offered),
     /// `relay.*` (relays already set up keep working until their tunnels go), `preferred_ranges`,
-    /// `punchy.*` and `listen.send_recv_error`/`accept_recv_error`. Everything else in
+    /// `punchy.*`, `tunnels.*` and `listen.send_recv_error`/`accept_recv_error`. Everything else in
     /// `new.config` (cipher, timers, handshake settings, `am_lighthouse`, advertised addresses)
     /// keeps its start-up value, as in Go.
     pub fn reload(&mut self, now: Instant, new: Reload, out: &mut Outputs) {
@@ -435,11 +450,49 @@ impl Engine {
         c.use_relays = config.use_relays && !config.am_relay;
         c.preferred_ranges = config.preferred_ranges;
         c.punchy = config.punchy;
+        c.drop_inactive = config.drop_inactive;
+        c.inactivity_timeout = config.inactivity_timeout;
         c.send_recv_error = config.send_recv_error;
         c.accept_recv_error = config.accept_recv_error;
         if lighthouses_changed && self.started {
             self.send_host_updates(now, out);
         }
+    }
+
+    /// A `static_host_map` host's names resolved to a new set of addresses (the node re-resolves
+    /// them every `static_map.cadence`): `vpn`'s static addresses become `addrs`. Hosts that are
+    /// not in `static_host_map` are left alone (a late answer for an entry a reload removed).
+    /// The next handshake to the host uses them; a working tunnel stays where it is.
+    pub fn set_static_addrs(&mut self, vpn: IpAddr, addrs: Vec<SocketAddr>) {
+        let Some(entry) = self.cfg.static_host_map.get_mut(&vpn) else {
+            return;
+        };
+        entry.clone_from(&addrs);
+        self.remotes.entry(vpn).or_default().set_static(addrs);
+    }
+
+    /// A route learned from the kernel (`tun.use_system_route_table`): traffic to `net` goes to
+    /// the host `gateway` (`Some`), or the route to `net` is gone (`None`), whichever way it was
+    /// configured, as Go 1.11 does. Returns false (and changes nothing) when a new prefix would
+    /// take the route table past [`MAX_UNSAFE_ROUTES`].
+    pub fn set_system_route(&mut self, net: IpNet, gateway: Option<IpAddr>) -> bool {
+        let routes = &mut self.cfg.unsafe_routes;
+        let at = routes.iter().position(|(n, _)| *n == net);
+        match (at, gateway) {
+            (Some(i), Some(g)) => routes[i].1 = g,
+            (None, Some(g)) => {
+                if routes.len() >= MAX_UNSAFE_ROUTES {
+                    return false;
+                }
+                routes.push((net, g));
+            }
+            (Some(i), None) => {
+                routes.swap_remove(i);
+            }
+            (None, None) => return true,
+        }
+        self.publisher.routing_changed();
+        true
     }
 
     /// Update the underlay addresses we advertise (the node learned its local addresses).

@@ -267,17 +267,15 @@ impl Engine {
         let Some(t) = self.hostmap.get_mut(idx) else {
             return;
         };
+        if tin || tout {
+            t.mark_used(now);
+        }
         if tin {
             t.pending_deletion = false;
             let needs_rehandshake = t.session.send_counter() >= self.cfg.rehandshake_after_messages
                 || t.pki_generation != self.pki_generation;
-            if !tout && self.cfg.punchy.punch {
-                if let Some(r) = t.remote() {
-                    out.transmits.push(Transmit {
-                        to: r,
-                        payload: vec![1],
-                    });
-                }
+            if !tout {
+                self.keepalive_punch(idx, false, out);
             }
             if is_primary && needs_rehandshake && self.pending.index_for(&vpn).is_none() {
                 self.start_rehandshake(now, vpn, out);
@@ -304,6 +302,9 @@ impl Engine {
         }
         if tout {
             t.pending_deletion = true;
+            // Our own traffic keeps the current address's NAT state warm; the host's other
+            // addresses get a punch only with `punchy.target_all_remotes`.
+            self.keepalive_punch(idx, true, out);
             self.send_on_tunnel(idx, MessageType::Test, subtype::TEST_REQUEST, &[], out);
             self.timers.add_after(
                 now,
@@ -312,19 +313,58 @@ impl Engine {
             );
             return;
         }
-        if self.cfg.punchy.punch && !self.cfg.lighthouses.contains(&vpn) {
-            if let Some(r) = t.remote() {
-                out.transmits.push(Transmit {
-                    to: r,
-                    payload: vec![1],
-                });
-            }
+        // No traffic either way since the last check.
+        if self.cfg.drop_inactive
+            && now.saturating_duration_since(t.last_used()) >= self.cfg.inactivity_timeout
+        {
+            self.send_on_tunnel(idx, MessageType::CloseTunnel, 0, &[], out);
+            self.remove_tunnel(idx, CloseReason::Inactive, out);
+            return;
         }
+        self.keepalive_punch(idx, false, out);
         self.timers.add_after(
             now,
             self.cfg.connection_alive_interval,
             Timer::ConnectionCheck { local_index: idx },
         );
+    }
+
+    /// A keepalive punch (one byte, `[1]`) for tunnel `idx`, to keep the NAT state between us
+    /// and the peer open. Only with `punchy.punch`, never to a lighthouse (the lighthouse updates
+    /// keep that path warm). With `punchy.target_all_remotes` it goes to every address in the
+    /// host's remote list, else to the tunnel's current address. `all_only`: send only in the
+    /// `target_all_remotes` mode (the "we only send" case, where our traffic already keeps the
+    /// current address warm).
+    pub(super) fn keepalive_punch(&self, idx: u32, all_only: bool, out: &mut Outputs) {
+        let p = &self.cfg.punchy;
+        if !p.punch || (all_only && !p.target_all_remotes) {
+            return;
+        }
+        let Some(t) = self.hostmap.get(idx) else {
+            return;
+        };
+        if t.peer
+            .vpn_addrs
+            .iter()
+            .chain(std::iter::once(&t.vpn_addr))
+            .any(|a| self.cfg.lighthouses.contains(a))
+        {
+            return;
+        }
+        let targets = if p.target_all_remotes {
+            self.remotes
+                .get(&t.vpn_addr)
+                .map(|r| r.addrs(&self.cfg.preferred_ranges))
+                .unwrap_or_default()
+        } else {
+            t.remote().into_iter().collect()
+        };
+        for to in targets {
+            out.transmits.push(Transmit {
+                to,
+                payload: vec![1],
+            });
+        }
     }
 
     /// Start a new handshake to a host we already have a tunnel with (counter limit, new cert).

@@ -43,7 +43,14 @@ pub struct ConntrackConfig {
     /// `default_timeout` (10m).
     pub default_timeout: Duration,
     /// `routine_cache_timeout` as set (`None` = unset: 0, or 1s when `routines` > 1; see
-    /// [`crate::config::Config::routine_cache_timeout`]).
+    /// [`crate::config::Config::routine_cache_timeout`]; at most a year).
+    ///
+    /// Nothing to configure in our design: in Go each routine keeps a private cache of flows it
+    /// already found in the one shared, locked conntrack map, so that most packets skip that
+    /// lock, and this key says how long the cache lives. Our conntrack is split into
+    /// independently locked shards by flow hash (`nebula_core::filter`), so workers rarely meet
+    /// on a lock and there is no per-worker cache to expire. The value is parsed (a bad one is
+    /// still an error) and logged at debug level at start-up.
     pub routine_cache_timeout: Option<Duration>,
     /// `max_entries` (ours, 131072; 1 to [`MAX_CONNTRACK_ENTRIES`]): most flows tracked at once;
     /// new flows past it are dropped. See nebula-core's `DEFAULT_CONNTRACK_MAX_ENTRIES`.

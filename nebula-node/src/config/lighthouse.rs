@@ -96,14 +96,20 @@ pub enum LookupNetwork {
     Ip,
 }
 
+/// The shortest `static_map.cadence`: Go panics on zero (its ticker), and resolving names more
+/// than once a second is a load on the resolver, not fresher addresses.
+pub const MIN_STATIC_MAP_CADENCE: Duration = Duration::from_secs(1);
+/// The longest `static_map.lookup_timeout`: a resolver that needs longer is down.
+pub const MAX_LOOKUP_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The `static_map` section (1.7+).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticMapConfig {
-    /// `static_map.cadence` (30s): how often DNS names are re-resolved.
+    /// `static_map.cadence` (30s, 1s..1d): how often DNS names are re-resolved.
     pub cadence: Duration,
     /// `static_map.network` (ip4).
     pub network: LookupNetwork,
-    /// `static_map.lookup_timeout` (250ms).
+    /// `static_map.lookup_timeout` (250ms, 1ms..1m): the longest wait for one name's answer.
     pub lookup_timeout: Duration,
 }
 
@@ -316,9 +322,19 @@ pub(crate) fn parse_static_map(r: &Reader<'_>) -> Result<StaticMapConfig, Config
         }
     };
     Ok(StaticMapConfig {
-        cadence: r.duration("static_map.cadence", Duration::from_secs(30))?,
+        cadence: r.duration_between(
+            "static_map.cadence",
+            Duration::from_secs(30),
+            MIN_STATIC_MAP_CADENCE,
+            MAX_TIMER_INTERVAL,
+        )?,
         network,
-        lookup_timeout: r.duration("static_map.lookup_timeout", Duration::from_millis(250))?,
+        lookup_timeout: r.duration_between(
+            "static_map.lookup_timeout",
+            Duration::from_millis(250),
+            Duration::from_millis(1),
+            MAX_LOOKUP_TIMEOUT,
+        )?,
     })
 }
 

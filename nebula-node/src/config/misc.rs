@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::error::{ConfigError, WarningKind};
-use super::read::{scalar_string, shown, value_bool, Reader, MAX_TIMER_INTERVAL};
+use super::read::{scalar_string, shown, value_bool, Reader, MAX_DURATION, MAX_TIMER_INTERVAL};
 use super::value::Value;
 
 /// The longest `handshakes.try_interval` (the wait grows by it with every attempt).
@@ -457,7 +457,9 @@ impl CountersConfig {
 pub struct TunnelsConfig {
     /// `tunnels.drop_inactive` (false).
     pub drop_inactive: bool,
-    /// `tunnels.inactivity_timeout` (10m).
+    /// `tunnels.inactivity_timeout` (10m, 1s..1y): a tunnel idle this long is closed. Checked at
+    /// each connection check (`timers.connection_alive_interval`), so it fires up to one interval
+    /// late.
     pub inactivity_timeout: Duration,
 }
 
@@ -465,8 +467,12 @@ impl TunnelsConfig {
     pub(crate) fn parse(r: &Reader<'_>) -> Result<TunnelsConfig, ConfigError> {
         Ok(TunnelsConfig {
             drop_inactive: r.bool("tunnels.drop_inactive", false)?,
-            inactivity_timeout: r
-                .duration("tunnels.inactivity_timeout", Duration::from_secs(600))?,
+            inactivity_timeout: r.duration_between(
+                "tunnels.inactivity_timeout",
+                Duration::from_secs(600),
+                Duration::from_secs(1),
+                MAX_DURATION,
+            )?,
         })
     }
 }

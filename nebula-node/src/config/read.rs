@@ -106,6 +106,29 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// [`Reader::duration`] within `[min, max]`: for keys where Go misbehaves on a zero or tiny
+    /// value (a ticker that panics, a lookup that always times out).
+    pub(crate) fn duration_between(
+        &self,
+        key: &str,
+        default: Duration,
+        min: Duration,
+        max: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let d = self.duration_in(key, default, max)?;
+        if d < min {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "{} is out of range (at least {})",
+                    goflag::GoDuration::from_std(d),
+                    goflag::GoDuration::from_std(min)
+                ),
+            ));
+        }
+        Ok(d)
+    }
+
     /// Keys Go reads with `GetInt` and multiplies by a second: a whole number of seconds, at most
     /// `max`.
     pub(crate) fn seconds(

@@ -17,6 +17,9 @@ pub const DEFAULT_MTU: u32 = 1300;
 pub const DEFAULT_TX_QUEUE: u32 = 500;
 /// Smallest route MTU Go accepts in `tun.routes` / `tun.unsafe_routes`.
 pub const MIN_ROUTE_MTU: u32 = 500;
+/// The largest `tun.use_system_route_table_buffer_size` (64 MiB): a route-change socket needs
+/// far less; more is a typo that would pin kernel memory.
+pub const MAX_ROUTE_WATCH_BUFFER: i64 = 64 << 20;
 
 /// One `tun.routes` entry: traffic to `route` (inside our VPN networks) uses `mtu`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,9 +69,11 @@ pub struct TunConfig {
     pub routes: Vec<TunRouteConfig>,
     /// `tun.unsafe_routes`.
     pub unsafe_routes: Vec<UnsafeRouteConfig>,
-    /// `tun.use_system_route_table` (false, not implemented yet).
+    /// `tun.use_system_route_table` (false): follow the kernel's routes through our device whose
+    /// gateway is a vpn address, as unsafe routes (see `crate::route_watch`).
     pub use_system_route_table: bool,
-    /// `tun.use_system_route_table_buffer_size` (0).
+    /// `tun.use_system_route_table_buffer_size` (0 = the kernel's default, at most 64 MiB): the
+    /// receive buffer of the route-change socket, forced (`SO_RCVBUFFORCE`) when set.
     pub use_system_route_table_buffer_size: u32,
     /// `tun.drop_local_broadcast` (false).
     pub drop_local_broadcast: bool,
@@ -113,7 +118,7 @@ impl TunConfig {
                 "tun.use_system_route_table_buffer_size",
                 0,
                 0,
-                i32::MAX as i64,
+                MAX_ROUTE_WATCH_BUFFER,
             )?,
             drop_local_broadcast: r.bool("tun.drop_local_broadcast", false)?,
             drop_multicast: r.bool("tun.drop_multicast", false)?,
