@@ -88,14 +88,18 @@ fn worst_and_median(mut values: Vec<f64>) -> Option<(f64, f64)> {
 }
 
 /// The inventory name of a tunnel's peer: its certificate name if a host has it, else the host
-/// owning one of its vpn addresses, else the certificate name as given.
+/// owning one of its vpn addresses (with or without a prefix length), else the name as given.
 fn peer_name(mesh: &Mesh, name: &str, vpn_addrs: &[String]) -> String {
     if mesh.host(name).is_some() {
         return name.to_string();
     }
     mesh.hosts
         .iter()
-        .find(|h| vpn_addrs.iter().any(|a| *a == h.overlay_ip.to_string()))
+        .find(|h| {
+            vpn_addrs
+                .iter()
+                .any(|a| a.split('/').next() == Some(h.overlay_ip.to_string().as_str()))
+        })
         .map(|h| h.name.clone())
         .unwrap_or_else(|| name.to_string())
 }
@@ -635,6 +639,15 @@ the CA: nebula-provision has no command that rotates a CA. With the existing one
         let r = rows(&mesh, vec![("web1".into(), answer(&stalled))]);
         assert_eq!(r[0].state, State::Down);
         assert!(note(&r[0]).contains("stalled"));
+        assert_eq!(peer_name(&mesh, "web1", &[]), "web1");
+        assert_eq!(
+            peer_name(&mesh, "renamed", &["10.10.0.12/24".into()]),
+            "web2"
+        );
+        assert_eq!(
+            peer_name(&mesh, "stranger", &["10.10.0.99".into()]),
+            "stranger"
+        );
         assert_eq!(worst_and_median(vec![]), None);
         assert_eq!(worst_and_median(vec![3.0, 1.0, 2.0]), Some((3.0, 2.0)));
         assert_eq!(
