@@ -164,23 +164,33 @@ struct Remote<'a> {
     opts: &'a ApplyOptions,
 }
 
+/// `user@host` (or `host`) for ssh. Shared with `status`, which reaches hosts the same way.
+pub(crate) fn ssh_destination(ssh: &Ssh) -> String {
+    match &ssh.user {
+        Some(u) => format!("{u}@{}", ssh.host),
+        None => ssh.host.clone(),
+    }
+}
+
+/// The options every ssh/scp call to the host gets (batch mode, port, identity, `-o` options).
+pub(crate) fn ssh_common_args(ssh: &Ssh, cmd: &mut Command, port_flag: &str) {
+    cmd.arg("-o").arg("BatchMode=yes");
+    cmd.arg(port_flag).arg(ssh.port.to_string());
+    if let Some(k) = &ssh.identity_file {
+        cmd.arg("-i").arg(k);
+    }
+    for o in &ssh.options {
+        cmd.arg("-o").arg(o);
+    }
+}
+
 impl Remote<'_> {
     fn destination(&self) -> String {
-        match &self.ssh.user {
-            Some(u) => format!("{u}@{}", self.ssh.host),
-            None => self.ssh.host.clone(),
-        }
+        ssh_destination(self.ssh)
     }
 
     fn common_args(&self, cmd: &mut Command, port_flag: &str) {
-        cmd.arg("-o").arg("BatchMode=yes");
-        cmd.arg(port_flag).arg(self.ssh.port.to_string());
-        if let Some(k) = &self.ssh.identity_file {
-            cmd.arg("-i").arg(k);
-        }
-        for o in &self.ssh.options {
-            cmd.arg("-o").arg(o);
-        }
+        ssh_common_args(self.ssh, cmd, port_flag)
     }
 
     /// Runs `script` with `sh -s` on the host (through `sudo -n` when `become`).

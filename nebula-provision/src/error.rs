@@ -1,5 +1,5 @@
-//! Error types, one enum per layer: inventory (read, parse, validate), PKI (CA and host certs),
-//! output (writing bundles) and apply (SSH). Each variant says what probably went wrong.
+//! Error types, one enum per layer: inventory (read, parse, validate), PKI, output (bundles),
+//! apply (SSH) and status (one host's answer). Each variant says what probably went wrong.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -206,5 +206,77 @@ pub enum ApplyError {
         host: String,
         /// The last state systemctl reported.
         state: String,
+    },
+}
+
+/// Why one host's status could not be read (`nebula-provision status`). The host counts as down,
+/// with this as the reason; other hosts are not affected.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The host has no `ssh` section, so it cannot be asked.
+    #[error("no ssh section in the inventory")]
+    NoSsh,
+    /// ssh could not be started on this machine.
+    #[error("cannot run `{command}`: {source}")]
+    Spawn {
+        /// The program.
+        command: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Nothing came back in time (the host or nebula-ctl hangs); the ssh process was killed.
+    #[error("no answer within {seconds} s")]
+    Timeout {
+        /// The per-host timeout.
+        seconds: u64,
+    },
+    /// ssh itself failed (exit 255: unreachable, refused, authentication, host key).
+    #[error("ssh failed ({status}): {stderr}")]
+    Ssh {
+        /// Exit status text.
+        status: String,
+        /// The last lines ssh printed on stderr.
+        stderr: String,
+    },
+    /// `nebula-ctl` is not installed or not on the PATH of the SSH session.
+    #[error("nebula-ctl not found on the host ({stderr})")]
+    CtlMissing {
+        /// What the shell printed.
+        stderr: String,
+    },
+    /// `nebula-ctl status --json` failed (usually: nebula is not running, so its control socket
+    /// does not answer; or sudo wants a password).
+    #[error("nebula-ctl failed ({status}): {stderr}")]
+    Ctl {
+        /// Exit status text.
+        status: String,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+    /// The answer is larger than we accept from one host.
+    #[error("answer larger than {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The answer is not a status response we can read (not JSON, or a field of the wrong type).
+    #[error("bad JSON from nebula-ctl: {reason}")]
+    BadJson {
+        /// serde's message (with line and column).
+        reason: String,
+    },
+    /// The node speaks another version of the control API.
+    #[error("control API version {found}, this nebula-provision reads version {wanted}")]
+    Version {
+        /// The version the node answered with.
+        found: u64,
+        /// The version we read.
+        wanted: u32,
+    },
+    /// The node answered, with an error instead of a status.
+    #[error("nebula-ctl answered with an error: {error}")]
+    NotOk {
+        /// The node's message.
+        error: String,
     },
 }

@@ -127,6 +127,10 @@ pub struct BinarySpec {
     /// The binary tells systemd when it is ready (`Type=notify`; Nebula >= 1.7 and ours). Default true.
     #[serde(default)]
     pub notify: Option<bool>,
+    /// The binary sends `WATCHDOG=1` (ours), so the unit gets `WatchdogSec=`. Default: `notify`.
+    /// Go Nebula sends only `READY=1`: set false for it, or systemd kills it every 30 s.
+    #[serde(default)]
+    pub watchdog: Option<bool>,
     /// Install from this apt package.
     #[serde(default)]
     pub apt: Option<String>,

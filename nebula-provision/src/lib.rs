@@ -16,11 +16,12 @@ pub mod pki;
 pub mod provision;
 pub mod render;
 pub mod shell;
+pub mod status;
 #[cfg(test)]
 mod testutil;
 pub mod validate;
 
-pub use error::{ApplyError, InventoryError, OutputError, PkiError, Problem};
+pub use error::{ApplyError, InventoryError, OutputError, PkiError, Problem, StatusError};
 pub use model::Mesh;
 pub use provision::{run, Options, Outcome};
 pub use validate::load_mesh;

@@ -1,5 +1,5 @@
-//! The `nebula-provision` command line: validate, init, plan, render, renew and apply, each reading
-//! one inventory file. Thin: every decision is made in the library.
+//! The `nebula-provision` command line: validate, init, plan, render, renew, apply and status, each
+//! reading one inventory file. Thin: every decision is made in the library.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use nebula_provision::apply::{apply_host, ApplyOptions};
 use nebula_provision::model::Mesh;
+use nebula_provision::status::{self, collect};
 use nebula_provision::{load_mesh, pki, provision};
 
 /// From one inventory file to a running Nebula mesh.
@@ -110,6 +111,34 @@ enum Cmd {
         /// Seconds to wait for nebula.service to become active.
         #[arg(long, default_value_t = 20)]
         check_seconds: u32,
+    },
+    /// Ask every host (`nebula-ctl status --json` over the ssh access apply uses) and print the
+    /// mesh: up or down, tunnels against the ones the firewall allows, RTTs, certificate days
+    /// left; then the renewals due. Exit status 2 when a host is down.
+    Status {
+        #[command(flatten)]
+        common: Common,
+        /// Only these hosts (repeatable); default every host.
+        #[arg(long, value_name = "HOST")]
+        host: Vec<String>,
+        /// Certificates (hosts and CA) expiring within this many days are due for renewal.
+        #[arg(long, value_name = "DAYS", default_value_t = 30)]
+        renew_within: u32,
+        /// The output directory to put in the printed renew commands.
+        #[arg(long, short = 'o', value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Print everything collected as one JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Seconds per host; a host that has not answered by then is down.
+        #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+        timeout: u64,
+        /// Hosts asked at the same time.
+        #[arg(long, value_name = "N", default_value_t = 16)]
+        parallel: usize,
+        /// ssh program.
+        #[arg(long, default_value = "ssh")]
+        ssh: String,
     },
 }
 
@@ -332,6 +361,72 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 bail!("{failed} host(s) failed");
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status {
+            common,
+            host,
+            renew_within,
+            out,
+            json,
+            timeout,
+            parallel,
+            ssh,
+        } => {
+            let mesh = load(&common)?;
+            let mut targets = Vec::new();
+            if host.is_empty() {
+                targets.extend(mesh.hosts.iter());
+            } else {
+                for name in &host {
+                    match mesh.host(name) {
+                        Some(h) => targets.push(h),
+                        None => bail!("host `{name}` is not in the inventory"),
+                    }
+                }
+            }
+            let opts = collect::CollectOptions {
+                ssh_program: ssh,
+                timeout: std::time::Duration::from_secs(timeout.max(1)),
+                parallel,
+            };
+            let answers = collect::ask_all(&targets, &opts);
+            let rows = status::rows(
+                &mesh,
+                targets
+                    .iter()
+                    .map(|h| h.name.clone())
+                    .zip(answers)
+                    .collect(),
+            );
+            let local_ca = status::local_ca(&mesh, now(&common));
+            let due = status::renewals(&rows, local_ca.as_ref(), renew_within);
+            let inventory = common.inventory.display().to_string();
+            let out = out.map(|o| o.display().to_string());
+            if json {
+                let cmds = status::renew_commands(&inventory, out.as_deref(), &due);
+                let doc = status::json_document(&mesh, &rows, &due, renew_within, &cmds);
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                print!("{}", status::table(&mesh, &rows));
+                println!();
+                print!(
+                    "{}",
+                    status::renewals_text(
+                        &rows,
+                        &due,
+                        renew_within,
+                        &inventory,
+                        out.as_deref(),
+                        &mesh.pki.dir.display().to_string(),
+                    )
+                );
+            }
+            let down = rows.iter().any(|r| r.state == status::State::Down);
+            Ok(if down {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }

@@ -52,6 +52,8 @@ pub struct Binary {
     pub path: String,
     /// `Type=notify` (true) or `Type=simple`.
     pub notify: bool,
+    /// `WatchdogSec=` (the binary sends `WATCHDOG=1`; only with `notify`).
+    pub watchdog: bool,
     /// How it is installed.
     pub source: BinarySource,
 }

@@ -62,6 +62,7 @@ mod tests {
         let b = Binary {
             path: "/usr/local/bin/nebula".into(),
             notify: true,
+            watchdog: true,
             source: BinarySource::Url {
                 url: "https://example.invalid/nebula-linux-amd64.tar.gz".into(),
                 sha256: "ab".repeat(32),

@@ -230,6 +230,7 @@ fn merge_binary(d: Option<&BinarySpec>, h: Option<&BinarySpec>) -> BinarySpec {
     BinarySpec {
         path: h.path.clone().or(d.path),
         notify: h.notify.or(d.notify),
+        watchdog: h.watchdog.or(d.watchdog),
         apt: if host_has_source {
             h.apt.clone()
         } else {
@@ -788,9 +789,20 @@ impl Validator {
             }
             BinarySource::Preinstalled
         };
+        let notify = b.notify.unwrap_or(true);
+        let watchdog = b.watchdog.unwrap_or(notify);
+        if watchdog && !notify {
+            self.host_err(
+                host,
+                "nebula_binary.watchdog",
+                "the watchdog needs `notify: true` (the binary must talk to systemd)",
+            );
+            ok = false;
+        }
         ok.then_some(Binary {
             path,
-            notify: b.notify.unwrap_or(true),
+            notify,
+            watchdog,
             source,
         })
     }
@@ -1249,6 +1261,14 @@ mod tests {
             ),
             Some("web1"),
             "nebula_binary.path",
+        );
+        assert_problem(
+            &with(
+                "cloud_init: {}",
+                "cloud_init: {}\n    nebula_binary: {notify: false, watchdog: true}",
+            ),
+            Some("web1"),
+            "nebula_binary.watchdog",
         );
         assert_problem(
             &with(

@@ -6,85 +6,12 @@
 mod common;
 
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use common::sshd::start_sshd;
 use common::*;
-
-struct Sshd {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-/// Starts sshd on 127.0.0.1 with keys in `dir`; returns it and writes `dir/known_hosts`.
-fn start_sshd(dir: &Path) -> Sshd {
-    require_root();
-    let sshd = require("/usr/sbin/sshd");
-    let keygen = require("ssh-keygen");
-    for (name, comment) in [("hostkey", "test host"), ("id", "test client")] {
-        ok(Command::new(&keygen)
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
-            .arg(dir.join(name)));
-    }
-    std::fs::copy(dir.join("id.pub"), dir.join("authorized_keys")).expect("authorized_keys");
-    // sshd refuses to start without its privilege separation directory.
-    std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
-    let port = free_port();
-    let hostpub = std::fs::read_to_string(dir.join("hostkey.pub")).expect("hostkey.pub");
-    std::fs::write(
-        dir.join("known_hosts"),
-        format!("[127.0.0.1]:{port} {hostpub}"),
-    )
-    .expect("known_hosts");
-    let opt = |k: &str, v: &str| format!("{k}={v}");
-    let d = dir.display().to_string();
-    let child = Command::new(&sshd)
-        .args(["-D", "-e", "-f", "/dev/null", "-p", &port.to_string()])
-        .arg("-h")
-        .arg(dir.join("hostkey"))
-        .args(["-o", &opt("ListenAddress", "127.0.0.1")])
-        .args([
-            "-o",
-            &opt("AuthorizedKeysFile", &format!("{d}/authorized_keys")),
-        ])
-        .args(["-o", "StrictModes=no"])
-        .args(["-o", &opt("PidFile", &format!("{d}/sshd.pid"))])
-        .args(["-o", "PasswordAuthentication=no"])
-        .args(["-o", "KbdInteractiveAuthentication=no"])
-        .args(["-o", "PermitRootLogin=prohibit-password"])
-        .args(["-o", "UsePAM=no"])
-        .args(["-o", "Subsystem=sftp internal-sftp"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("sshd.log")).expect("log"))
-        .spawn()
-        .expect("start sshd");
-    let s = Sshd { child, port };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "sshd did not start; see {d}/sshd.log"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    s
-}
 
 /// A systemctl stand-in: logs its arguments to `<dir>/log`, remembers enabled/active units as
 /// marker files, and reports `failed` for is-active when `<dir>/fail` exists.
@@ -198,7 +125,7 @@ fn mode(p: &Path) -> u32 {
 fn apply_installs_over_ssh_then_changes_only_what_changed() {
     let t = tempfile::tempdir().expect("tempdir");
     let dir = t.path();
-    let sshd = start_sshd(dir);
+    let sshd = start_sshd(dir, &[]);
     let stub_lh = dir.join("stub-lh");
     let stub_web = dir.join("stub-web");
     systemctl_stub(&stub_lh);

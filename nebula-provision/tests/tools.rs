@@ -85,6 +85,11 @@ fn systemd_analyze_verifies_the_units_and_rates_them_hardened() {
         units.push(unit_with_stub(&out.join(h).join("nebula.service"), &d));
     }
     units.push(out.join("kshitiz/nebula-edge.service"));
+    // What is verified includes the readiness and watchdog settings.
+    let main = std::fs::read_to_string(&units[0]).expect("unit");
+    for line in ["Type=notify", "NotifyAccess=main", "WatchdogSec=30s"] {
+        assert!(main.lines().any(|l| l == line), "{line} missing:\n{main}");
+    }
     for u in &units {
         let o = run(Command::new(&sa).arg("verify").arg(u));
         let stderr = String::from_utf8_lossy(&o.stderr);

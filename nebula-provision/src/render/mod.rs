@@ -232,6 +232,8 @@ mod tests {
         let u = systemd::nebula_service(&mesh, mesh.host("web1").expect("web1"));
         for line in [
             "Type=notify",
+            "NotifyAccess=main",
+            "WatchdogSec=30s",
             "ExecStart=/usr/local/bin/nebula -config /etc/nebula/config.yml",
             "ExecReload=/bin/kill -HUP $MAINPID",
             "Restart=on-failure",
@@ -259,7 +261,23 @@ mod tests {
         );
         let u = systemd::nebula_service(&old, old.host("lh").expect("lh"));
         assert!(u.contains("Type=simple\n") && !u.contains("NotifyAccess"));
+        assert!(!u.contains("Watchdog"));
         assert!(u.contains("ExecStart=/usr/bin/nebula -config"));
+        // Go Nebula >= 1.7 sends READY=1 but never WATCHDOG=1: notify without the watchdog.
+        let go = mesh_in(
+            _t.path(),
+            &INV.replacen(
+                "pki:",
+                "defaults:\n  nebula_binary: {watchdog: false}\npki:",
+                1,
+            ),
+        );
+        let u = systemd::nebula_service(&go, go.host("lh").expect("lh"));
+        assert!(
+            u.contains("Type=notify\nNotifyAccess=main\nExecStart="),
+            "{u}"
+        );
+        assert!(!u.contains("Watchdog"));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! systemd units: `nebula.service` (hardened: CAP_NET_ADMIN only, /dev/net/tun only, read-only
-//! system, no new privileges, restart on failure) and, on the edge host, `nebula-edge.service`.
+//! systemd units: `nebula.service` (`Type=notify` with a watchdog; hardened: CAP_NET_ADMIN only,
+//! /dev/net/tun only, read-only system, no new privileges, restart on failure) and `nebula-edge.service`.
 //!
 //! Values placed in the units (binary path, device name) were restricted by validation to
 //! characters that need no quoting and contain no `%` specifiers.
@@ -7,12 +7,20 @@
 use crate::model::{Host, Mesh};
 use crate::render::{inventory_name, names, ETC_DIR};
 
+/// `WatchdogSec=` of `nebula.service`, in seconds.
+pub const WATCHDOG_SEC: u32 = 30;
+
 /// The `nebula.service` unit for `host`.
 pub fn nebula_service(mesh: &Mesh, host: &Host) -> String {
-    let (kind, notify) = if host.binary.notify {
-        ("notify", "NotifyAccess=main\n")
-    } else {
-        ("simple", "")
+    // Our node sends READY=1, RELOADING=1 and, every WatchdogSec/2 while its data plane and
+    // control thread are alive, WATCHDOG=1: a hung node is restarted like a crashed one.
+    let (kind, notify) = match (host.binary.notify, host.binary.watchdog) {
+        (true, true) => (
+            "notify",
+            format!("NotifyAccess=main\nWatchdogSec={WATCHDOG_SEC}s\n"),
+        ),
+        (true, false) => ("notify", "NotifyAccess=main\n".to_string()),
+        (false, _) => ("simple", String::new()),
     };
     // Binding below 1024 needs one more capability.
     let caps = if host.listen_port != 0 && host.listen_port < 1024 {

@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests: finding the tools (failing loudly when one is missing),
-//! rendering the ADR inventory into a temp dir, running `nebula -test` on a bundle as `/etc/nebula`.
+//! rendering the ADR inventory, running `nebula -test` on a bundle as `/etc/nebula`; a test sshd.
 #![allow(dead_code)]
+
+pub mod sshd;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
