@@ -8,6 +8,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nebula_core::engine::{Engine, Outputs};
@@ -17,12 +18,13 @@ use nebula_lighthouse::AddressBook;
 use rand::SeedableRng;
 use thiserror::Error;
 
-use crate::config::{Config, LoadedConfig};
+use crate::config::{Config, LoadedConfig, SshdConfig};
 use crate::datapath::{flush_outputs, DataPath};
 use crate::plane::Plane;
 use crate::poll::{poll, pollin, readable};
 use crate::reload;
 use crate::setup::{self, SetupError};
+use crate::sshd::{Console, ConsoleDeps};
 use crate::tun::{Tun, TunQueue};
 use crate::udp_batch::{BatchOptions, BatchSocket, DEFAULT_SOCKET_BUFFER};
 use crate::worker::{self, LocalDrop};
@@ -81,6 +83,8 @@ pub struct Node {
     sighup: UnixStream,
     sigterm: UnixStream,
     drop_filter: LocalDrop,
+    /// `sshd.*` at start-up (the debug console follows reloads).
+    sshd: SshdConfig,
 }
 
 /// A socket pair whose read end becomes readable each time one of `signals` arrives.
@@ -216,6 +220,7 @@ impl Node {
             sighup,
             sigterm,
             drop_filter,
+            sshd: cfg.sshd.clone(),
         })
     }
 
@@ -253,7 +258,10 @@ impl Node {
             sighup,
             sigterm,
             drop_filter,
+            sshd,
         } = self;
+        let plane = Arc::new(plane);
+        let console = start_console(&plane, &control, tun.as_ref(), &sshd);
         let queue0 = tun.as_ref().and_then(|t| t.queues().first());
         let mut out = Outputs::default();
         plane.with_engine(|e| e.start(Instant::now(), &mut out));
@@ -291,6 +299,7 @@ impl Node {
                 sighup: &sighup,
                 sigterm: &sigterm,
                 config_path: &config_path,
+                console: console.as_ref(),
             };
             let r = ctl.run();
             // Every worker polls the stop pipe: one byte, never read, wakes them all.
@@ -298,6 +307,7 @@ impl Node {
             r
         });
         crate::notify::notify("STOPPING=1");
+        drop(console);
         tracing::info!("Closing all tunnels");
         plane.with_engine(|e| e.close_all(&mut out));
         flush_outputs(&mut control, queue0, &mut out);
@@ -316,6 +326,8 @@ struct Control<'a> {
     sighup: &'a UnixStream,
     sigterm: &'a UnixStream,
     config_path: &'a Path,
+    /// The debug console, told about every reload.
+    console: Option<&'a Console>,
 }
 
 impl Control<'_> {
@@ -356,7 +368,13 @@ impl Control<'_> {
             if readable(&fds[0]) && drain(self.sighup) {
                 crate::notify::notify("RELOADING=1");
                 // A refused config is logged there; the node goes on with the old one.
-                let _ = reload::reload(self.plane, self.config_path, unix_secs(), &mut out);
+                if let Ok(config) =
+                    reload::reload(self.plane, self.config_path, unix_secs(), &mut out)
+                {
+                    if let Some(c) = self.console {
+                        c.configure(&config.sshd);
+                    }
+                }
                 flush_outputs(self.udp, self.queue0, &mut out);
                 crate::notify::notify("READY=1");
             }
@@ -364,6 +382,32 @@ impl Control<'_> {
                 tracing::info!("Caught signal, shutting down");
                 return Ok(());
             }
+        }
+    }
+}
+
+/// Start the debug console's thread (it listens only while `sshd.enabled`). A failure to start
+/// the thread is logged; the node runs without the console.
+fn start_console(
+    plane: &Arc<Plane>,
+    control: &BatchSocket,
+    tun: Option<&Tun>,
+    sshd: &SshdConfig,
+) -> Option<Console> {
+    let started = control.try_clone().and_then(|socket| {
+        let deps = ConsoleDeps {
+            plane: Arc::clone(plane),
+            socket,
+            device_name: tun.map(|t| t.name().to_string()).unwrap_or_default(),
+            networks: plane.lock().pki().networks().to_vec(),
+        };
+        Console::start(deps, sshd)
+    });
+    match started {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(error = %e, "sshd: could not start the console thread");
+            None
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod plane;
 pub mod poll;
 pub mod reload;
 pub mod setup;
+pub mod sshd;
 pub mod tun;
 pub mod udp_batch;
 pub mod worker;

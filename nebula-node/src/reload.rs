@@ -16,13 +16,13 @@ use crate::setup::{self, SetupError};
 
 /// SIGHUP: re-read the config at `config_path` (pki valid at `now_unix`) and reload the engine
 /// behind `plane`. A broken config is refused as a whole (logged, and returned) and the engine
-/// keeps running on the old one.
+/// keeps running on the old one. Returns the new config, for the node's other parts (sshd).
 pub fn reload(
     plane: &Plane,
     config_path: &Path,
     now_unix: i64,
     out: &mut Outputs,
-) -> Result<(), SetupError> {
+) -> Result<Config, SetupError> {
     tracing::info!(path = %config_path.display(), "Caught HUP, reloading config");
     let prepared = match PreparedReload::load(config_path, now_unix) {
         Ok(p) => p,
@@ -32,8 +32,9 @@ pub fn reload(
         }
     };
     tracing::info!(rules = %prepared.firewall.rules_hash(), "Firewall reloaded");
+    let config = prepared.config.clone();
     plane.with_engine(|engine| prepared.apply(engine, Instant::now(), out));
-    Ok(())
+    Ok(config)
 }
 
 /// A re-read config, checked and built, waiting for the engine. Built without the engine's lock

@@ -90,7 +90,7 @@ pub struct Config {
     pub counters: CountersConfig,
     /// `tunnels.*`.
     pub tunnels: TunnelsConfig,
-    /// `sshd.*` (parsed only).
+    /// `sshd.*` (the debug console).
     pub sshd: SshdConfig,
     /// `firewall.*`.
     pub firewall: FirewallConfig,
