@@ -209,6 +209,7 @@ fn console_json_matches_go_1_11_and_acts() {
         ("print-tunnel", &go.tunnel, &ours.tunnel),
     ] {
         assert!(!g.is_empty(), "{what}: Go printed no keys");
+        eprintln!("{what}: Go {} keys, ours {}: {g:?}", g.len(), o.len());
         assert_eq!(
             g, o,
             "{what}: key sets differ (left Go, right ours)\n{}",
@@ -334,6 +335,51 @@ fn sighup_turns_the_console_off_on_and_moves_it_same_pid() {
         console_state(&lab, &ns, 2224, &key, true),
         "reload command did not move it\n{}",
         lab.log("a.log")
+    );
+
+    // An OpenSSH user certificate from a trusted CA gets in; the bare key no longer does.
+    keygen(&dir, "ssh_ca");
+    must(&format!(
+        "ssh-keygen -q -s {} -I tester-cert -n tester -V -5m:+1h {}.pub",
+        dir.join("ssh_ca").display(),
+        key.display()
+    ));
+    let ca_pub = std::fs::read_to_string(dir.join("ssh_ca.pub")).expect("ca key");
+    lab.write(
+        "a.yml",
+        &format!(
+            "{base}sshd:\n  enabled: true\n  listen: 127.0.0.1:2224\n  host_key: {}\n  trusted_cas:\n    - \"{}\"\n",
+            dir.join("host_key").display(),
+            ca_pub.trim()
+        ),
+    );
+    hup();
+    let cert_file = format!("{}-cert.pub", key.display());
+    let with_cert = |file: &str| {
+        lab.exec(
+            &ns,
+            &format!(
+                "timeout 20 ssh -p 2224 -i {} -o CertificateFile={file} -o IdentitiesOnly=yes \
+                 -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+                 -o LogLevel=ERROR tester@127.0.0.1 version",
+                key.display()
+            ),
+        )
+        .status
+        .success()
+    };
+    let end = Instant::now() + Duration::from_secs(10);
+    while !with_cert(&cert_file) {
+        assert!(
+            Instant::now() < end,
+            "certificate login refused\n{}",
+            lab.log("a.log")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !with_cert("/dev/null"),
+        "the bare key is no longer authorized"
     );
 
     assert!(
