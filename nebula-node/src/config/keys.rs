@@ -290,7 +290,7 @@ mod tests {
     #[test]
     fn warns_unknown_and_unimplemented() {
         let v = Value::from_yaml(
-            "tun: {mtu: 1300, mtuu: 1}\nsshd: {enabled: true}\nbogus: 1\npunchy: true\nstatic_host_map: {\"10.0.0.1\": [\"1.2.3.4:4242\"]}\nstats: ~\n",
+            "tun: {mtu: 1300, mtuu: 1}\nstatic_map: {cadence: 1m}\nbogus: 1\npunchy: true\nstatic_host_map: {\"10.0.0.1\": [\"1.2.3.4:4242\"]}\nstats: ~\n",
             None,
         )
         .unwrap();
@@ -301,7 +301,7 @@ mod tests {
             [
                 ("bogus", WarningKind::UnknownKey),
                 ("punchy", WarningKind::Deprecated),
-                ("sshd.enabled", WarningKind::NotYetImplemented),
+                ("static_map.cadence", WarningKind::NotYetImplemented),
                 ("tun.mtuu", WarningKind::UnknownKey),
             ]
         );

@@ -491,7 +491,7 @@ mod tests {
             .expect("valid")
             .expect("enabled");
         let cert = Certificate::from_openssh(USER_CERT.trim()).expect("certificate");
-        let now = crate::daemon::unix_secs() as u64;
+        let now = server::unix_now();
         assert_eq!(s.authorized.cert_allowed("tester", &cert, now), Ok(()));
         assert!(s.authorized.cert_allowed("root", &cert, now).is_err());
         assert!(s.authorized.cert_allowed("tester", &cert, 1).is_err());

@@ -141,7 +141,7 @@ impl russh::server::Handler for ConsoleHandler {
         user: &str,
         certificate: &Certificate,
     ) -> Result<Auth, Self::Error> {
-        let now = crate::daemon::unix_secs().max(0) as u64;
+        let now = unix_now();
         match self
             .shared
             .authorized()
@@ -284,4 +284,12 @@ impl russh::server::Handler for ConsoleHandler {
         self.shells.remove(&channel);
         Ok(())
     }
+}
+
+/// Seconds since the Unix epoch (certificate validity is wall-clock time).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
