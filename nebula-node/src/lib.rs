@@ -7,6 +7,7 @@ pub mod datapath;
 pub mod device;
 pub mod events;
 pub mod localaddrs;
+pub mod logctl;
 pub mod netlink;
 pub mod notify;
 pub mod offload;

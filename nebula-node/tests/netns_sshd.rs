@@ -161,6 +161,9 @@ fn scenario(tag: &str, a_impl: Impl) -> Seen {
     let cert = run("print-cert -json");
     assert!(cert.contains("\"a\""), "{a_impl:?}: our name in {cert}");
     let tunnel = run(&format!("print-tunnel {B_VPN}"));
+    assert_eq!(run("log-level"), "Log level is: debug\n", "{a_impl:?}");
+    assert_eq!(run("log-level info"), "Log level is: info\n", "{a_impl:?}");
+    assert_eq!(run("log-format"), "Log format is: text\n", "{a_impl:?}");
     let seen = Seen {
         hostmap: keys_of(&hostmap, "list-hostmap -json"),
         cert: keys_of(&cert, "print-cert -json"),
