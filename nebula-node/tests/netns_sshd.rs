@@ -97,6 +97,9 @@ fn hostmap_has(text: &str, vpn: &str) -> bool {
 
 /// What one run of the scenario saw.
 struct Seen {
+    /// The other JSON commands: (command, key paths, raw output). Object keys that are vpn
+    /// addresses (the address maps) are part of the paths: both runs use the same addresses.
+    others: Vec<(&'static str, BTreeSet<String>, String)>,
     hostmap: BTreeSet<String>,
     cert: BTreeSet<String>,
     tunnel: BTreeSet<String>,
@@ -114,13 +117,17 @@ fn scenario(tag: &str, a_impl: Impl) -> Seen {
     let user_pub = keygen(&dir, "user_key");
     keygen(&dir, "stranger_key");
     keygen(&dir, "host_key");
-    let mut procs = Vec::new();
-    for (name, vpn, ns, imp, am_lh) in [
+    let hosts = [
         ("lh", LH_VPN, &ns_lh, Impl::Ours, true),
         ("a", A_VPN, &ns_a, a_impl, false),
         ("b", B_VPN, &ns_b, Impl::Ours, false),
-    ] {
+    ];
+    // Every certificate before any node starts: each one rewrites ca.crt.
+    for (name, vpn, _, _, _) in &hosts {
         pki.host(&dir, name, &format!("{vpn}/16"), &[name]);
+    }
+    let mut procs = Vec::new();
+    for (name, _, ns, imp, am_lh) in hosts {
         let mut cfg = node_config(&lighthouse_mesh_node(
             name,
             &dir,
@@ -164,7 +171,20 @@ fn scenario(tag: &str, a_impl: Impl) -> Seen {
     assert_eq!(run("log-level"), "Log level is: debug\n", "{a_impl:?}");
     assert_eq!(run("log-level info"), "Log level is: info\n", "{a_impl:?}");
     assert_eq!(run("log-format"), "Log format is: text\n", "{a_impl:?}");
+    let mut others = Vec::new();
+    for cmd in [
+        "list-lighthouse-addrmap -json",
+        "list-pending-hostmap -json",
+        "print-relays",
+        "device-info -json",
+        "query-lighthouse 10.77.0.3",
+        "list-hostmap -by-index -json",
+    ] {
+        let text = run(cmd);
+        others.push((cmd, keys_of(&text, cmd), text));
+    }
     let seen = Seen {
+        others,
         hostmap: keys_of(&hostmap, "list-hostmap -json"),
         cert: keys_of(&cert, "print-cert -json"),
         tunnel: keys_of(&tunnel, "print-tunnel"),
@@ -212,12 +232,14 @@ fn console_json_matches_go_1_11_and_acts() {
         ("print-tunnel", &go.tunnel, &ours.tunnel),
     ] {
         assert!(!g.is_empty(), "{what}: Go printed no keys");
-        eprintln!("{what}: Go {} keys, ours {}: {g:?}", g.len(), o.len());
         assert_eq!(
             g, o,
             "{what}: key sets differ (left Go, right ours)\n{}",
             ours.logs
         );
+    }
+    for ((cmd, g, gt), (_, o, ot)) in go.others.iter().zip(ours.others.iter()) {
+        assert_eq!(g, o, "{cmd}: key sets differ\nGo:   {gt}\nours: {ot}");
     }
     assert!(go.logs.len() + ours.logs.len() > 0);
 }

@@ -29,7 +29,7 @@ pub struct HostView {
 }
 
 /// What one source told us about a host's addresses (one entry of Go's `CacheMap`): `owner` is
-/// the lighthouse that answered, or the host itself for what we saw or configured.
+/// the lighthouse that answered, the host itself for what we saw, or we for `static_host_map`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AddrCache {
     pub owner: IpAddr,
@@ -151,10 +151,19 @@ impl Engine {
     pub fn addr_cache_for(&self, vpn: &IpAddr) -> Option<Vec<AddrCache>> {
         let r = self.remotes.get(vpn)?;
         let mut out: Vec<AddrCache> = Vec::new();
-        if !r.learned.is_empty() || !r.static_addrs().is_empty() {
+        // As Go files them: what we saw under the host, what we configured under ourselves.
+        if !r.learned.is_empty() {
             out.push(AddrCache {
                 owner: *vpn,
                 learned: r.learned.clone(),
+                reported: Vec::new(),
+                relays: Vec::new(),
+            });
+        }
+        if !r.static_addrs().is_empty() {
+            out.push(AddrCache {
+                owner: self.vpn_addr(),
+                learned: Vec::new(),
                 reported: r.static_addrs().to_vec(),
                 relays: Vec::new(),
             });
@@ -359,7 +368,13 @@ mod tests {
         let view = e.host_view_for(&b).expect("tunnel to B");
         assert_eq!(view.local_index, hosts[0].local_index);
         let cache = e.addr_cache_for(&b).expect("addresses of B");
-        assert!(cache.iter().any(|c| c.owner == b), "{cache:?}");
+        let b_addr: SocketAddr = B_ADDR.parse().expect("addr");
+        assert!(
+            cache
+                .iter()
+                .any(|c| c.owner == ip(A_VPN) && c.reported == vec![b_addr]),
+            "static_host_map entries are ours: {cache:?}"
+        );
         assert!(e.addr_map().iter().any(|(v, _)| *v == b));
         let mut out = Outputs::default();
         assert!(e.close_tunnel_quietly(&b, &mut out));
