@@ -66,6 +66,12 @@ pub fn validate(loaded: &LoadedConfig) -> Result<Vec<String>, SetupError> {
         warnings.push(w.to_string());
     }
     setup::build_firewall(cfg, &pki)?;
+    // As Go: a console that cannot be set up is a warning, the node runs without it.
+    if let Err(e) = crate::sshd::Settings::from_config(&cfg.sshd) {
+        warnings.push(format!(
+            "Failed to configure sshd, ssh debugging will not be available: {e}"
+        ));
+    }
     Ok(warnings)
 }
 

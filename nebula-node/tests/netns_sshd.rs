@@ -262,6 +262,17 @@ fn port_22_is_refused_by_both() {
             &user_pub,
         ));
         let path = lab.write("a.yml", &cfg);
+        // `-test` accepts the config and names the problem (a warning, as the node runs on).
+        let test = lab.exec(&ns, &format!("{} -test", imp.cmd(&path)));
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&test.stdout),
+            String::from_utf8_lossy(&test.stderr)
+        );
+        assert!(test.status.success(), "{imp:?} -test: {said}");
+        if imp == Impl::Ours {
+            assert!(said.contains("sshd.listen can not use port 22"), "{said}");
+        }
         let idx = lab.spawn(&ns, &imp.cmd(&path), "a.log");
         let end = Instant::now() + Duration::from_secs(10);
         while !lab.log("a.log").contains("port 22") && Instant::now() < end {
