@@ -501,4 +501,150 @@ mod tests {
         };
         assert!(no_ca.cert_allowed("tester", &cert, now).is_err());
     }
+
+    /// A client that trusts any host key (the test's own server).
+    struct Client;
+
+    impl russh::client::Handler for Client {
+        type Error = russh::Error;
+
+        async fn check_server_key(
+            &mut self,
+            _: &russh::keys::PublicKeyOrCertificate,
+        ) -> Result<bool, Self::Error> {
+            Ok(true)
+        }
+    }
+
+    /// Log in as `user` with `key` on `port` and run `command`; `None` if the login is refused.
+    async fn exec(port: u16, user: &str, key: &str, command: &str) -> Option<(u32, String)> {
+        let config = Arc::new(russh::client::Config::default());
+        let mut session = russh::client::connect(config, ("127.0.0.1", port), Client)
+            .await
+            .ok()?;
+        let key = russh::keys::decode_secret_key(key, None).expect("client key");
+        let auth = session
+            .authenticate_publickey(
+                user,
+                russh::keys::PrivateKeyWithHashAlg::new(Arc::new(key), None),
+            )
+            .await
+            .expect("auth exchange");
+        if !auth.success() {
+            return None;
+        }
+        let mut channel = session.channel_open_session().await.expect("session");
+        channel.exec(true, command).await.expect("exec");
+        let (mut status, mut out) = (u32::MAX, Vec::new());
+        while let Some(msg) = channel.wait().await {
+            match msg {
+                russh::ChannelMsg::Data { data } => out.extend_from_slice(&data),
+                russh::ChannelMsg::ExitStatus { exit_status } => status = exit_status,
+                russh::ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        Some((status, String::from_utf8_lossy(&out).to_string()))
+    }
+
+    #[test]
+    fn the_console_serves_exec_refuses_strangers_and_follows_reconfiguration() {
+        use std::os::unix::net::UnixStream;
+        use std::time::Instant;
+
+        use nebula_cert::{Curve, Version};
+        use nebula_core::engine::{Engine, EngineConfig};
+        use nebula_core::filter::AllowAll;
+        use nebula_core::sim::TestCa;
+        use rand::SeedableRng;
+
+        use crate::udp_batch::BatchOptions;
+
+        let ca = TestCa::new("ca", Curve::Curve25519, Version::V1);
+        let engine = Engine::new(
+            EngineConfig::default(),
+            ca.pki("a", "10.1.0.1/16"),
+            Box::new(AllowAll),
+            Box::new(rand::rngs::StdRng::seed_from_u64(1)),
+            Instant::now(),
+            0,
+        );
+        let (_, wake) = UnixStream::pair().expect("wake pipe");
+        wake.set_nonblocking(true).expect("nonblocking");
+        let plane = Arc::new(Plane::new(engine, wake));
+        let socket = BatchSocket::bind(
+            "127.0.0.1:0".parse().expect("addr"),
+            &BatchOptions::default(),
+        )
+        .expect("udp socket");
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port()
+        };
+        let client_pub = include_str!("testdata/client_ed25519.pub").trim();
+        let client_key = include_str!("testdata/client_ed25519");
+        let port = free_port();
+        let mut config = SshdConfig {
+            authorized_users: vec![SshUser {
+                user: "tester".into(),
+                keys: vec![client_pub.into()],
+            }],
+            ..cfg(&format!("127.0.0.1:{port}"))
+        };
+        let console = Console::start(
+            ConsoleDeps {
+                plane,
+                socket,
+                device_name: "nebula1".into(),
+                networks: vec!["10.1.0.1/16".parse().expect("net")],
+            },
+            &config,
+        )
+        .expect("console thread");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        // Poll: the console binds on its own thread.
+        let until_answer = |port: u16, user: &str| {
+            let end = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let r = rt.block_on(exec(port, user, client_key, "version"));
+                if r.is_some() || std::time::Instant::now() > end {
+                    return r;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
+        assert_eq!(
+            until_answer(port, "tester"),
+            Some((0, format!("{}\n", env!("CARGO_PKG_VERSION"))))
+        );
+        assert_eq!(
+            rt.block_on(exec(port, "tester", client_key, "list-hostmap -json")),
+            Some((0, "[]\n".to_string()))
+        );
+        assert_eq!(
+            rt.block_on(exec(port, "root", client_key, "version")),
+            None,
+            "the key is tester's only"
+        );
+        // Moved: the new port answers, the old one is closed.
+        let moved = free_port();
+        config.listen = format!("127.0.0.1:{moved}");
+        console.configure(&config);
+        assert!(until_answer(moved, "tester").is_some());
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+        // Disabled: nothing listens.
+        config.enabled = false;
+        console.configure(&config);
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", moved)).is_ok() {
+            assert!(std::time::Instant::now() < end, "still listening");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(console);
+    }
 }
