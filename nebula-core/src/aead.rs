@@ -437,6 +437,11 @@ impl Session {
         )
     }
 
+    /// The last send counter handed out (Go's `messageCounter`), for diagnostics.
+    pub fn sent_counter(&self) -> u64 {
+        self.send_counter.load(Ordering::Relaxed)
+    }
+
     /// Count one packet sent from the TUN; returns the new count (wrapping).
     pub fn count_sent_from_tun(&self) -> u32 {
         self.sent_from_tun

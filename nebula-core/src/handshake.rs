@@ -314,6 +314,11 @@ impl PendingTable {
         Some(p)
     }
 
+    /// Every pending handshake, in no particular order (diagnostics).
+    pub fn iter(&self) -> impl Iterator<Item = &PendingHandshake> {
+        self.by_index.values()
+    }
+
     pub fn get(&self, local_index: u32) -> Option<&PendingHandshake> {
         self.by_index.get(&local_index)
     }

@@ -24,6 +24,23 @@ pub trait LighthouseServer: Send {
 
     /// A tunnel to `vpn` went away: forget what it told us.
     fn host_gone(&mut self, _vpn: IpAddr) {}
+
+    /// Everything the book holds, in any order (diagnostics: the debug console's address map).
+    fn known_hosts(&self) -> Vec<KnownHost> {
+        Vec::new()
+    }
+}
+
+/// What a lighthouse's address book holds about one host, as plain data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KnownHost {
+    pub vpn_addr: IpAddr,
+    /// Where the lighthouse sees the host.
+    pub learned: Vec<SocketAddr>,
+    /// What the host reported.
+    pub reported: Vec<SocketAddr>,
+    /// Relays the host can be reached through.
+    pub relays: Vec<IpAddr>,
 }
 
 /// Lighthouse messages other than plain host queries a lighthouse takes from one tunnel at once.

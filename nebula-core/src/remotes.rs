@@ -191,6 +191,33 @@ impl RemoteList {
         out
     }
 
+    /// Per lighthouse that answered about this host (in address order): the addresses and the
+    /// relays it reported (diagnostics: the debug console's address map).
+    pub fn by_lighthouse(&self) -> Vec<(IpAddr, Vec<SocketAddr>, Vec<IpAddr>)> {
+        let Some(src) = &self.sources else {
+            return Vec::new();
+        };
+        let mut keys: Vec<IpAddr> = src
+            .from_lighthouse
+            .keys()
+            .chain(src.relays_from_lighthouse.keys())
+            .copied()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .map(|lh| {
+                let addrs = src.from_lighthouse.get(&lh).cloned().unwrap_or_default();
+                let relays = src
+                    .relays_from_lighthouse
+                    .get(&lh)
+                    .cloned()
+                    .unwrap_or_default();
+                (lh, addrs, relays)
+            })
+            .collect()
+    }
+
     /// Replace the relays `lighthouse` reported: the first [`MAX_RELAYS`] distinct ones.
     pub fn set_relays_from_lighthouse(&mut self, lighthouse: IpAddr, relays: Vec<IpAddr>) {
         self.sources_mut()

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use ipnet::IpNet;
-use nebula_core::lighthouse::LighthouseServer;
+use nebula_core::lighthouse::{KnownHost, LighthouseServer};
 use nebula_core::remotes::{distinct_capped, RemoteAllowList, MAX_RELAYS};
 use proto::lighthouse::{AddrEncoding, NebulaMeta, NebulaMetaDetails, NebulaMetaType};
 
@@ -174,6 +174,18 @@ fn capped(addrs: impl Iterator<Item = SocketAddr>) -> Vec<SocketAddr> {
 }
 
 impl LighthouseServer for AddressBook {
+    fn known_hosts(&self) -> Vec<KnownHost> {
+        self.hosts
+            .iter()
+            .map(|(vpn, e)| KnownHost {
+                vpn_addr: *vpn,
+                learned: e.learned.into_iter().collect(),
+                reported: e.reported.to_vec(),
+                relays: e.relays.to_vec(),
+            })
+            .collect()
+    }
+
     fn handle(
         &mut self,
         _now: Instant,

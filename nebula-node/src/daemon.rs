@@ -18,7 +18,7 @@ use nebula_lighthouse::AddressBook;
 use rand::SeedableRng;
 use thiserror::Error;
 
-use crate::config::{Config, LoadedConfig};
+use crate::config::{Config, LoadedConfig, SshdConfig};
 use crate::datapath::{flush_outputs, DataPath};
 use crate::dns::{self, DnsHandle, DnsSettings};
 use crate::plane::Plane;
@@ -27,6 +27,7 @@ use crate::reload;
 use crate::route_watch::RouteWatch;
 use crate::services::Services;
 use crate::setup::{self, SetupError};
+use crate::sshd::{Console, ConsoleDeps};
 use crate::static_map::{self, StaticNames, SystemResolver};
 use crate::stats::{Sources, StatsService};
 use crate::status::NodeFacts;
@@ -71,6 +72,12 @@ pub fn validate(loaded: &LoadedConfig) -> Result<Vec<String>, SetupError> {
         warnings.push(w.to_string());
     }
     setup::build_firewall(cfg, &pki)?;
+    // As Go: a console that cannot be set up is a warning, the node runs without it.
+    if let Err(e) = crate::sshd::Settings::from_config(&cfg.sshd) {
+        warnings.push(format!(
+            "Failed to configure sshd, ssh debugging will not be available: {e}"
+        ));
+    }
     Ok(warnings)
 }
 
@@ -99,6 +106,8 @@ pub struct Node {
     static_names: Mutex<StaticNames>,
     /// `tun.use_system_route_table`'s subscription, when on (and the TUN is there).
     route_watch: Option<RouteWatch>,
+    /// `sshd.*` at start-up (the debug console follows reloads).
+    sshd: SshdConfig,
 }
 
 /// A socket pair whose read end becomes readable each time one of `signals` arrives.
@@ -270,6 +279,7 @@ impl Node {
             dns: DnsSettings::from_config(cfg),
             static_names: Mutex::new(static_names),
             route_watch,
+            sshd: cfg.sshd.clone(),
         })
     }
 
@@ -312,6 +322,7 @@ impl Node {
             dns,
             static_names,
             route_watch,
+            sshd,
         } = self;
         let routines = workers.len();
         let exporter = StatsService::new(Sources {
@@ -333,6 +344,7 @@ impl Node {
             exporter,
         );
         services.apply(&config);
+        let console = start_console(&plane, &control, tun.as_ref(), &sshd);
         let queue0 = tun.as_ref().and_then(|t| t.queues().first());
         let mut out = Outputs::default();
         plane.with_engine(|e| e.start(Instant::now(), &mut out));
@@ -402,6 +414,7 @@ impl Node {
                 config_path: &config_path,
                 services: &mut services,
                 static_names: &static_names,
+                console: console.as_ref(),
             };
             let r = ctl.run();
             // Every worker polls the stop pipe: one byte, never read, wakes them all.
@@ -409,6 +422,7 @@ impl Node {
             r
         });
         crate::notify::notify("STOPPING=1");
+        drop(console);
         tracing::info!("Closing all tunnels");
         services.stop();
         plane.with_engine(|e| e.close_all(&mut out));
@@ -433,6 +447,8 @@ struct Control<'a> {
     /// Metrics, the control API, probes, expiry warnings, the watchdog; reconfigured by reloads.
     services: &'a mut Services,
     static_names: &'a Mutex<StaticNames>,
+    /// The debug console, told about every reload.
+    console: Option<&'a Console>,
 }
 
 impl Control<'_> {
@@ -483,6 +499,9 @@ impl Control<'_> {
                         StaticNames::from_config(&config);
                     self.services.apply(&config);
                     self.dns.reload(DnsSettings::from_config(&config));
+                    if let Some(c) = self.console {
+                        c.configure(&config.sshd);
+                    }
                 }
                 flush_outputs(self.udp, self.queue0, &mut out, self.plane);
                 crate::notify::notify("READY=1");
@@ -491,6 +510,32 @@ impl Control<'_> {
                 tracing::info!("Caught signal, shutting down");
                 return Ok(());
             }
+        }
+    }
+}
+
+/// Start the debug console's thread (it listens only while `sshd.enabled`). A failure to start
+/// the thread is logged; the node runs without the console.
+fn start_console(
+    plane: &Arc<Plane>,
+    control: &BatchSocket,
+    tun: Option<&Tun>,
+    sshd: &SshdConfig,
+) -> Option<Console> {
+    let started = control.try_clone().and_then(|socket| {
+        let deps = ConsoleDeps {
+            plane: Arc::clone(plane),
+            socket,
+            device_name: tun.map(|t| t.name().to_string()).unwrap_or_default(),
+            networks: plane.lock().pki().networks().to_vec(),
+        };
+        Console::start(deps, sshd)
+    });
+    match started {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(error = %e, "sshd: could not start the console thread");
+            None
         }
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use goflag::{FlagError, FlagSet};
-use nebula_node::config::{Config, LogFormat, LogLevel, LoggingConfig};
+use nebula_node::config::{Config, LoggingConfig};
 use nebula_node::daemon::{self, Node};
 use nebula_node::device;
 
@@ -14,25 +14,8 @@ fn usage(fs: &FlagSet) -> String {
 }
 
 fn init_logging(cfg: &LoggingConfig) {
-    let level = match cfg.level {
-        LogLevel::Error => tracing::Level::ERROR,
-        LogLevel::Warn => tracing::Level::WARN,
-        LogLevel::Info => tracing::Level::INFO,
-        LogLevel::Debug => tracing::Level::DEBUG,
-        LogLevel::Trace => tracing::Level::TRACE,
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_writer(std::io::stdout);
-    let result = match (cfg.format, cfg.disable_timestamp) {
-        (LogFormat::Json, false) => builder.json().try_init(),
-        (LogFormat::Json, true) => builder.json().without_time().try_init(),
-        (LogFormat::Text, false) => builder.try_init(),
-        (LogFormat::Text, true) => builder.without_time().try_init(),
-    };
-    if let Err(e) = result {
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    if let Err(e) = nebula_node::logctl::install(cfg, ansi) {
         eprintln!("failed to apply logging config: {e}");
     }
 }

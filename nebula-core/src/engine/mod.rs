@@ -13,6 +13,7 @@
 mod demux;
 mod handshakes;
 mod inside;
+pub mod inspect;
 mod lighthouse_client;
 mod metrics;
 mod relays;

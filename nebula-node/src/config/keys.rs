@@ -116,13 +116,13 @@ pub const KNOWN_KEYS: &[KnownKey] = &[
     k("cipher", Implemented, Leaf),
     k("preferred_ranges", Implemented, Leaf),
     k("local_range", Deprecated("preferred_ranges"), Leaf),
-    k("sshd", NotYetImplemented, Section),
-    k("sshd.enabled", NotYetImplemented, Leaf),
-    k("sshd.listen", NotYetImplemented, Leaf),
-    k("sshd.host_key", NotYetImplemented, Leaf),
-    k("sshd.authorized_users", NotYetImplemented, Opaque),
-    k("sshd.trusted_cas", NotYetImplemented, Leaf),
-    k("sshd.sandbox_dir", NotYetImplemented, Leaf),
+    k("sshd", Implemented, Section),
+    k("sshd.enabled", Implemented, Leaf),
+    k("sshd.listen", Implemented, Leaf),
+    k("sshd.host_key", Implemented, Leaf),
+    k("sshd.authorized_users", Implemented, Opaque),
+    k("sshd.trusted_cas", Implemented, Leaf),
+    k("sshd.sandbox_dir", Implemented, Leaf),
     k("relay", Implemented, Section),
     k("relay.relays", Implemented, Leaf),
     k("relay.am_relay", Implemented, Leaf),
@@ -292,7 +292,7 @@ mod tests {
     #[test]
     fn warns_unknown_and_unimplemented() {
         let v = Value::from_yaml(
-            "tun: {mtu: 1300, mtuu: 1}\nsshd: {enabled: true}\nbogus: 1\npunchy: true\nstatic_host_map: {\"10.0.0.1\": [\"1.2.3.4:4242\"]}\nstats: ~\n",
+            "tun: {mtu: 1300, mtuu: 1}\nstatic_map: {cadence: 1m}\nbogus: 1\npunchy: true\nstatic_host_map: {\"10.0.0.1\": [\"1.2.3.4:4242\"]}\nstats: ~\n",
             None,
         )
         .unwrap();
@@ -303,7 +303,6 @@ mod tests {
             [
                 ("bogus", WarningKind::UnknownKey),
                 ("punchy", WarningKind::Deprecated),
-                ("sshd.enabled", WarningKind::NotYetImplemented),
                 ("tun.mtuu", WarningKind::UnknownKey),
             ]
         );

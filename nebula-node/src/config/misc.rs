@@ -486,7 +486,7 @@ pub struct SshUser {
     pub keys: Vec<String>,
 }
 
-/// The `sshd` section (parsed only; the debug SSH server is not implemented).
+/// The `sshd` section: the debug SSH console (see [`crate::sshd`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshdConfig {
     /// `sshd.enabled` (false).

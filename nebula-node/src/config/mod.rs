@@ -92,7 +92,7 @@ pub struct Config {
     pub counters: CountersConfig,
     /// `tunnels.*`.
     pub tunnels: TunnelsConfig,
-    /// `sshd.*` (parsed only).
+    /// `sshd.*` (the debug console).
     pub sshd: SshdConfig,
     /// `control.*` (ours): the local control API.
     pub control: ControlConfig,

@@ -37,9 +37,13 @@ impl Impl {
     }
 }
 
-/// Path of our `nebula` binary (built by cargo for integration tests).
+/// Path of our `nebula` binary (built by cargo for integration tests), or `$NEBULA_TEST_BIN` when
+/// set (a copy taken right after the build, when a shared target dir may be rebuilt meanwhile).
 pub fn our_nebula() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_nebula"))
+    match std::env::var_os("NEBULA_TEST_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_nebula")),
+    }
 }
 
 pub fn go_binary(path: &str) -> PathBuf {
