@@ -462,6 +462,10 @@ impl Control<'_> {
                 self.plane.set_control_deadline(next);
                 next
             };
+            let next = match (next, self.services.next_wakeup()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let timeout = next
                 .map(|t| t.saturating_duration_since(Instant::now()))
                 .unwrap_or(Duration::from_secs(1))

@@ -121,6 +121,11 @@ impl Services {
         }
     }
 
+    /// When [`Services::tick`] must run next at the latest (the watchdog's next ping).
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        self.watchdog.as_ref().map(|w| w.next)
+    }
+
     /// Stop what runs on threads of its own.
     pub fn stop(&mut self) {
         self.api = None;

@@ -2,7 +2,7 @@
 //! every key they leave commented out comes out with Go's code default.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nebula_node::config::{
@@ -321,6 +321,8 @@ stats:
   interval: 10s
   message_metrics: false
   lighthouse_metrics: false
+  peer_metrics: 50
+control: {socket: /run/nebula/test.sock}
 handshakes: {try_interval: 100ms, retries: 20, query_buffer: 64, trigger_buffer: 64}
 tunnels: {drop_inactive: false, inactivity_timeout: 10m}
 timers: {connection_alive_interval: 5, pending_deletion_interval: 10, requery_wait_duration: 60s}
@@ -418,6 +420,11 @@ firewall:
     assert_eq!(c.routine_cache_timeout(), Duration::from_secs(1));
     assert_eq!(c.handshakes.retries, 20);
     assert_eq!(c.firewall.conntrack.max_entries, 4096);
+    assert_eq!(c.stats.peer_metrics, 50);
+    assert_eq!(
+        c.control.socket.as_deref(),
+        Some(Path::new("/run/nebula/test.sock"))
+    );
 
     // Every key in the table appears in this file (sections included), so none is forgotten here.
     for k in KNOWN_KEYS {

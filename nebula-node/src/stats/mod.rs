@@ -221,3 +221,71 @@ fn graphite_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use nebula_core::engine::StatsSnapshot;
+
+    use super::counters::MessageCounts;
+    use super::metrics::{collect, Groups, Inputs};
+    use super::peers::{CaSeries, PeerSeries};
+    use super::prometheus::render_with_peers;
+
+    /// Every metric the Grafana dashboard in `config/` queries is one we export (under the
+    /// `nebula` namespace it assumes).
+    #[test]
+    fn the_dashboard_queries_only_metrics_we_export() {
+        let snapshot = StatsSnapshot::default();
+        let list = collect(&Inputs {
+            engine: &snapshot,
+            messages: MessageCounts::default(),
+            groups: Groups {
+                messages: true,
+                lighthouse: true,
+            },
+            routines: 1,
+            sockets: &[],
+        });
+        let peer = PeerSeries {
+            name: "p".into(),
+            vpn_addr: "10.0.0.2".into(),
+            traffic: Default::default(),
+            rtt_seconds: Some(0.001),
+            relayed: false,
+            handshake_age_seconds: 1,
+            cert_ttl_seconds: 1,
+        };
+        let ca = CaSeries {
+            name: "ca".into(),
+            ttl_seconds: 1,
+        };
+        let page = render_with_peers(list, &[peer], &[ca], "nebula", "");
+        let exported: BTreeSet<&str> = page
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../../config/grafana-dashboard.json"))
+                .expect("dashboard JSON");
+        let mut queried = BTreeSet::new();
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            for target in panel["targets"].as_array().expect("targets") {
+                let expr = target["expr"].as_str().expect("expr");
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if word.starts_with("nebula_") || word.starts_with("process_") {
+                        queried.insert(word.to_string());
+                    }
+                }
+            }
+        }
+        assert!(queried.len() >= 10, "{queried:?}");
+        let missing: Vec<_> = queried
+            .iter()
+            .filter(|q| !exported.contains(q.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "the dashboard queries {missing:?}");
+    }
+}

@@ -385,6 +385,28 @@ impl Pki {
         network: &str,
         groups: &[&str],
     ) -> (PathBuf, PathBuf) {
+        self.host_until(dir, name, network, groups, now_unix() + 86400 * 29)
+    }
+
+    /// [`Pki::host`] with a certificate that expires `secs` from now.
+    pub fn host_expiring(
+        &self,
+        dir: &Path,
+        name: &str,
+        network: &str,
+        secs: i64,
+    ) -> (PathBuf, PathBuf) {
+        self.host_until(dir, name, network, &[], now_unix() + secs)
+    }
+
+    fn host_until(
+        &self,
+        dir: &Path,
+        name: &str,
+        network: &str,
+        groups: &[&str],
+        not_after: i64,
+    ) -> (PathBuf, PathBuf) {
         let (private, public) = keys::keygen(self.curve);
         let now = now_unix();
         let tbs = TbsCertificate {
@@ -395,7 +417,7 @@ impl Pki {
             groups: groups.iter().map(|g| g.to_string()).collect(),
             is_ca: false,
             not_before: now - 3600,
-            not_after: now + 86400 * 29,
+            not_after,
             public_key: public,
             curve: self.curve,
         };
