@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use nebula_core::engine::{Engine, Outputs};
 use nebula_core::filter::GroupFirewall;
@@ -53,16 +53,7 @@ pub enum DaemonError {
     WorkerDied,
 }
 
-pub fn unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
-pub fn unix_secs() -> i64 {
-    i64::try_from(unix_nanos() / 1_000_000_000).unwrap_or(i64::MAX)
-}
+pub use crate::clock::{unix_nanos, unix_secs};
 
 /// Everything `-test` checks, and the start-up path uses: config, pki, firewall.
 pub fn validate(loaded: &LoadedConfig) -> Result<Vec<String>, SetupError> {

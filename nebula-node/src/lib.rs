@@ -1,7 +1,9 @@
 //! The nebula daemon's pieces that touch the OS: config loading, the Linux TUN device, netlink,
 //! the UDP socket, signals and the event loop. The protocol itself lives in nebula-core.
 
+pub mod clock;
 pub mod config;
+pub mod counters;
 pub mod daemon;
 pub mod datapath;
 pub mod device;
@@ -16,6 +18,7 @@ pub mod plane;
 pub mod poll;
 pub mod reload;
 pub mod route_watch;
+pub mod rtt;
 pub mod services;
 pub mod setup;
 pub mod sshd;

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use nebula_core::dataplane::DataTable;
 use nebula_core::engine::Engine;
 
-use crate::stats::counters::NodeCounters;
-use crate::status::rtt::RttTable;
+use crate::counters::NodeCounters;
+use crate::rtt::RttTable;
 
 /// The shared state of one node.
 pub struct Plane {

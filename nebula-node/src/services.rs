@@ -109,7 +109,7 @@ impl Services {
     pub fn tick(&mut self, now: Instant, out: &mut Outputs) {
         send_probes(&self.plane, now, out);
         self.expiry
-            .check(&self.plane, now, crate::daemon::unix_secs());
+            .check(&self.plane, now, crate::clock::unix_secs());
         if let Some(w) = &mut self.watchdog {
             if now >= w.next {
                 w.next = now + w.every;

@@ -10,7 +10,7 @@ use nebula_core::engine::StatsSnapshot;
 use nebula_core::filter::DirectionDrops;
 use nebula_core::stats::{HistogramSummary, LIGHTHOUSE_KINDS};
 
-use super::counters::{MessageCounts, MESSAGE_NAMES};
+use crate::counters::{MessageCounts, MESSAGE_NAMES};
 
 /// How Go registers a metric: graphite writes each kind differently (Prometheus shows all of them
 /// as gauges, as Go's bridge does).

@@ -5,7 +5,6 @@
 //! (taken under its lock once per scrape or flush), the node's message counters (atomics, see
 //! [`counters`]) and the sockets (`SO_MEMINFO`). Nothing is computed per packet for export.
 
-pub mod counters;
 pub mod graphite;
 pub mod metrics;
 pub mod peers;
@@ -148,7 +147,7 @@ fn start(sources: &Arc<Sources>, config: &StatsConfig) -> Result<Option<Running>
                             &s.plane,
                             peer_limit,
                             Instant::now(),
-                            crate::daemon::unix_secs(),
+                            crate::clock::unix_secs(),
                         );
                         prometheus::render_with_peers(s.gather(groups), &peers, &cas, &ns, &sub)
                     };
@@ -214,7 +213,7 @@ fn graphite_loop(
             &s.gather(groups),
             prefix,
             interval,
-            crate::daemon::unix_secs(),
+            crate::clock::unix_secs(),
         );
         if let Err(e) = graphite::send(to, &text) {
             tracing::error!(error = %e, addr = %to, "Graphite export failed");
@@ -228,10 +227,10 @@ mod tests {
 
     use nebula_core::engine::StatsSnapshot;
 
-    use super::counters::MessageCounts;
     use super::metrics::{collect, Groups, Inputs};
     use super::peers::{CaSeries, PeerSeries};
     use super::prometheus::render_with_peers;
+    use crate::counters::MessageCounts;
 
     /// Every metric the Grafana dashboard in `config/` queries is one we export (under the
     /// `nebula` namespace it assumes).

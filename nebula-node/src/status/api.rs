@@ -179,7 +179,7 @@ pub fn handle(bytes: &[u8], ctx: &mut ApiContext) -> Response {
                 &ctx.plane,
                 &ctx.facts,
                 Instant::now(),
-                crate::daemon::unix_secs(),
+                crate::clock::unix_secs(),
             )),
             None,
         ),

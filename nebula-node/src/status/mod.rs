@@ -6,7 +6,6 @@
 
 pub mod api;
 pub mod report;
-pub mod rtt;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -22,7 +21,7 @@ use crate::plane::Plane;
 use report::{CertInfo, Health, LighthouseInfo, NodeInfo, Path, Status, TunnelInfo};
 
 /// A lighthouse counts as reachable while its tunnel is up and it answered a probe this recently
-/// (probes go every [`rtt::LIGHTHOUSE_INTERVAL`]).
+/// (probes go every [`crate::rtt::LIGHTHOUSE_INTERVAL`]).
 pub const LIGHTHOUSE_FRESH: Duration = Duration::from_secs(20);
 /// The data plane is alive while every worker went round its loop this recently (a worker wakes
 /// at least once a second).
