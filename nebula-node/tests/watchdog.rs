@@ -31,6 +31,35 @@ fn ctl(socket: &Path, args: &[&str]) -> std::process::Output {
         .expect("nebula-ctl")
 }
 
+/// A node with no TUN on loopback, its control socket at `socket`, started with `env`.
+fn start(dir: &Path, crt: &Path, key: &Path, socket: &Path, env: &[(&str, &Path)]) -> Node {
+    let cfg = dir.join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "pki: {{ca: {}, cert: {}, key: {}}}\nlisten: {{host: 127.0.0.1, port: 0}}\ntun: {{disabled: true}}\ncontrol: {{socket: {}}}\n",
+            dir.join("ca.crt").display(),
+            crt.display(),
+            key.display(),
+            socket.display()
+        ),
+    )
+    .expect("config");
+    let mut cmd = Command::new(our_nebula());
+    cmd.args(["-config", &cfg.display().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let node = Node(cmd.spawn().expect("nebula"));
+    let end = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    node
+}
+
 /// Datagrams received on `sock` within `window`.
 fn received(sock: &UnixDatagram, window: Duration) -> Vec<String> {
     let end = Instant::now() + window;
@@ -57,28 +86,17 @@ fn the_watchdog_lapses_when_the_data_plane_stalls() {
     let socket = dir.path().join("control.sock");
     let notify = dir.path().join("notify.sock");
     let supervisor = UnixDatagram::bind(&notify).expect("notify socket");
-    let cfg = dir.path().join("config.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "pki: {{ca: {}, cert: {}, key: {}}}\nlisten: {{host: 127.0.0.1, port: 0}}\ntun: {{disabled: true}}\ncontrol: {{socket: {}}}\nfirewall: {{outbound: [{{port: any, proto: any, host: any}}], inbound: []}}\n",
-            dir.path().join("ca.crt").display(),
-            crt.display(),
-            key.display(),
-            socket.display()
-        ),
-    )
-    .expect("config");
-    let child = Command::new(our_nebula())
-        .args(["-config", &cfg.display().to_string()])
-        .env("NOTIFY_SOCKET", &notify)
-        .env("WATCHDOG_USEC", "2000000")
-        .env("NEBULA_TEST_HOOKS", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nebula");
-    let _node = Node(child);
+    let _node = start(
+        dir.path(),
+        &crt,
+        &key,
+        &socket,
+        &[
+            ("NOTIFY_SOCKET", notify.as_path()),
+            ("WATCHDOG_USEC", Path::new("2000000")),
+            ("NEBULA_TEST_HOOKS", Path::new("1")),
+        ],
+    );
 
     // READY, then a ping every half period (1 s) while the data plane works.
     let first = received(&supervisor, Duration::from_secs(5));
@@ -121,29 +139,7 @@ fn health_fails_for_a_certificate_about_to_expire() {
     let pki = Pki::new(Version::V1, Curve::Curve25519);
     let (crt, key) = pki.host_expiring(dir.path(), "soon", "10.66.0.2/24", 2 * 86_400);
     let socket = dir.path().join("control.sock");
-    let cfg = dir.path().join("config.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "pki: {{ca: {}, cert: {}, key: {}}}\nlisten: {{host: 127.0.0.1, port: 0}}\ntun: {{disabled: true}}\ncontrol: {{socket: {}}}\n",
-            dir.path().join("ca.crt").display(),
-            crt.display(),
-            key.display(),
-            socket.display()
-        ),
-    )
-    .expect("config");
-    let child = Command::new(our_nebula())
-        .args(["-config", &cfg.display().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nebula");
-    let _node = Node(child);
-    let end = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let _node = start(dir.path(), &crt, &key, &socket, &[]);
     let h = ctl(&socket, &["health"]);
     let out = String::from_utf8_lossy(&h.stdout).into_owned();
     assert_eq!(h.status.code(), Some(1), "{out}");
