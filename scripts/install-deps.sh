@@ -4,7 +4,7 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for pkg in nebula iproute2 iptables nftables iperf3 openssl tcpdump procps psmisc kmod ca-certificates curl netcat-openbsd iputils-ping bc prometheus bind9-dnsutils openssh-client; do
+for pkg in nebula iproute2 iptables nftables iperf3 openssl tcpdump procps psmisc kmod ca-certificates curl netcat-openbsd iputils-ping bc prometheus bind9-dnsutils openssh-client python3; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
