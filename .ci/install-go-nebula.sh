@@ -2,7 +2,8 @@
 # Installs the reference Go Nebula builds the interop tests run against:
 #   1.6.1  from Debian 12 (bookworm) via apt, in /usr/bin
 #   1.9.3  (trixie) and 1.11.0 (sid) unpacked, not installed, under $GO_NEBULA_DIR/<version>/
-# Uses a private apt state so the machine's own sources are not touched.
+# Uses a private apt state so the machine's own sources are not touched; the mirror is the one
+# apt is configured with (scripts/debian-mirror.sh).
 set -euo pipefail
 GO_NEBULA_DIR=${GO_NEBULA_DIR:-/opt/go-nebula}
 export DEBIAN_FRONTEND=noninteractive
@@ -17,8 +18,9 @@ fetch_suite() { # suite wanted-version-prefix
   if [ -x "$dest/usr/bin/nebula" ] && [ -x "$dest/usr/bin/nebula-cert" ]; then return 0; fi
   local state; state=$(mktemp -d)
   mkdir -p "$state/lists/partial" "$state/cache/archives/partial" "$state/etc/apt/sources.list.d" "$state/etc/apt/preferences.d"
+  local mirror; mirror=$(bash "$(dirname "$0")/../scripts/debian-mirror.sh")
   cat > "$state/etc/apt/sources.list" <<SRC
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $suite main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $suite main
 SRC
   local opts=(-o Dir::Etc="$state/etc/apt" -o Dir::Etc::sourcelist="$state/etc/apt/sources.list"
     -o Dir::Etc::sourceparts="$state/etc/apt/sources.list.d" -o Dir::State::Lists="$state/lists"

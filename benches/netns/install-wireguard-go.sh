@@ -3,7 +3,8 @@
 #   wireguard-go 0.0.20250522 from Debian sid, unpacked (not installed) under $WIREGUARD_GO_DIR
 #   (if sid has moved on, its version with a warning; DEBIAN_VERSION and UPSTREAM_VERSION say which)
 #   wg (Debian package wireguard-tools) from the machine's own apt sources, to configure it.
-# Uses a private apt state for sid so the machine's own sources are not touched.
+# Uses a private apt state for sid so the machine's own sources are not touched; the mirror is
+# the one apt is configured with (scripts/debian-mirror.sh).
 set -euo pipefail
 WIREGUARD_GO_DIR=${WIREGUARD_GO_DIR:-/opt/wireguard-go}
 WANT=${WIREGUARD_GO_VERSION:-0.0.20250522}
@@ -22,8 +23,9 @@ fi
 state=$(mktemp -d)
 trap 'rm -rf "$state"' EXIT
 mkdir -p "$state/lists/partial" "$state/cache/archives/partial" "$state/etc/apt/sources.list.d" "$state/etc/apt/preferences.d"
+mirror=$(bash "$(dirname "$0")/../../scripts/debian-mirror.sh")
 cat > "$state/etc/apt/sources.list" <<SRC
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian sid main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror sid main
 SRC
 opts=(-o Dir::Etc="$state/etc/apt" -o Dir::Etc::sourcelist="$state/etc/apt/sources.list"
   -o Dir::Etc::sourceparts="$state/etc/apt/sources.list.d" -o Dir::State::Lists="$state/lists"
