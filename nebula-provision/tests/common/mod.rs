@@ -130,11 +130,15 @@ pub fn render_adr(dir: &Path) -> PathBuf {
 /// The three hosts of the ADR inventory.
 pub const ADR_HOSTS: [&str; 3] = ["kshitiz", "vyom-ingress-1", "vyom-ingress-2"];
 
-/// Our `nebula`: $NEBULA_BIN, or target/debug/nebula.
+/// Our `nebula`: $NEBULA_BIN, or `debug/nebula` in cargo's target dir ($CARGO_TARGET_DIR when
+/// set, else the workspace's `target/`).
 pub fn our_nebula() -> PathBuf {
     match std::env::var_os("NEBULA_BIN") {
         Some(p) => PathBuf::from(p),
-        None => workspace_root().join("target/debug/nebula"),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("target"))
+            .join("debug/nebula"),
     }
 }
 
