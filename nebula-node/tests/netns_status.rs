@@ -258,9 +258,12 @@ fn status_shows_paths_rtt_traffic_and_health() {
         .as_u64()
         .unwrap_or(0);
     let mss = report["start"]["tcp_mss_default"].as_f64().unwrap_or(0.0);
-    let moved = received + retransmits as f64 * mss;
+    // iperf3 stops counting with a tail still in flight: the tunnel carried at least what the
+    // server received and at most what the client wrote (plus retransmissions); within 5% of
+    // that range (the IP headers are under 1% at this MTU).
+    let (low, high) = (received, sent + retransmits as f64 * mss);
     assert!(
-        (counted - moved).abs() <= 0.05 * moved,
+        counted >= 0.95 * low && counted <= 1.05 * high,
         "tunnel counted {counted} bytes in {} packets, iperf3 received {received} of {sent} ({retransmits} retransmits of {mss} bytes)",
         after_packets - before_packets
     );
