@@ -197,9 +197,16 @@ echo "node runs $exe"
 grep -q "Version: 0\.\|nebula-rs\|0\.1\.0" <<<"$(chroot "$root" /usr/bin/nebula -version)" || fail "version"
 # Our status tool sees the lighthouse. The control socket is in the node's own /run (a tmpfs in
 # its mount namespace, as the unit's RuntimeDirectory would be): ask from inside that namespace.
-nsenter_status=$(nsenter -t "$(node_pid)" -m -n chroot "$root" nebula-ctl status 2>&1 || true)
-printf '%s\n' "$nsenter_status"
-grep -q lighthouse <<<"$nsenter_status" || fail "nebula-ctl status does not show the lighthouse"
+# The lighthouse counts as reachable once it has answered a probe: wait for that.
+for i in $(seq 1 20); do
+    status=$(nsenter -t "$(node_pid)" -m -n chroot "$root" nebula-ctl status 2>&1 || true)
+    grep -q 'lighthouses 10.213.0.1 (up)' <<<"$status" && break
+    sleep 1
+done
+printf '%s\n' "$status"
+grep -q 'lighthouses 10.213.0.1 (up)' <<<"$status" || fail "nebula-ctl status: the lighthouse is not up"
+grep -q '^lighthouse  *10.213.0.1  *direct 192.168.213.1:4242' <<<"$status" \
+    || fail "nebula-ctl status: no direct tunnel to the lighthouse"
 
 step "dpkg -r keeps /etc/nebula"
 stop_node
