@@ -36,7 +36,7 @@ pub const DEFAULT_TERRAFORM_DIR: &str = "proxmox";
 /// quoting, of `[A-Za-z0-9._-]` starting with a letter or digit. `vmbrN` is the Proxmox
 /// convention, but SDN vnets and OVS bridges have other names, so any such name is accepted.
 pub fn is_bridge_name(s: &str) -> bool {
-    is_safe_name(s, 15) && s != "." && s != ".."
+    is_safe_name(s, 15)
 }
 
 /// The Terraform identifier a host's resources get: non-alphanumerics become `_`, and a leading
