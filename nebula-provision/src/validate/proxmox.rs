@@ -39,6 +39,14 @@ pub fn is_bridge_name(s: &str) -> bool {
     is_safe_name(s, 15)
 }
 
+/// `scsiN`, `virtioN`, `sataN` or `ideN` (what the provider's `disk.interface` takes).
+fn is_disk_interface(s: &str) -> bool {
+    ["scsi", "virtio", "sata", "ide"].iter().any(|p| {
+        s.strip_prefix(p)
+            .is_some_and(|n| !n.is_empty() && n.len() <= 2 && n.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
 /// The Terraform identifier a host's resources get: non-alphanumerics become `_`, and a leading
 /// digit gets an `h` in front (identifiers cannot start with one).
 pub fn tf_ident(host: &str) -> String {
@@ -66,6 +74,19 @@ fn endpoint_ip(endpoint: &str) -> Option<IpAddr> {
 }
 
 impl Validator {
+    /// A problem with a VM field: the host's own when it set the value, else (once) the
+    /// top-level `proxmox.<field>` default's.
+    fn vm_err(&mut self, host: &str, inherited: bool, field: &str, reason: impl Into<String>) {
+        let p = if inherited {
+            crate::error::Problem::field(format!("proxmox.{field}"), reason)
+        } else {
+            crate::error::Problem::host(host, format!("proxmox.{field}"), reason)
+        };
+        if !self.problems.contains(&p) {
+            self.problems.push(p);
+        }
+    }
+
     /// `hosts.<name>.mesh: false`: checks that the host asks for nothing of the mesh and has its
     /// VM; `None` (with problems recorded) otherwise.
     fn non_member(&mut self, inv: &Inventory, name: &str, spec: &HostSpec) -> Option<NonMember> {
@@ -151,7 +172,13 @@ impl Validator {
         let node_name = match node_name {
             Some(n) if is_safe_name(&n, 63) => n,
             Some(n) => {
-                self.host_err(host, f("node_name"), format!("`{n}` is not a node name"));
+                let inherited = p.node_name.is_none();
+                self.vm_err(
+                    host,
+                    inherited,
+                    "node_name",
+                    format!("`{n}` is not a node name"),
+                );
                 String::new()
             }
             None => {
@@ -183,17 +210,17 @@ impl Validator {
                 format!("`{name}` is not a VM name: one DNS label, 1-63 of [A-Za-z0-9-]"),
             );
         }
-        let role = match p.role.as_deref() {
-            None => Role::Other,
+        let (role, known_role) = match p.role.as_deref() {
+            None => (Role::Other, true),
             Some(r) => match Role::parse(r) {
-                Some(role) => role,
+                Some(role) => (role, true),
                 None => {
                     self.host_err(
                         host,
                         f("role"),
                         format!("`{r}` is not a role: control-plane, worker, ingress or other"),
                     );
-                    Role::Other
+                    (Role::Other, false)
                 }
             },
         };
@@ -204,14 +231,17 @@ impl Validator {
             {
                 Some(v) => v,
                 None => {
-                    this.host_err(
-                        host,
-                        f(field),
-                        format!(
-                            "role `{}` has no default size: give `{field}`",
-                            role.as_str()
-                        ),
-                    );
+                    // An unknown role has its own problem; its sizes are not asked for too.
+                    if known_role {
+                        this.host_err(
+                            host,
+                            f(field),
+                            format!(
+                                "role `{}` has no default size: give `{field}`",
+                                role.as_str()
+                            ),
+                        );
+                    }
                     0
                 }
             };
@@ -247,9 +277,11 @@ impl Validator {
             .or(d.datastore_id.clone())
             .unwrap_or_else(|| "local-lvm".into());
         if !is_safe_name(&datastore_id, 63) {
-            self.host_err(
+            let inherited = p.datastore_id.is_none();
+            self.vm_err(
                 host,
-                f("datastore_id"),
+                inherited,
+                "datastore_id",
                 format!("`{datastore_id}` is not a datastore name"),
             );
         }
@@ -264,9 +296,11 @@ impl Validator {
             .or(d.bridge.clone())
             .unwrap_or_else(|| "vmbr0".into());
         if !is_bridge_name(&bridge) {
-            self.host_err(
+            let inherited = p.bridge.is_none();
+            self.vm_err(
                 host,
-                f("bridge"),
+                inherited,
+                "bridge",
                 format!("`{bridge}` is not a bridge name: 1-15 of [A-Za-z0-9._-] (no `/`, `:` or spaces), e.g. vmbr0"),
             );
         }
@@ -274,9 +308,11 @@ impl Validator {
             None => None,
             Some(v) if VLAN_ID.contains(&v) => u16::try_from(v).ok(),
             Some(v) => {
-                self.host_err(
+                let inherited = p.vlan_id.is_none();
+                self.vm_err(
                     host,
-                    f("vlan_id"),
+                    inherited,
+                    "vlan_id",
                     format!("{v} is outside the VLAN IDs 1-4094"),
                 );
                 None
@@ -284,11 +320,11 @@ impl Validator {
         };
         let ipv4 = self.ipv4(host, p, &d);
         let dns = match p.dns.as_ref().or(d.dns.as_ref()) {
-            Some(spec) => self.dns(host, spec),
+            Some(spec) => self.dns(host, p.dns.is_none(), spec),
             None => None,
         };
         let template = match p.template.as_ref().or(d.template.as_ref()) {
-            Some(t) => self.template(host, t),
+            Some(t) => self.template(host, p.template.is_none(), t),
             None => {
                 self.host_err(
                     host,
@@ -416,23 +452,25 @@ impl Validator {
         Some(Ipv4Config::Static { address, gateway })
     }
 
-    fn dns(&mut self, host: &str, d: &DnsSpec) -> Option<Dns> {
+    fn dns(&mut self, host: &str, inherited: bool, d: &DnsSpec) -> Option<Dns> {
         let mut servers = Vec::new();
         for (i, s) in d.servers.iter().enumerate() {
             match s.parse::<IpAddr>() {
                 Ok(ip) => servers.push(ip),
-                Err(_) => self.host_err(
+                Err(_) => self.vm_err(
                     host,
-                    format!("proxmox.dns.servers[{i}]"),
+                    inherited,
+                    &format!("dns.servers[{i}]"),
                     format!("`{s}` is not an IP address"),
                 ),
             }
         }
         if let Some(dom) = &d.domain {
             if !is_dns_name(dom) {
-                self.host_err(
+                self.vm_err(
                     host,
-                    "proxmox.dns.domain",
+                    inherited,
+                    "dns.domain",
                     format!("`{dom}` is not a domain"),
                 );
             }
@@ -443,14 +481,15 @@ impl Validator {
         })
     }
 
-    fn template(&mut self, host: &str, t: &TemplateSpec) -> Option<Template> {
+    fn template(&mut self, host: &str, inherited: bool, t: &TemplateSpec) -> Option<Template> {
         let before = self.problems.len();
         let vm_id = match t.vm_id {
             Some(id) if VM_ID.contains(&id) => u32::try_from(id).ok(),
             Some(id) => {
-                self.host_err(
+                self.vm_err(
                     host,
-                    "proxmox.template.vm_id",
+                    inherited,
+                    "template.vm_id",
                     format!("{id} is outside Proxmox's VMID range 100-999999999"),
                 );
                 None
@@ -459,26 +498,29 @@ impl Validator {
         };
         if let Some(n) = &t.name {
             if !is_dns_name(n) {
-                self.host_err(
+                self.vm_err(
                     host,
-                    "proxmox.template.name",
+                    inherited,
+                    "template.name",
                     format!("`{n}` is not a VM name"),
                 );
             }
         }
         if let Some(n) = &t.node_name {
             if !is_safe_name(n, 63) {
-                self.host_err(
+                self.vm_err(
                     host,
-                    "proxmox.template.node_name",
+                    inherited,
+                    "template.node_name",
                     format!("`{n}` is not a node name"),
                 );
             }
         }
         if t.vm_id.is_none() && t.name.is_none() {
-            self.host_err(
+            self.vm_err(
                 host,
-                "proxmox.template",
+                inherited,
+                "template",
                 "give the template's `vm_id` or `name`",
             );
         }
@@ -536,6 +578,22 @@ impl Validator {
             }
             None => None,
         };
+        if let Some(ds) = &d.snippets_datastore_id {
+            if !is_safe_name(ds, 63) {
+                self.field_err(
+                    "proxmox.snippets_datastore_id",
+                    format!("`{ds}` is not a datastore name"),
+                );
+            }
+        }
+        if let Some(i) = &d.disk_interface {
+            if !is_disk_interface(i) {
+                self.field_err(
+                    "proxmox.disk_interface",
+                    format!("`{i}` is not a disk interface like scsi0, virtio0, sata0 or ide0"),
+                );
+            }
+        }
         let ssh_username = d.ssh_username.clone().unwrap_or_else(|| "root".into());
         if !is_safe_name(&ssh_username, 32) {
             self.field_err(
@@ -793,10 +851,11 @@ mod tests {
             "k3s-w1",
             "proxmox.vm_id",
         );
-        assert_problem(
-            &with("{vm_id: 9000, name", "{vm_id: 42, name"),
-            "k3s-cp",
-            "proxmox.template.vm_id",
+        let ps = problems(&with("{vm_id: 9000, name", "{vm_id: 42, name"));
+        assert!(
+            ps.iter()
+                .any(|p| p.starts_with("field `proxmox.template.vm_id`")),
+            "{ps:?}"
         );
     }
 
@@ -966,6 +1025,27 @@ mod tests {
             ps.iter().any(|p| p.contains("firewall.allow[0].to")),
             "{ps:?}"
         );
+    }
+
+    #[test]
+    fn a_bad_default_is_reported_once_where_it_is_written() {
+        let ps = problems(&format!("{}  bridge: \"vmbr 0\"\n", fixture()));
+        let bridge: Vec<_> = ps.iter().filter(|p| p.contains("proxmox.bridge")).collect();
+        assert_eq!(bridge.len(), 1, "{ps:#?}");
+        assert!(bridge[0].starts_with("field `proxmox.bridge`"), "{ps:#?}");
+        let ps = problems(&format!(
+            "{}  disk_interface: nvme0\n  snippets_datastore_id: \"a b\"\n",
+            fixture()
+        ));
+        for f in ["proxmox.disk_interface", "proxmox.snippets_datastore_id"] {
+            assert!(
+                ps.iter().any(|p| p.starts_with(&format!("field `{f}`"))),
+                "{ps:#?}"
+            );
+        }
+        // An unknown role is one problem, not four.
+        let ps = problems(&with(CP, "      role: master\n"));
+        assert_eq!(ps.len(), 1, "{ps:#?}");
     }
 
     #[test]
