@@ -40,6 +40,12 @@ pub fn resolve(inv: &Inventory, path: &Path) -> Result<Mesh, InventoryError> {
     let mut v = Validator {
         problems: Vec::new(),
         base: inventory::base_dir(path),
+        outside: inv
+            .hosts
+            .iter()
+            .filter(|(_, h)| h.mesh == Some(false))
+            .map(|(n, _)| n.clone())
+            .collect(),
     };
     let mesh = v.mesh(inv, path);
     if v.problems.is_empty() {
@@ -84,6 +90,8 @@ impl Selector {
 struct Validator {
     problems: Vec<Problem>,
     base: PathBuf,
+    /// Hosts with `mesh: false`: named in errors about selectors that cannot reach them.
+    outside: BTreeSet<String>,
 }
 
 /// `[A-Za-z0-9][A-Za-z0-9._-]*`, at most `max` bytes.
@@ -1006,7 +1014,12 @@ impl Validator {
             Selector::Any => {}
             Selector::Host(n) => {
                 if !hosts.iter().any(|h| &h.name == n) {
-                    self.field_err(field, format!("no host is called `{n}`"));
+                    let reason = if self.outside.contains(n) {
+                        format!("`{n}` has `mesh: false`: it is outside the mesh and its firewall")
+                    } else {
+                        format!("no host is called `{n}`")
+                    };
+                    self.field_err(field, reason);
                 }
             }
             Selector::Groups(gs) => {

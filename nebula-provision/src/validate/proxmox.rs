@@ -1022,7 +1022,8 @@ mod tests {
             "to: {host: k3s-cp}, proto: tcp",
         ));
         assert!(
-            ps.iter().any(|p| p.contains("firewall.allow[0].to")),
+            ps.iter()
+                .any(|p| p.starts_with("field `firewall.allow[0].to`: `k3s-cp` has `mesh: false`")),
             "{ps:?}"
         );
     }
