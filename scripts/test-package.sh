@@ -172,7 +172,7 @@ chroot "$root" nebula -version | grep -q "Version: 0\." || fail "/usr/bin/nebula
 chroot "$root" nebula-provision --version | grep -q '^nebula-provision ' || fail "nebula-provision missing"
 [ "$(sha256sum < "$root/etc/nebula/config.yml")" = "$config_sum" ] || fail "the upgrade changed config.yml"
 [ -f "$root/etc/nebula/host.key" ] || fail "the upgrade lost host.key"
-[ "$(stat -c %a "$root/etc/nebula")" = 750 ] || fail "/etc/nebula is not 0750"
+[ "$(stat -c %a "$root/etc/nebula")" = 700 ] || fail "/etc/nebula is not 0700"
 for u in nebula.service nebula@.service; do
     [ -f "$root/lib/systemd/system/$u" ] || fail "$u not installed"
 done
