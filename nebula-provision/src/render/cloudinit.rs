@@ -1,6 +1,6 @@
 //! Cloud-init `user-data` for hosts cloned from a template (the ADR's Vyom VMs): on first boot it
 //! writes the bundle to `/etc/nebula/`, the unit(s) to `/etc/systemd/system/`, installs the binary
-//! if the inventory says how, and enables nebula.
+//! if the inventory says how (a local `.deb` travels inside the user data), and enables nebula.
 //!
 //! The file embeds the host's private key: it is written 0600 and should be handed to the
 //! hypervisor as a private snippet.
@@ -8,7 +8,7 @@
 use base64::Engine;
 use serde_norway::{Mapping, Value};
 
-use crate::model::{BinarySource, CloudInit, Host, Mesh};
+use crate::model::{BinarySource, CloudInit, DebSource, Host, Mesh};
 use crate::render::{config, inventory_name, names, systemd, ETC_DIR, UNIT_DIR};
 use crate::shell;
 
@@ -23,6 +23,8 @@ pub struct Files<'a> {
     pub key: &'a str,
     /// Edge nftables rules, when this host forwards.
     pub edge: Option<String>,
+    /// The local `.deb` of `nebula_binary.deb`, written to the package cache and installed.
+    pub deb: Option<&'a [u8]>,
 }
 
 fn s(v: &str) -> Value {
@@ -30,6 +32,10 @@ fn s(v: &str) -> Value {
 }
 
 fn write_file(path: &str, content: &str, mode: u32) -> Value {
+    write_bytes(path, content.as_bytes(), mode)
+}
+
+fn write_bytes(path: &str, content: &[u8], mode: u32) -> Value {
     let mut m = Mapping::new();
     m.insert(s("path"), s(path));
     m.insert(s("owner"), s("root:root"));
@@ -37,7 +43,7 @@ fn write_file(path: &str, content: &str, mode: u32) -> Value {
     m.insert(s("encoding"), s("b64"));
     m.insert(
         s("content"),
-        s(&base64::engine::general_purpose::STANDARD.encode(content.as_bytes())),
+        s(&base64::engine::general_purpose::STANDARD.encode(content)),
     );
     Value::Mapping(m)
 }
@@ -82,11 +88,14 @@ pub fn user_data(mesh: &Mesh, host: &Host, ci: &CloudInit, f: &Files<'_>) -> Str
             0o644,
         ));
     }
+    if let (BinarySource::Deb(DebSource::Local(_)), Some(deb)) = (&host.binary.source, f.deb) {
+        files.push(write_bytes(shell::DEB_CACHE, deb, 0o644));
+    }
     top.insert(s("write_files"), Value::Sequence(files));
 
     let mut run = Vec::new();
     run.push(cmd(&["chmod", "0700", ETC_DIR]));
-    if let (BinarySource::Url { .. }, Some(script)) = (
+    if let (BinarySource::Url { .. } | BinarySource::Deb(_), Some(script)) = (
         &host.binary.source,
         shell::binary_install_script(&host.binary, "/"),
     ) {
