@@ -230,10 +230,20 @@ mkdir -p "$d"
 echo "$*" >> "$d/log"
 verb=$1; shift
 running() { [ -f "$d/pid" ] && kill -0 "$(cat "$d/pid")" 2>/dev/null; }
+# Like Type=notify, a start returns once nebula is up (its tun device exists).
 start() {
   running && return 0
   setsid /usr/bin/nebula -config /etc/nebula/config.yml >>"$d/nebula.log" 2>&1 </dev/null &
   echo $! > "$d/pid"
+  i=0
+  while running && ! ip link show dev nebula1 >/dev/null 2>&1 && [ $i -lt 100 ]; do
+    sleep 0.1; i=$((i+1))
+  done
+}
+stop() {
+  running || return 0
+  p=$(cat "$d/pid"); kill "$p"
+  while kill -0 "$p" 2>/dev/null; do sleep 0.1; done
 }
 case "$verb" in
   is-enabled) if [ -f "$d/enabled-$1" ]; then echo enabled; else echo disabled; exit 1; fi ;;
@@ -244,7 +254,7 @@ case "$verb" in
       case "$a" in --now) now=1 ;; *) touch "$d/enabled-$a"; [ $now = 1 ] && [ "$a" = nebula.service ] && start ;; esac
     done ;;
   start) start ;;
-  restart) if running; then kill "$(cat "$d/pid")"; sleep 1; fi; start ;;
+  restart) stop; start ;;
   reload) running && kill -HUP "$(cat "$d/pid")" ;;
   daemon-reload) ;;
   *) echo "stub: unexpected $verb" >&2; exit 1 ;;

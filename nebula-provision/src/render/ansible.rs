@@ -575,3 +575,123 @@ pub fn files(mesh: &Mesh) -> Vec<OutFile> {
         ),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{mesh_in, INV};
+
+    fn parse(text: &str) -> Value {
+        serde_norway::from_str(text).unwrap_or_else(|e| panic!("{e}:\n{text}"))
+    }
+
+    #[test]
+    fn emitted_yaml_reads_back_as_the_same_values_with_indented_sequences() {
+        let tricky = map(vec![
+            ("plain", s("word")),
+            ("quoted", s("it's: a \"test\" # not a comment")),
+            ("looks_bool", s("true")),
+            ("looks_octal", s("0644")),
+            ("jinja", s("{{ x }}")),
+            ("star", s("*alias")),
+            ("empty", s("")),
+            ("lines", s("one\ntwo")),
+            ("n", Value::Number(7.into())),
+            ("flag", b(false)),
+            ("none", Value::Null),
+            ("no_map", Value::Mapping(Mapping::new())),
+            ("no_seq", seq(vec![])),
+            (
+                "nested",
+                seq(vec![
+                    map(vec![("a", s("1")), ("b", seq(vec![s("x"), s("y")]))]),
+                    seq(vec![s("inner")]),
+                    s("z"),
+                ]),
+            ),
+        ]);
+        let text = yaml("header", &tricky);
+        assert!(text.starts_with("---\n# header\n"), "{text}");
+        assert_eq!(parse(&text), tricky, "{text}");
+        assert!(text.contains("\n  - a: '1'\n    b:\n      - x\n"), "{text}");
+        for v in [tasks(), handlers(), playbook(), defaults()] {
+            assert_eq!(parse(&yaml("h", &v)), v);
+        }
+        let t = tempfile::tempdir().expect("tempdir");
+        let m = mesh_in(t.path(), INV);
+        assert_eq!(parse(&yaml("h", &inventory(&m))), inventory(&m));
+    }
+
+    #[test]
+    fn deb_hosts_get_the_package_and_services_wait_for_systemd() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let sha = "ef".repeat(32);
+        let text = INV
+            .replacen(
+                "    lightsail:",
+                &format!("    nebula_binary: {{deb: \"https://x.invalid/n.deb\", sha256: \"{sha}\"}}\n    lightsail:"),
+                1,
+            )
+            .replacen(
+                "cloud_init: {}",
+                "cloud_init: {}\n    nebula_binary: {deb: nebula-rs_1_amd64.deb}",
+                1,
+            );
+        let m = mesh_in(t.path(), &text);
+        let inv = inventory(&m);
+        let hosts = &inv["all"]["children"]["nebula"]["hosts"];
+        assert_eq!(hosts["web1"]["nebula_binary_source"], s("deb"));
+        assert_eq!(
+            hosts["web1"]["nebula_binary_deb"],
+            s(&t.path().join("nebula-rs_1_amd64.deb").to_string_lossy())
+        );
+        assert_eq!(hosts["web1"]["nebula_binary_path"], s("/usr/bin/nebula"));
+        assert_eq!(
+            hosts["lh"]["nebula_binary_deb_url"],
+            s("https://x.invalid/n.deb")
+        );
+        assert_eq!(hosts["lh"]["nebula_binary_sha256"], s(&sha));
+        assert!(hosts["lh"].get("nebula_binary_deb").is_none());
+        assert_eq!(hosts["web2"]["nebula_binary_source"], s("preinstalled"));
+
+        let tasks = tasks();
+        let list = tasks.as_sequence().expect("tasks");
+        let named = |n: &str| {
+            list.iter()
+                .find(|t| t["name"].as_str() == Some(n))
+                .unwrap_or_else(|| panic!("no task {n}"))
+        };
+        let install = named("Install the nebula package (unless this version is installed)");
+        assert_eq!(
+            install["ansible.builtin.apt"]["deb"],
+            s(crate::shell::DEB_CACHE)
+        );
+        assert_eq!(install["notify"], s("Restart nebula"));
+        // The package lands where the install task reads it, from either source.
+        for n in [
+            "Copy the nebula package from the control machine",
+            "Download the nebula package (checked against its SHA-256)",
+        ] {
+            let t = named(n);
+            let module = if n.starts_with("Copy") {
+                "ansible.builtin.copy"
+            } else {
+                "ansible.builtin.get_url"
+            };
+            assert_eq!(t[module]["dest"], s(crate::shell::DEB_CACHE), "{n}");
+        }
+        // Every task that talks to systemd is gated; so are the handlers.
+        for t in list
+            .iter()
+            .chain(handlers().as_sequence().expect("handlers"))
+        {
+            if t.get("ansible.builtin.systemd").is_some() {
+                let when = t["when"].as_str().unwrap_or_default();
+                assert!(when.contains("nebula_manage_service | bool"), "{t:?}");
+            }
+        }
+        assert!(defaults()["nebula_manage_service"]
+            .as_str()
+            .is_some_and(|d| d.contains("service_mgr") && d.contains("systemd")));
+    }
+}

@@ -115,3 +115,100 @@ pub fn user_data(mesh: &Mesh, host: &Host, ci: &CloudInit, f: &Files<'_>) -> Str
         inventory_name(mesh)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::{bundle, Pem};
+    use crate::testutil::{mesh_in, INV};
+
+    fn user_data_of(text: &str, deb: Option<&[u8]>) -> Value {
+        let t = tempfile::tempdir().expect("tempdir");
+        let m = mesh_in(t.path(), text);
+        let web1 = m.host("web1").expect("web1");
+        let files = bundle(
+            &m,
+            web1,
+            Pem {
+                ca: Some("CA\n"),
+                cert: Some("CERT\n"),
+                key: Some("KEY\n"),
+                deb,
+            },
+        );
+        let ud = files
+            .iter()
+            .find(|f| f.rel.ends_with(names::USER_DATA))
+            .and_then(|f| f.contents.clone())
+            .expect("user-data");
+        serde_norway::from_slice(&ud).expect("yaml")
+    }
+
+    fn runcmd(v: &Value) -> String {
+        serde_norway::to_string(&v["runcmd"]).expect("ser")
+    }
+
+    #[test]
+    fn a_local_deb_travels_in_write_files_and_is_installed_before_nebula_starts() {
+        let pkg: &[u8] = b"!<arch>\nnot really a package\0\xff";
+        let v = user_data_of(
+            &INV.replacen(
+                "cloud_init: {}",
+                "cloud_init: {}\n    nebula_binary: {deb: ./n.deb}",
+                1,
+            ),
+            Some(pkg),
+        );
+        let wf = v["write_files"]
+            .as_sequence()
+            .expect("write_files")
+            .iter()
+            .find(|f| f["path"].as_str() == Some(shell::DEB_CACHE))
+            .expect("the .deb is written");
+        assert_eq!(wf["encoding"].as_str(), Some("b64"));
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD
+                .decode(wf["content"].as_str().expect("content"))
+                .expect("b64"),
+            pkg
+        );
+        let run = runcmd(&v);
+        let install = run
+            .find(&format!("apt-get install -y -q {}", shell::DEB_CACHE))
+            .expect("installed");
+        assert!(!run.contains("curl"), "{run}");
+        let start = run.find("enable").expect("enable");
+        assert!(install < start, "{run}");
+        assert!(v.get("packages").is_none());
+    }
+
+    #[test]
+    fn a_deb_url_is_downloaded_checked_and_installed() {
+        let sha = "12".repeat(32);
+        let v = user_data_of(
+            &INV.replacen(
+                "cloud_init: {}",
+                &format!(
+                    "cloud_init: {{}}\n    nebula_binary: {{deb: \"https://x.invalid/n.deb\", sha256: \"{sha}\"}}"
+                ),
+                1,
+            ),
+            None,
+        );
+        assert!(!v["write_files"]
+            .as_sequence()
+            .expect("write_files")
+            .iter()
+            .any(|f| f["path"].as_str() == Some(shell::DEB_CACHE)));
+        let run = runcmd(&v);
+        for part in [
+            "curl -fsSL --proto '=https'",
+            "https://x.invalid/n.deb",
+            &sha,
+            "sha256sum -c",
+            "apt-get install -y -q",
+        ] {
+            assert!(run.contains(part), "{part} missing: {run}");
+        }
+    }
+}
