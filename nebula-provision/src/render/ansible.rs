@@ -347,7 +347,7 @@ fn tasks() -> Value {
             "ansible.builtin.copy",
             map(vec![
                 ("src", s("{{ nebula_binary_deb }}")),
-                ("dest", s(&deb)),
+                ("dest", s(deb)),
                 ("owner", s("root")),
                 ("group", s("root")),
                 ("mode", s("0644")),
@@ -362,7 +362,7 @@ fn tasks() -> Value {
             "ansible.builtin.get_url",
             map(vec![
                 ("url", s("{{ nebula_binary_deb_url }}")),
-                ("dest", s(&deb)),
+                ("dest", s(deb)),
                 ("checksum", s("sha256:{{ nebula_binary_sha256 }}")),
                 ("owner", s("root")),
                 ("group", s("root")),
@@ -376,7 +376,7 @@ fn tasks() -> Value {
         task(
             "Install the nebula package (unless this version is installed)",
             "ansible.builtin.apt",
-            map(vec![("deb", s(&deb))]),
+            map(vec![("deb", s(deb))]),
             vec![
                 ("when", s("nebula_binary_source == 'deb'")),
                 ("notify", s("Restart nebula")),
