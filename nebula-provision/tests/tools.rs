@@ -178,6 +178,46 @@ fn ansible_lint_passes_on_the_rendered_tree() {
     assert!(!text.contains(" 0 files processed"), "{text}");
 }
 
+/// The ADR inventory with `nebula_binary.deb`: a local package (embedded in the user data) for
+/// vyom-ingress-1, a URL for vyom-ingress-2. Returns the output directory.
+fn render_adr_with_debs(dir: &Path) -> std::path::PathBuf {
+    let inv = adr_inventory_copy(dir);
+    let text = std::fs::read_to_string(&inv).expect("inventory");
+    let mut v: serde_norway::Value = serde_norway::from_str(&text).expect("yaml");
+    let deb = dir.join("nebula-rs_0.0.1_amd64.deb");
+    std::fs::write(&deb, b"!<arch>\nnot a real package, only carried\n").expect("deb");
+    let local: serde_norway::Value = serde_norway::from_str(&format!(
+        "{{deb: {}, path: /usr/bin/nebula}}",
+        deb.display()
+    ))
+    .expect("yaml");
+    let url: serde_norway::Value = serde_norway::from_str(&format!(
+        "{{deb: \"https://example.invalid/nebula-rs_0.0.1_amd64.deb\", sha256: \"{}\", path: /usr/bin/nebula}}",
+        "ab".repeat(32)
+    ))
+    .expect("yaml");
+    for (h, b) in [("vyom-ingress-1", local), ("vyom-ingress-2", url)] {
+        v["hosts"][h]
+            .as_mapping_mut()
+            .expect("host mapping")
+            .insert("nebula_binary".into(), b);
+    }
+    std::fs::write(&inv, serde_norway::to_string(&v).expect("yaml")).expect("write");
+    let out = dir.join("out");
+    ok(Command::new(provision_bin())
+        .args(["render", "--inventory"])
+        .arg(&inv)
+        .arg("--out")
+        .arg(&out)
+        .env("NEBULA_CA_PASSPHRASE", PASSPHRASE));
+    let ud = std::fs::read_to_string(out.join("vyom-ingress-1/user-data")).expect("user-data");
+    assert!(
+        ud.contains("/var/cache/nebula-provision/nebula-rs.deb"),
+        "{ud}"
+    );
+    out
+}
+
 #[test]
 fn cloud_init_schema_accepts_the_user_data() {
     let py = venv_tool("python");
@@ -190,7 +230,13 @@ fn cloud_init_schema_accepts_the_user_data() {
     }
     let t = tempfile::tempdir().expect("tempdir");
     let out = render_adr(t.path());
-    for h in ["vyom-ingress-1", "vyom-ingress-2"] {
+    let with_debs = render_adr_with_debs(&t.path().join("debs"));
+    for (out, h) in [
+        (&out, "vyom-ingress-1"),
+        (&out, "vyom-ingress-2"),
+        (&with_debs, "vyom-ingress-1"),
+        (&with_debs, "vyom-ingress-2"),
+    ] {
         let ud = out.join(h).join("user-data");
         let o = run(Command::new(&py)
             .env("PYTHONPATH", &ci)
