@@ -67,6 +67,10 @@ pub fn user_data(mesh: &Mesh, host: &Host, ci: &CloudInit, f: &Files<'_>) -> Str
     if let BinarySource::Apt(pkg) = &host.binary.source {
         top.insert(s("packages"), Value::Sequence(vec![s(pkg)]));
     }
+    if let BinarySource::Deb(_) = &host.binary.source {
+        // The package's dependencies come from the mirror: fresh package lists before runcmd.
+        top.insert(s("package_update"), Value::Bool(true));
+    }
     let etc = |n: &str| format!("{ETC_DIR}/{n}");
     let unit = |n: &str| format!("{UNIT_DIR}/{n}");
     let mut files = vec![
@@ -180,6 +184,7 @@ mod tests {
         let start = run.find("enable").expect("enable");
         assert!(install < start, "{run}");
         assert!(v.get("packages").is_none());
+        assert_eq!(v["package_update"].as_bool(), Some(true));
     }
 
     #[test]
