@@ -362,3 +362,163 @@ fn apply_installs_the_deb_once_and_upgrades_it_with_a_restart() {
     );
     assert_installed(&target, &out, &newer);
 }
+
+/// An HTTPS server inside the target's namespace (on its 127.0.0.1), serving `dir` with a
+/// certificate the target trusts (added to its CA store). Killed when dropped.
+struct HttpsServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const SERVER_PY: &str = r#"
+import functools, http.server, ssl, sys
+d, cert, key, port = sys.argv[1:5]
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=d)
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", int(port)), handler)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+"#;
+
+fn https_server(t: &DebianTarget, dir: &Path) -> HttpsServer {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    ok(Command::new(require("openssl"))
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    std::fs::copy(
+        &cert,
+        t.path("/usr/local/share/ca-certificates/nebula-provision-test.crt"),
+    )
+    .expect("trust");
+    ok(&mut t.exec("update-ca-certificates >/dev/null"));
+    let port = 8443;
+    let child = Command::new(require("ip"))
+        .args([
+            "netns",
+            "exec",
+            &t.netns,
+            "/usr/bin/python3",
+            "-c",
+            SERVER_PY,
+        ])
+        .arg(dir)
+        .arg(&cert)
+        .arg(&key)
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("https.log")).expect("log"))
+        .spawn()
+        .expect("start the HTTPS server");
+    let s = HttpsServer { child, port };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let ss = run(Command::new(require("ip"))
+            .args(["netns", "exec", &t.netns])
+            .args(["ss", "-Hltn", &format!("sport = :{port}")]));
+        if !String::from_utf8_lossy(&ss.stdout).trim().is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "HTTPS server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    s
+}
+
+fn sha256_file(p: &Path) -> String {
+    ok(Command::new("sha256sum").arg(p))
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `deb:` as an https URL with its SHA-256: apply downloads, checks and installs it once and
+/// refuses a package whose hash is not the inventory's; the Ansible role does the same.
+#[test]
+fn deb_urls_are_downloaded_checked_and_installed_by_apply_and_ansible() {
+    let deb = our_deb();
+    let mut pkgs = deb_depends(&deb);
+    pkgs.push("curl".into());
+    let target = DebianTarget::start(&pkgs);
+    let stub = target.path("/usr/local/sbin/systemctl-stub");
+    std::fs::write(&stub, SYSTEMCTL_STUB).expect("stub");
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let t = tempfile::tempdir().expect("tempdir");
+    let www = t.path().join("www");
+    std::fs::create_dir_all(&www).expect("www");
+    std::fs::copy(&deb, www.join("nebula-rs.deb")).expect("serve");
+    let server = https_server(&target, &www);
+    let url = format!("https://127.0.0.1:{}/nebula-rs.deb", server.port);
+    let out = t.path().join("out");
+    let url_inventory = |sha: &str| {
+        let p = inventory(
+            t.path(),
+            &target,
+            Path::new("placeholder.deb"),
+            "      systemctl: /usr/local/sbin/systemctl-stub",
+        );
+        let text = std::fs::read_to_string(&p).expect("inventory").replace(
+            "nebula_binary: {deb: placeholder.deb}",
+            &format!("nebula_binary: {{deb: \"{url}\", sha256: \"{sha}\"}}"),
+        );
+        assert!(text.contains(&url), "{text}");
+        std::fs::write(&p, text).expect("inventory");
+        p
+    };
+
+    // 1. A hash that is not the package's: nothing is installed.
+    let inv = url_inventory(&"0".repeat(64));
+    let (okay, text) = apply(&inv, &out);
+    assert!(!okay, "{text}");
+    assert!(text.contains("installing the bundle failed"), "{text}");
+    assert_eq!(installed_version(&target, &deb_field(&deb, "Package")), "");
+
+    // 2. The right hash: downloaded, installed, started; again: nothing happens.
+    let inv = url_inventory(&sha256_file(&deb));
+    let (okay, text) = apply(&inv, &out);
+    assert!(okay, "{text}");
+    assert!(text.contains("nebula.service: active"), "{text}");
+    assert_installed(&target, &out, &deb);
+    let acted = stub_acting(&target).len();
+    let (okay, text) = apply(&inv, &out);
+    assert!(okay, "{text}");
+    assert!(
+        !text.contains("create ") && !text.contains("update "),
+        "{text}"
+    );
+    assert_eq!(stub_acting(&target).len(), acted, "{text}");
+
+    // 3. The role, from a clean package cache: downloads and installs nothing new (that
+    //    version is installed), then changes nothing.
+    std::fs::remove_file(target.path("/var/cache/nebula-provision/nebula-rs.deb")).expect("rm");
+    let (okay, text, _) = playbook(&out, t.path());
+    assert!(okay, "{text}");
+    assert!(target
+        .path("/var/cache/nebula-provision/nebula-rs.deb")
+        .is_file());
+    let (okay, text, changed) = playbook(&out, t.path());
+    assert!(okay, "{text}");
+    assert_eq!(changed, Some(0), "{text}");
+    assert_installed(&target, &out, &deb);
+}

@@ -12,7 +12,7 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for pkg in systemd openssh-server openssh-client nftables iproute2 iputils-ping util-linux curl python3 python3-venv mmdebstrap; do
+for pkg in systemd openssh-server openssh-client nftables iproute2 iputils-ping util-linux curl python3 python3-venv mmdebstrap openssl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
