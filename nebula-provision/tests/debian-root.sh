@@ -16,6 +16,9 @@ pkgs=(python3 python3-apt openssh-server iproute2 ca-certificates "$@")
 list=$(printf '%s\n' "${pkgs[@]}" | LC_ALL=C sort -u | paste -sd, -)
 key=$(printf '%s' "bookworm apt $list" | sha256sum | cut -c1-16)
 cache=/var/tmp/nebula-provision-debian-root-$key.tar
+# One build per key at a time (tests run in parallel); the others wait and copy.
+exec 9>"$cache.lock"
+flock 9
 if [ ! -s "$cache" ]; then
   command -v mmdebstrap >/dev/null || { echo "mmdebstrap missing: run nebula-provision/tests/install-test-deps.sh" >&2; exit 1; }
   tmp=$(mktemp "$cache.XXXXXX")
