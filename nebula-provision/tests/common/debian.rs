@@ -49,8 +49,16 @@ pub fn our_deb() -> PathBuf {
 /// The package names a .deb depends on (first of each alternative, no versions), so the
 /// Debian root can carry them: the target has no package mirror to pull them from.
 pub fn deb_depends(deb: &Path) -> Vec<String> {
-    let out = run(Command::new("dpkg-deb").arg("-f").arg(deb).arg("Depends"));
+    let out = run(Command::new("dpkg-deb")
+        .arg("-f")
+        .arg(deb)
+        .args(["Pre-Depends", "Depends"]));
+    // "Field: value" lines (a dependency list never holds ": ").
     String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split_once(": ").map_or(l, |(_, v)| v).to_string())
+        .collect::<Vec<_>>()
+        .join(",")
         .split(',')
         .filter_map(|d| {
             let first = d.split('|').next()?.trim();
