@@ -14,5 +14,10 @@ mkdir -p target
 # Tiers 1 and 2: what a plain user gets from `cargo test --workspace` (no root, no Go binaries).
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.log
 # Tier 3 and interop: every test again with the gated files turned on (needs root and the Go
-# binaries installed above).
+# binaries installed above). Built first, so the Debian packages can be made from the same debug
+# binaries (the Ansible test installs the node package) without a second build.
+cargo test --workspace --locked --all-features --no-run
+bash scripts/package.sh --profile dev --no-build
 cargo test --workspace --locked --no-fail-fast --all-features 2>&1 | tee -a target/test-output.log
+# The package test: Debian's nebula 1.6.1 upgraded to our package, the tunnel back, lintian clean.
+bash scripts/test-package.sh 2>&1 | tee -a target/test-output.log

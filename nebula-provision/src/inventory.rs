@@ -12,6 +12,10 @@ use serde::Deserialize;
 
 use crate::error::InventoryError;
 
+pub mod proxmox;
+
+pub use proxmox::ProxmoxSpec;
+
 /// The whole inventory file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +35,9 @@ pub struct Inventory {
     /// Optional: one host forwards public ports over the mesh to other hosts.
     #[serde(default)]
     pub edge_forwarding: Option<EdgeSpec>,
+    /// Optional: the Proxmox provider settings and VM defaults for hosts with `proxmox:`.
+    #[serde(default)]
+    pub proxmox: Option<proxmox::ProxmoxDefaultsSpec>,
 }
 
 /// `mesh:`.
@@ -183,8 +190,13 @@ pub struct SshSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostSpec {
-    /// The host's address on the overlay network.
-    pub overlay_ip: String,
+    /// `false`: the host is not a mesh member (no overlay address, certificate or bundle); it is
+    /// in the inventory for Terraform only. Default true.
+    #[serde(default)]
+    pub mesh: Option<bool>,
+    /// The host's address on the overlay network (required for mesh members).
+    #[serde(default)]
+    pub overlay_ip: Option<String>,
     /// Certificate groups.
     #[serde(default)]
     pub groups: Vec<String>,
@@ -209,6 +221,9 @@ pub struct HostSpec {
     /// Present: render a Terraform file for this host as an AWS Lightsail instance.
     #[serde(default)]
     pub lightsail: Option<LightsailSpec>,
+    /// Present: render this host as a Proxmox VM in `terraform/<proxmox.terraform_dir>/`.
+    #[serde(default)]
+    pub proxmox: Option<ProxmoxSpec>,
 }
 
 /// `hosts.<name>.cloud_init:`.

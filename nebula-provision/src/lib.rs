@@ -1,7 +1,8 @@
 //! nebula-provision: from one inventory file to a running Nebula mesh. Owns the inventory format
 //! and its validation, the operator's PKI state, rendering of per-host bundles (config.yml, certs,
-//! hardened systemd unit, cloud-init user-data, edge nftables rules), the Ansible tree and Terraform
-//! for Lightsail, and `apply` over the system ssh/scp.
+//! hardened systemd unit, cloud-init user-data, edge nftables rules), the Ansible tree, Terraform
+//! for Lightsail and for Proxmox VMs (also of hosts outside the mesh), and `apply` over the system
+//! ssh/scp.
 //!
 //! It never talks to the network itself except through `ssh`/`scp` in [`apply`]; certificates are
 //! made with the `nebula-cert` library (v1 certificates by default, so Go Nebula 1.6.x nodes can

@@ -179,7 +179,7 @@ fn render(
     let mesh = load(common)?;
     for h in &force {
         if mesh.host(h).is_none() {
-            bail!("host `{h}` is not in the inventory");
+            bail!("{}", not_a_member(&mesh, h));
         }
     }
     let pass = passphrase(common, &mesh)?;
@@ -194,6 +194,15 @@ fn render(
         },
     )?;
     Ok((mesh, outcome))
+}
+
+/// Why `name` cannot be selected with `--host`: unknown, or outside the mesh.
+fn not_a_member(mesh: &Mesh, name: &str) -> String {
+    if mesh.non_member(name).is_some() {
+        format!("host `{name}` is not a mesh member (`mesh: false`): it has no certificate or bundle, only Terraform and user-data")
+    } else {
+        format!("host `{name}` is not in the inventory")
+    }
 }
 
 fn main() -> ExitCode {
@@ -235,6 +244,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     },
                     h.inbound.len(),
                     h.outbound.len()
+                );
+            }
+            for h in &mesh.non_members {
+                println!("  {} outside the mesh (mesh: false)", h.name);
+            }
+            if let Some(p) = &mesh.proxmox {
+                println!(
+                    "  proxmox: {} VM(s) in terraform/{}/",
+                    mesh.proxmox_vms().len(),
+                    p.terraform_dir
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -322,7 +341,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 for name in &host {
                     match mesh.host(name) {
                         Some(h) => targets.push(h),
-                        None => bail!("host `{name}` is not in the inventory"),
+                        None => bail!("{}", not_a_member(&mesh, name)),
                     }
                 }
             }
@@ -380,7 +399,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 for name in &host {
                     match mesh.host(name) {
                         Some(h) => targets.push(h),
-                        None => bail!("host `{name}` is not in the inventory"),
+                        None => bail!("{}", not_a_member(&mesh, name)),
                     }
                 }
             }

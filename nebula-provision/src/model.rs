@@ -8,6 +8,10 @@ use ipnet::IpNet;
 use nebula_cert::encrypted::Argon2Params;
 use nebula_cert::{Curve, Version};
 
+pub mod proxmox;
+
+pub use proxmox::{NonMember, ProxmoxSettings, ProxmoxVm};
+
 /// Where the operator's PKI state lives and how certificates are made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PkiSettings {
@@ -242,6 +246,8 @@ pub struct Host {
     pub cloud_init: Option<CloudInit>,
     /// Lightsail, if any.
     pub lightsail: Option<Lightsail>,
+    /// Proxmox VM, if any.
+    pub proxmox: Option<ProxmoxVm>,
     /// Inbound allows, sorted, deduplicated.
     pub inbound: Vec<FwRule>,
     /// Outbound allows, sorted, deduplicated.
@@ -277,12 +283,37 @@ pub struct Mesh {
     pub hosts: Vec<Host>,
     /// Edge forwarding, if any.
     pub edge: Option<Edge>,
+    /// Hosts with `mesh: false` (Terraform only), sorted by name. Not in `hosts`.
+    pub non_members: Vec<NonMember>,
+    /// Proxmox provider settings, when some host has `proxmox:`.
+    pub proxmox: Option<ProxmoxSettings>,
 }
 
 impl Mesh {
     /// The host called `name`.
     pub fn host(&self, name: &str) -> Option<&Host> {
         self.hosts.iter().find(|h| h.name == name)
+    }
+
+    /// The host called `name` if it is not a mesh member.
+    pub fn non_member(&self, name: &str) -> Option<&NonMember> {
+        self.non_members.iter().find(|h| h.name == name)
+    }
+
+    /// Every Proxmox VM, members' and non-members', by host name.
+    pub fn proxmox_vms(&self) -> Vec<(&str, &ProxmoxVm)> {
+        let mut v: Vec<(&str, &ProxmoxVm)> = self
+            .hosts
+            .iter()
+            .filter_map(|h| h.proxmox.as_ref().map(|p| (h.name.as_str(), p)))
+            .chain(
+                self.non_members
+                    .iter()
+                    .map(|h| (h.name.as_str(), &h.proxmox)),
+            )
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v
     }
 
     /// The lighthouses.

@@ -369,9 +369,16 @@ pub fn run(mesh: &Mesh, out_dir: &Path, opts: &Options<'_>) -> Result<Outcome, P
 
     // Bundle files this inventory no longer produces (e.g. cloud-init turned off).
     let wanted: BTreeSet<&Path> = files.iter().map(|f| f.rel.as_path()).collect();
-    for h in &mesh.hosts {
+    // Hosts outside the mesh too: one that left the mesh loses its bundle (and key).
+    let all_hosts: Vec<&str> = mesh
+        .hosts
+        .iter()
+        .map(|h| h.name.as_str())
+        .chain(mesh.non_members.iter().map(|h| h.name.as_str()))
+        .collect();
+    for h in &all_hosts {
         for n in names::ALL {
-            let rel = PathBuf::from(&h.name).join(n);
+            let rel = PathBuf::from(h).join(n);
             let path = out_dir.join(&rel);
             if !wanted.contains(rel.as_path()) && path.is_file() {
                 if !opts.dry_run {
@@ -383,7 +390,7 @@ pub fn run(mesh: &Mesh, out_dir: &Path, opts: &Options<'_>) -> Result<Outcome, P
     }
     // Bundles of hosts no longer in the inventory are left alone, but mentioned.
     if let Ok(rd) = fs::read_dir(out_dir) {
-        let known: BTreeSet<&str> = mesh.hosts.iter().map(|h| h.name.as_str()).collect();
+        let known: BTreeSet<&str> = all_hosts.iter().copied().collect();
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if !known.contains(name.as_str())
@@ -760,6 +767,47 @@ mod tests {
             "{:?}",
             o.warnings
         );
+    }
+
+    #[test]
+    fn a_host_leaving_the_mesh_loses_its_bundle_and_keeps_its_user_data() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let text = crate::testutil::with_proxmox();
+        let mesh = mesh_in(t.path(), &text);
+        let out = t.path().join("out");
+        let first = run(&mesh, &out, &opts(NOW)).expect("render");
+        // Non-members: no certificate, only user-data (and Terraform).
+        assert!(first.hosts.iter().all(|h| !h.name.starts_with("k3s")));
+        assert!(out.join("k3s-cp/user-data").is_file());
+        assert!(!out.join("k3s-cp/config.yml").exists());
+        assert!(out.join("terraform/proxmox/main.tf").is_file());
+        assert!(out.join("web2/host.key").is_file());
+        // web2 leaves the mesh.
+        let left = text.replacen(
+            "  web2:\n    overlay_ip: 10.10.0.12\n    groups: [web]\n",
+            "  web2:\n    mesh: false\n    proxmox: {vm_id: 230, role: worker}\n",
+            1,
+        );
+        let left = mesh_in(
+            t.path(),
+            &left.replacen("to: {group: web}}", "to: {host: web1}}", 1),
+        );
+        let o = run(&left, &out, &opts(NOW)).expect("render");
+        for f in [
+            "config.yml",
+            "host.key",
+            "host.crt",
+            "ca.crt",
+            "nebula.service",
+        ] {
+            assert!(!out.join("web2").join(f).exists(), "web2/{f} kept");
+            assert!(o
+                .files
+                .contains(&(PathBuf::from("web2").join(f), Change::Remove)));
+        }
+        assert!(out.join("web2/user-data").is_file());
+        assert!(o.warnings.is_empty(), "{:?}", o.warnings);
+        assert!(!run(&left, &out, &opts(NOW)).expect("again").changed());
     }
 
     #[test]

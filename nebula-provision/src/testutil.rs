@@ -61,3 +61,22 @@ pub fn problems(text: &str) -> Vec<String> {
         Err(e) => vec![e.to_string()],
     }
 }
+
+/// [`INV`] with Proxmox VMs: web1 (a member, ingress, static), k3s-cp (outside the mesh, control
+/// plane, static with gateway) and k3s-w1 (outside, worker, DHCP); template 9000 on node `vyom`.
+pub fn with_proxmox() -> String {
+    let s = INV
+        .replacen(
+            "    cloud_init: {}\n",
+            "    cloud_init: {}\n    proxmox: {vm_id: 211, role: ingress, ipv4: {address: 192.168.68.211/20}}\n",
+            1,
+        )
+        .replacen(
+            "firewall:",
+            "  k3s-cp:\n    mesh: false\n    proxmox:\n      vm_id: 221\n      role: control-plane\n      ipv4: {address: 192.168.68.221/20, gateway: 192.168.68.1}\n  k3s-w1:\n    mesh: false\n    proxmox: {vm_id: 222, role: worker}\nfirewall:",
+            1,
+        );
+    format!(
+        "{s}proxmox:\n  node_name: vyom\n  template: {{vm_id: 9000, name: prakriti-template}}\n  endpoint: https://192.168.68.200:8006/\n"
+    )
+}

@@ -14,11 +14,15 @@ use nebula_cert::{Curve, Version};
 use serde_norway::Value;
 
 use crate::error::{InventoryError, Problem};
-use crate::inventory::{self, AllowSpec, BinarySpec, HostSpec, Inventory, SshSpec};
+use crate::inventory::{self, AllowSpec, BinarySpec, CloudInitSpec, HostSpec, Inventory, SshSpec};
 use crate::model::{
     Binary, BinarySource, CloudInit, DebSource, Edge, Forward, FwRule, Host, Lightsail, Mesh,
     PkiSettings, Ports, Proto, Remote, Ssh,
 };
+
+mod proxmox;
+
+pub use proxmox::tf_ident;
 
 /// Host names that would collide with the non-host folders of the output directory.
 pub const RESERVED_NAMES: &[&str] = &["ansible", "terraform"];
@@ -38,6 +42,12 @@ pub fn resolve(inv: &Inventory, path: &Path) -> Result<Mesh, InventoryError> {
     let mut v = Validator {
         problems: Vec::new(),
         base: inventory::base_dir(path),
+        outside: inv
+            .hosts
+            .iter()
+            .filter(|(_, h)| h.mesh == Some(false))
+            .map(|(n, _)| n.clone())
+            .collect(),
     };
     let mesh = v.mesh(inv, path);
     if v.problems.is_empty() {
@@ -82,6 +92,8 @@ impl Selector {
 struct Validator {
     problems: Vec<Problem>,
     base: PathBuf,
+    /// Hosts with `mesh: false`: named in errors about selectors that cannot reach them.
+    outside: BTreeSet<String>,
 }
 
 /// `[A-Za-z0-9][A-Za-z0-9._-]*`, at most `max` bytes.
@@ -401,6 +413,8 @@ impl Validator {
             .edge_forwarding
             .as_ref()
             .and_then(|e| self.edge(e, &hosts));
+        let non_members = self.non_members(inv);
+        let proxmox = self.proxmox_settings(inv, &hosts, &non_members, network);
 
         Some(Mesh {
             inventory_path: path.to_path_buf(),
@@ -416,6 +430,8 @@ impl Validator {
             pki: pki?,
             hosts,
             edge,
+            non_members,
+            proxmox,
         })
     }
 
@@ -482,7 +498,7 @@ impl Validator {
     ) -> Vec<Host> {
         let mut out = Vec::new();
         let mut by_ip: BTreeMap<IpAddr, String> = BTreeMap::new();
-        for (name, spec) in &inv.hosts {
+        for (name, spec) in inv.hosts.iter().filter(|(_, s)| s.mesh != Some(false)) {
             if let Some(h) = self.host(inv, name, spec, network, version, mesh_port) {
                 if let Some(other) = by_ip.insert(h.overlay_ip, name.clone()) {
                     self.host_err(
@@ -521,13 +537,24 @@ impl Validator {
                 "this name is used for a folder of the output directory; pick another",
             );
         }
-        let overlay_ip = match spec.overlay_ip.parse::<IpAddr>() {
-            Ok(ip) => Some(ip),
-            Err(_) => {
+        let overlay_ip = match spec.overlay_ip.as_deref().map(str::parse::<IpAddr>) {
+            Some(Ok(ip)) => Some(ip),
+            Some(Err(_)) => {
                 self.host_err(
                     name,
                     "overlay_ip",
-                    format!("`{}` is not an IP address", spec.overlay_ip),
+                    format!(
+                        "`{}` is not an IP address",
+                        spec.overlay_ip.as_deref().unwrap_or_default()
+                    ),
+                );
+                None
+            }
+            None => {
+                self.host_err(
+                    name,
+                    "overlay_ip",
+                    "a mesh member needs its overlay address (or set `mesh: false`)",
                 );
                 None
             }
@@ -612,35 +639,25 @@ impl Validator {
         let binary = self.binary(
             name,
             &bspec,
-            spec.cloud_init.is_some(),
+            spec.cloud_init.is_some() || spec.proxmox.is_some(),
             spec.lightsail.is_some(),
         );
         let ssh = merge_ssh(inv.defaults.ssh.as_ref(), spec.ssh.as_ref())
             .and_then(|s| self.ssh(name, &s));
-        let cloud_init = spec.cloud_init.as_ref().map(|c| {
-            if let Some(hn) = &c.hostname {
-                if !is_dns_name(hn) {
-                    self.host_err(
-                        name,
-                        "cloud_init.hostname",
-                        format!("`{hn}` is not a hostname"),
-                    );
-                }
-            }
-            for (i, k) in c.ssh_authorized_keys.iter().enumerate() {
-                if !is_plain_text(k) || !k.starts_with("ssh-") && !k.starts_with("ecdsa-") {
-                    self.host_err(
-                        name,
-                        format!("cloud_init.ssh_authorized_keys[{i}]"),
-                        "not a one-line OpenSSH public key",
-                    );
-                }
-            }
-            CloudInit {
-                hostname: c.hostname.clone(),
-                ssh_authorized_keys: c.ssh_authorized_keys.clone(),
-            }
-        });
+        let proxmox = spec
+            .proxmox
+            .as_ref()
+            .and_then(|p| self.proxmox_vm(inv, name, p));
+        // A Proxmox VM's user-data is its cloud-init snippet: it always has one.
+        let cloud_init = match (&spec.cloud_init, &spec.proxmox) {
+            (Some(c), _) => Some(self.cloud_init(name, c.clone())),
+            (None, Some(_)) => Some(self.cloud_init(name, CloudInitSpec::default())),
+            (None, None) => None,
+        };
+        let cloud_init = match (cloud_init, &proxmox) {
+            (Some(ci), Some(vm)) => Some(proxmox::with_hostname(ci, vm)),
+            (ci, _) => ci,
+        };
         let lightsail = spec.lightsail.as_ref().map(|l| {
             let instance_name = l.instance_name.clone().unwrap_or_else(|| name.to_string());
             let static_ip_name = l
@@ -723,9 +740,35 @@ impl Validator {
             ssh,
             cloud_init,
             lightsail,
+            proxmox,
             inbound: Vec::new(),
             outbound: Vec::new(),
         })
+    }
+
+    fn cloud_init(&mut self, name: &str, c: CloudInitSpec) -> CloudInit {
+        if let Some(hn) = &c.hostname {
+            if !is_dns_name(hn) {
+                self.host_err(
+                    name,
+                    "cloud_init.hostname",
+                    format!("`{hn}` is not a hostname"),
+                );
+            }
+        }
+        for (i, k) in c.ssh_authorized_keys.iter().enumerate() {
+            if !is_plain_text(k) || !k.starts_with("ssh-") && !k.starts_with("ecdsa-") {
+                self.host_err(
+                    name,
+                    format!("cloud_init.ssh_authorized_keys[{i}]"),
+                    "not a one-line OpenSSH public key",
+                );
+            }
+        }
+        CloudInit {
+            hostname: c.hostname,
+            ssh_authorized_keys: c.ssh_authorized_keys,
+        }
     }
 
     fn binary(
@@ -1076,7 +1119,12 @@ impl Validator {
             Selector::Any => {}
             Selector::Host(n) => {
                 if !hosts.iter().any(|h| &h.name == n) {
-                    self.field_err(field, format!("no host is called `{n}`"));
+                    let reason = if self.outside.contains(n) {
+                        format!("`{n}` has `mesh: false`: it is outside the mesh and its firewall")
+                    } else {
+                        format!("no host is called `{n}`")
+                    };
+                    self.field_err(field, reason);
                 }
             }
             Selector::Groups(gs) => {

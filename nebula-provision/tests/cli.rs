@@ -36,6 +36,11 @@ fn plan_render_renew_cycle_on_the_adr_inventory() {
     let (code, text) = cli(&["validate"], &inv, false);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("3 host(s), v1 certificates"), "{text}");
+    assert!(text.contains("vyom-k3s-cp-1 outside the mesh"), "{text}");
+    assert!(
+        text.contains("proxmox: 5 VM(s) in terraform/vyom/"),
+        "{text}"
+    );
 
     let (code, text) = cli(&["plan", "--out", o, "--detailed-exitcode"], &inv, false);
     assert_eq!(code, 2, "{text}");
@@ -70,6 +75,30 @@ fn plan_render_renew_cycle_on_the_adr_inventory() {
             assert!(out.join(h).join(f).is_file(), "{h}/{f}");
         }
     }
+
+    // The K3s VMs are outside the mesh: user-data for their snippet, nothing of Nebula.
+    assert!(!text.contains("cert vyom-k3s"), "{text}");
+    for h in ADR_NON_MEMBERS {
+        assert!(out.join(h).join("user-data").is_file(), "{h}/user-data");
+        assert!(!out.join(h).join("config.yml").exists(), "{h}/config.yml");
+        assert!(!out.join(h).join("host.key").exists(), "{h}/host.key");
+    }
+    for f in ["versions.tf", "variables.tf", "main.tf", "outputs.tf"] {
+        assert!(
+            out.join("terraform/vyom").join(f).is_file(),
+            "terraform/vyom/{f}"
+        );
+    }
+    let (code, text) = cli(
+        &["renew", "--out", o, "--host", "vyom-k3s-cp-1"],
+        &inv,
+        true,
+    );
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("host `vyom-k3s-cp-1` is not a mesh member"),
+        "{text}"
+    );
 
     // Idempotent, and needs no passphrase when nothing is signed.
     let (code, text) = cli(&["render", "--out", o], &inv, false);

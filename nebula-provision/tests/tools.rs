@@ -149,6 +149,10 @@ fn ansible_playbook_syntax_check_passes() {
         v["_meta"]["hostvars"]["kshitiz"]["ansible_host"],
         serde_json::json!("203.0.113.10")
     );
+    // Hosts outside the mesh get no nebula role.
+    for h in ADR_NON_MEMBERS {
+        assert!(v["_meta"]["hostvars"].get(h).is_none(), "{h}: {inv}");
+    }
 }
 
 /// ansible-lint at its default settings (every rule of the default profile, yamllint included)
@@ -231,12 +235,15 @@ fn cloud_init_schema_accepts_the_user_data() {
     let t = tempfile::tempdir().expect("tempdir");
     let out = render_adr(t.path());
     let with_debs = render_adr_with_debs(&t.path().join("debs"));
-    for (out, h) in [
-        (&out, "vyom-ingress-1"),
-        (&out, "vyom-ingress-2"),
-        (&with_debs, "vyom-ingress-1"),
-        (&with_debs, "vyom-ingress-2"),
-    ] {
+    // Members' (the bundle) and non-members' (hostname, keys, agent) user-data, and members'
+    // with a .deb (embedded, or downloaded).
+    let members = ["vyom-ingress-1", "vyom-ingress-2"];
+    for (out, h) in members
+        .into_iter()
+        .chain(ADR_NON_MEMBERS)
+        .map(|h| (&out, h))
+        .chain(members.into_iter().map(|h| (&with_debs, h)))
+    {
         let ud = out.join(h).join("user-data");
         let o = run(Command::new(&py)
             .env("PYTHONPATH", &ci)
@@ -350,4 +357,342 @@ fn nftables_loads_the_edge_rules_in_a_namespace() {
     );
     assert!(listed.contains("masquerade"), "{listed}");
     assert_eq!(listed.matches("dport 443").count(), 1, "{listed}");
+}
+
+/// Parses a Terraform file with python-hcl2 into JSON.
+fn hcl_json(tf: &Path) -> serde_json::Value {
+    let json = ok(Command::new(venv_tool("python"))
+        .arg("-c")
+        .arg("import hcl2, json, sys\nprint(json.dumps(hcl2.load(open(sys.argv[1]))))")
+        .arg(tf));
+    serde_json::from_str(&json).expect("json")
+}
+
+/// `"\"x\""` -> `x` (python-hcl2 keeps the quotes of labels and string values).
+fn unq(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.trim_matches('"').to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// python-hcl2's own keys (`__is_block__`, `__comments__`, ...), not HCL names.
+fn is_hcl2_meta(k: &str) -> bool {
+    k.len() > 4 && k.starts_with("__") && k.ends_with("__")
+}
+
+fn is_block_list(v: &serde_json::Value) -> bool {
+    v.as_array().is_some_and(|a| {
+        !a.is_empty()
+            && a.iter()
+                .all(|b| b.get("__is_block__") == Some(&serde_json::json!(true)))
+    })
+}
+
+/// Walks one block body against its schema facts node ({attributes, blocks}); every unknown name
+/// is pushed to `bad` with its path.
+fn walk(body: &serde_json::Value, schema: &serde_json::Value, path: &str, bad: &mut Vec<String>) {
+    let Some(map) = body.as_object() else {
+        bad.push(format!("{path}: not a block body"));
+        return;
+    };
+    for (k, v) in map {
+        if is_hcl2_meta(k) {
+            continue;
+        }
+        let p = format!("{path}.{k}");
+        if is_block_list(v) {
+            match schema["blocks"].get(k) {
+                Some(s) => {
+                    for b in v.as_array().into_iter().flatten() {
+                        walk(b, s, &p, bad);
+                    }
+                }
+                None => bad.push(format!("block {p}")),
+            }
+        } else if schema["attributes"].get(k).is_none() {
+            bad.push(format!("attribute {p}"));
+        }
+    }
+}
+
+/// Every `type.name.attr` reference to a provider resource (and `data.type.name.attr`) in `text`.
+fn references(text: &str) -> Vec<(bool, String, String)> {
+    let mut out = Vec::new();
+    for (i, _) in text.match_indices("proxmox_virtual_environment_") {
+        let data = text[..i].ends_with("data.");
+        let rest: String = text[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+            .collect();
+        let parts: Vec<&str> = rest.split('.').collect();
+        if parts.len() >= 3 {
+            out.push((data, parts[0].to_string(), parts[2].to_string()));
+        }
+    }
+    out
+}
+
+/// What a walk over `terraform/<dir>/` found: unknown names, and the VM, file and variable bodies.
+#[derive(Default)]
+struct Walked {
+    bad: Vec<String>,
+    vms: std::collections::BTreeMap<String, serde_json::Value>,
+    files: std::collections::BTreeMap<String, serde_json::Value>,
+    variables: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// Parses every rendered `.tf` of `dir` and walks it against the schema facts.
+fn walk_terraform_dir(dir: &Path, facts: &serde_json::Value) -> Walked {
+    let mut w = Walked::default();
+    let (bad, vms, files, variables) = (&mut w.bad, &mut w.vms, &mut w.files, &mut w.variables);
+    for f in ["versions.tf", "variables.tf", "main.tf", "outputs.tf"] {
+        let path = dir.join(f);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert!(!text.contains("PRIVATE KEY"), "{f} holds a key");
+        let v = hcl_json(&path);
+        for (kind, items) in v.as_object().expect("top level") {
+            if is_hcl2_meta(kind) {
+                continue;
+            }
+            for item in items.as_array().expect("list") {
+                match kind.as_str() {
+                    "terraform" => walk(item, &facts["language"]["terraform"], "terraform", bad),
+                    "provider" | "variable" | "output" => {
+                        for (label, body) in item.as_object().expect("labelled") {
+                            let schema = if kind == "provider" {
+                                assert_eq!(unq(&serde_json::json!(label)), "proxmox");
+                                &facts["provider_block"]
+                            } else {
+                                &facts["language"][kind.as_str()]
+                            };
+                            walk(body, schema, &format!("{kind}.{label}"), bad);
+                            if kind == "variable" {
+                                variables.insert(unq(&serde_json::json!(label)), body.clone());
+                            }
+                        }
+                    }
+                    "resource" | "data" => {
+                        let group = if kind == "resource" {
+                            "resources"
+                        } else {
+                            "data_sources"
+                        };
+                        for (ty, named) in item.as_object().expect("typed") {
+                            let ty = unq(&serde_json::json!(ty));
+                            let Some(schema) = facts[group].get(&ty) else {
+                                bad.push(format!("{kind} type {ty}"));
+                                continue;
+                            };
+                            for (name, body) in named.as_object().expect("named") {
+                                let name = unq(&serde_json::json!(name));
+                                walk(body, schema, &format!("{ty}.{name}"), bad);
+                                match ty.as_str() {
+                                    "proxmox_virtual_environment_vm" => {
+                                        vms.insert(name, body.clone());
+                                    }
+                                    "proxmox_virtual_environment_file" => {
+                                        files.insert(name, body.clone());
+                                    }
+                                    _ => {}
+                                }
+                            }
+                        }
+                    }
+                    other => bad.push(format!("top-level {other}")),
+                }
+            }
+        }
+        // Attributes read from other resources are ones the provider exports.
+        for (data, ty, attr) in references(&text) {
+            let group = if data { "data_sources" } else { "resources" };
+            let known = facts[group][&ty]["exported"].get(&attr).is_some()
+                || facts[group][&ty]["attributes"].get(&attr).is_some();
+            if !known {
+                bad.push(format!("{f}: reference {ty}.*.{attr}"));
+            }
+        }
+    }
+    // Terraform itself agrees on the syntax and layout, when it is installed.
+    if let Some(tf) = terraform_on_path() {
+        let o =
+            run(Command::new(&tf)
+                .current_dir(dir)
+                .args(["fmt", "-check", "-diff", "-no-color"]));
+        assert!(
+            o.status.success(),
+            "terraform fmt -check {}:\n{}{}",
+            dir.display(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    } else {
+        println!("SKIPPED: terraform fmt -check (no terraform on PATH)");
+    }
+    w
+}
+
+fn terraform_on_path() -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("terraform"))
+            .find(|c| c.is_file())
+    })
+}
+
+#[test]
+fn proxmox_terraform_uses_only_documented_provider_schema() {
+    let facts: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/bpg-proxmox.json"),
+        )
+        .expect("schema/bpg-proxmox.json"),
+    )
+    .expect("schema facts JSON");
+    let t = tempfile::tempdir().expect("tempdir");
+    let out = render_adr(t.path());
+    let dir = out.join("terraform/vyom");
+    let Walked {
+        bad,
+        vms,
+        files,
+        variables,
+    } = walk_terraform_dir(&dir, &facts);
+    assert!(bad.is_empty(), "not in schema/bpg-proxmox.json: {bad:#?}");
+
+    // The API token is sensitive and never has a value in the files.
+    assert_eq!(
+        variables["proxmox_api_token"]["sensitive"],
+        serde_json::json!(true)
+    );
+    assert!(variables["proxmox_api_token"].get("default").is_none());
+
+    // The ADR's VMs: full clones of 9000, sized by the ADR table, static addresses, snippets.
+    let want = [
+        ("vyom-ingress-1", 211, 2, 2048, 32, "192.168.68.211/20"),
+        ("vyom-ingress-2", 212, 2, 2048, 32, "192.168.68.212/20"),
+        ("vyom-k3s-cp-1", 221, 4, 8192, 64, "192.168.68.221/20"),
+        ("vyom-k3s-worker-1", 222, 4, 16384, 128, "192.168.68.222/20"),
+        ("vyom-k3s-worker-2", 223, 4, 16384, 128, "192.168.68.223/20"),
+    ];
+    assert_eq!(vms.len(), want.len(), "{:?}", vms.keys());
+    for (host, vm_id, cores, memory, disk, address) in want {
+        let id = host.replace('-', "_");
+        let vm = &vms[&id];
+        let ctx = format!("{host}: {vm}");
+        assert_eq!(unq(&vm["name"]), host, "{ctx}");
+        assert_eq!(unq(&vm["node_name"]), "vyom", "{ctx}");
+        assert_eq!(vm["vm_id"], serde_json::json!(vm_id), "{ctx}");
+        assert_eq!(vm["clone"][0]["vm_id"], serde_json::json!(9000), "{ctx}");
+        assert_eq!(vm["clone"][0]["full"], serde_json::json!(true), "{ctx}");
+        assert_eq!(vm["agent"][0]["enabled"], serde_json::json!(true), "{ctx}");
+        assert_eq!(vm["cpu"][0]["cores"], serde_json::json!(cores), "{ctx}");
+        assert_eq!(
+            vm["memory"][0]["dedicated"],
+            serde_json::json!(memory),
+            "{ctx}"
+        );
+        assert_eq!(vm["disk"][0]["size"], serde_json::json!(disk), "{ctx}");
+        assert_eq!(unq(&vm["disk"][0]["interface"]), "scsi0", "{ctx}");
+        assert_eq!(unq(&vm["network_device"][0]["bridge"]), "vmbr0", "{ctx}");
+        let init = &vm["initialization"][0];
+        let ipv4 = &init["ip_config"][0]["ipv4"][0];
+        assert_eq!(unq(&ipv4["address"]), address, "{ctx}");
+        assert_eq!(unq(&ipv4["gateway"]), "192.168.68.1", "{ctx}");
+        assert_eq!(
+            unq(&init["user_data_file_id"]),
+            format!("${{proxmox_virtual_environment_file.user_data_{id}.id}}"),
+            "{ctx}"
+        );
+        let file = &files[&format!("user_data_{id}")];
+        assert_eq!(unq(&file["content_type"]), "snippets", "{file}");
+        assert_eq!(unq(&file["datastore_id"]), "local", "{file}");
+        let src = unq(&file["source_file"][0]["path"]);
+        assert_eq!(src, format!("${{path.module}}/../../{host}/user-data"));
+        // The path resolves, from the Terraform folder, to the host's rendered user-data.
+        let ud = dir.join(src.replace("${path.module}/", ""));
+        let text = std::fs::read_to_string(&ud).unwrap_or_else(|e| panic!("{}: {e}", ud.display()));
+        assert!(text.starts_with("#cloud-config\n"), "{text}");
+        assert!(text.contains(&format!("hostname: {host}")), "{text}");
+        // Members' user-data installs the bundle (with the key); the K3s VMs' has no Nebula.
+        assert_eq!(
+            text.contains("path: /etc/nebula/host.key"),
+            host.contains("ingress"),
+            "{host}: {text}"
+        );
+    }
+
+    // The forms the ADR does not use (template by name, VLAN, DNS, template on another node)
+    // stay inside the schema facts too.
+    let inv = t.path().join("config/adr-inventory.yml");
+    let text = std::fs::read_to_string(&inv).expect("inventory");
+    let variant = text.replacen("vm_id: 9000", "node_name: vyom2", 1);
+    assert_ne!(variant, text, "the ADR template has a vm_id");
+    let variant = variant.replacen(
+        "bridge: vmbr0",
+        "bridge: vmbr0\n  vlan_id: 30\n  dns: {servers: [192.168.68.1], domain: home.arpa}",
+        1,
+    );
+    let vdir = t.path().join("variant");
+    std::fs::create_dir_all(vdir.join("config")).expect("mkdir");
+    std::fs::write(vdir.join("config/adr-inventory.yml"), variant).expect("write");
+    ok(Command::new(provision_bin())
+        .args(["render", "--inventory"])
+        .arg(vdir.join("config/adr-inventory.yml"))
+        .arg("--out")
+        .arg(vdir.join("out"))
+        .env("NEBULA_CA_PASSPHRASE", PASSPHRASE));
+    let v = walk_terraform_dir(&vdir.join("out/terraform/vyom"), &facts);
+    assert!(
+        v.bad.is_empty(),
+        "not in schema/bpg-proxmox.json: {:#?}",
+        v.bad
+    );
+    let vm = &v.vms["vyom_k3s_cp_1"];
+    assert_eq!(
+        vm["network_device"][0]["vlan_id"],
+        serde_json::json!(30),
+        "{vm}"
+    );
+    assert_eq!(
+        unq(&vm["initialization"][0]["dns"][0]["domain"]),
+        "home.arpa",
+        "{vm}"
+    );
+    assert!(
+        unq(&vm["clone"][0]["vm_id"]).contains(
+            "data.proxmox_virtual_environment_vms.template_prakriti_template_vyom2.vms[0].vm_id"
+        ),
+        "{vm}"
+    );
+
+    // `terraform validate` needs the provider; without it this says so and skips that part.
+    let terraform = terraform_on_path();
+    let plugins = std::env::var_os("NEBULA_PROVISION_TF_PLUGIN_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/opt/tf-plugins"));
+    let provider = plugins.join("registry.terraform.io/bpg/proxmox");
+    match (terraform, provider.is_dir()) {
+        (Some(tf), true) => {
+            ok(Command::new(&tf)
+                .current_dir(&dir)
+                .arg("init")
+                .arg("-backend=false")
+                .arg("-input=false")
+                .arg(format!("-plugin-dir={}", plugins.display())));
+            let o = ok(Command::new(&tf).current_dir(&dir).args(["validate", "-no-color"]));
+            assert!(o.contains("Success"), "{o}");
+        }
+        (tf, _) => println!(
+            "SKIPPED: terraform validate of terraform/vyom/ ({}; the schema-facts checks above ran)",
+            if tf.is_none() {
+                "no terraform on PATH".to_string()
+            } else {
+                format!(
+                    "the bpg/proxmox provider is not in {} (set NEBULA_PROVISION_TF_PLUGIN_DIR)",
+                    plugins.display()
+                )
+            }
+        ),
+    }
 }

@@ -7,8 +7,10 @@ pub mod ansible;
 pub mod cloudinit;
 pub mod config;
 pub mod edge;
+pub mod proxmox;
 pub mod systemd;
 pub mod terraform;
+pub mod vm_user_data;
 
 use std::path::PathBuf;
 
@@ -149,7 +151,8 @@ pub fn bundle(mesh: &Mesh, host: &Host, pem: Pem<'_>) -> Vec<OutFile> {
     out
 }
 
-/// Every non-bundle file: the Ansible tree and Terraform for Lightsail hosts.
+/// Every non-bundle file: the Ansible tree, Terraform for Lightsail hosts and for Proxmox VMs,
+/// and the user-data of hosts outside the mesh.
 pub fn shared_files(mesh: &Mesh) -> Vec<OutFile> {
     let mut out = ansible::files(mesh);
     for h in &mesh.hosts {
@@ -161,6 +164,8 @@ pub fn shared_files(mesh: &Mesh) -> Vec<OutFile> {
             ));
         }
     }
+    out.extend(proxmox::files(mesh));
+    out.extend(vm_user_data::files(mesh));
     out
 }
 

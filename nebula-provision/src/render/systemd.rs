@@ -44,6 +44,10 @@ ExecReload=/bin/kill -HUP $MAINPID\n\
 Restart=on-failure\n\
 RestartSec=5s\n\
 SyslogIdentifier=nebula\n\
+# The control API (nebula-ctl) listens in /run/nebula; kept across restarts.\n\
+RuntimeDirectory=nebula\n\
+RuntimeDirectoryMode=0700\n\
+RuntimeDirectoryPreserve=yes\n\
 \n\
 # Only what a nebula node needs: CAP_NET_ADMIN to create and address the tun device.\n\
 CapabilityBoundingSet={caps}\n\
@@ -113,4 +117,79 @@ WantedBy=multi-user.target\n",
         unit = names::EDGE_SERVICE,
         nft = names::EDGE_NFT,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{mesh_in, INV};
+
+    /// The directives of `unit` (comments and blank lines dropped), in order.
+    fn directives(unit: &str) -> Vec<&str> {
+        unit.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect()
+    }
+
+    fn packaged(name: &str) -> String {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../nebula-node/debian")
+            .join(name);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    /// The Debian package's units are the provisioning unit for a host whose binary is
+    /// /usr/bin/nebula: the same type, watchdog and hardening, line for line.
+    #[test]
+    fn packaged_units_are_the_rendered_unit() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let inv = INV.replacen(
+            "pki:",
+            "defaults:\n  nebula_binary: {path: /usr/bin/nebula}\npki:",
+            1,
+        );
+        let mesh = mesh_in(t.path(), &inv);
+        let rendered = nebula_service(&mesh, mesh.host("web1").expect("web1"));
+        let mut want = directives(&rendered);
+        let i = want
+            .iter()
+            .position(|l| l.starts_with("Description="))
+            .expect("Description");
+        want[i] = "Description=Nebula overlay network";
+        want.insert(i + 1, "Documentation=man:nebula(1)");
+        let unit = packaged("nebula.service");
+        assert_eq!(
+            directives(&unit),
+            want,
+            "nebula.service drifted from the rendered unit"
+        );
+
+        // The template: the same but for the instance's config, name and log tag.
+        let want_at: Vec<String> = want
+            .iter()
+            .map(|l| match *l {
+                "Description=Nebula overlay network" => {
+                    "Description=Nebula overlay network (%i)".to_string()
+                }
+                "SyslogIdentifier=nebula" => "SyslogIdentifier=nebula-%i".to_string(),
+                l if l.starts_with("ExecStart=") => {
+                    "ExecStart=/usr/lib/nebula/bin/nebula-systemd-launcher %i".to_string()
+                }
+                l => l.to_string(),
+            })
+            .collect();
+        let at = packaged("nebula@.service");
+        assert_eq!(directives(&at), want_at, "nebula@.service drifted");
+    }
+
+    /// ProtectSystem=strict leaves /run read-only: the control socket needs its own directory.
+    #[test]
+    fn control_socket_directory_is_writable() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let mesh = mesh_in(t.path(), INV);
+        let u = nebula_service(&mesh, mesh.host("web1").expect("web1"));
+        assert!(u.contains("ProtectSystem=strict\n"));
+        assert!(u.contains("\nRuntimeDirectory=nebula\n"), "{u}");
+    }
 }

@@ -129,8 +129,11 @@ pub fn render_adr(dir: &Path) -> PathBuf {
     out
 }
 
-/// The three hosts of the ADR inventory.
+/// The three mesh hosts of the ADR inventory.
 pub const ADR_HOSTS: [&str; 3] = ["kshitiz", "vyom-ingress-1", "vyom-ingress-2"];
+
+/// The ADR inventory's K3s VMs: `mesh: false`, in Terraform only (user-data, no bundle).
+pub const ADR_NON_MEMBERS: [&str; 3] = ["vyom-k3s-cp-1", "vyom-k3s-worker-1", "vyom-k3s-worker-2"];
 
 /// Our `nebula`: $NEBULA_BIN, or `debug/nebula` in cargo's target dir ($CARGO_TARGET_DIR when
 /// set, else the workspace's `target/`).
