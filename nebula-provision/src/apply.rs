@@ -471,9 +471,15 @@ pub fn apply_host(
     let mut actions = Vec::new();
     if let BinarySource::Deb(d) = &host.binary.source {
         // Installs only a version the host does not have; a restart follows below if it did.
+        // The package's postinst opens /etc/nebula to its group (0750); the bundle keeps it 0700.
+        let etc = quote(&format!("{root}{ETC_DIR}"));
         actions.push((
             "install the nebula .deb unless that version is installed".into(),
-            shell::deb_install_body(d, &root),
+            format!(
+                "{}if [ \"${{{v}:-0}}\" = 1 ] && [ -d {etc} ]; then chmod 0700 {etc}; fi",
+                shell::deb_install_body(d, &root),
+                v = shell::DEB_CHANGED_VAR
+            ),
         ));
     } else if let Some(script) = shell::binary_install_script(&host.binary, &root) {
         let bin = format!("{root}{}", host.binary.path);

@@ -98,13 +98,14 @@ pub fn user_data(mesh: &Mesh, host: &Host, ci: &CloudInit, f: &Files<'_>) -> Str
     top.insert(s("write_files"), Value::Sequence(files));
 
     let mut run = Vec::new();
-    run.push(cmd(&["chmod", "0700", ETC_DIR]));
     if let (BinarySource::Url { .. } | BinarySource::Deb(_), Some(script)) = (
         &host.binary.source,
         shell::binary_install_script(&host.binary, "/"),
     ) {
         run.push(cmd(&["sh", "-c", &script]));
     }
+    // After the install: our package's postinst makes /etc/nebula 0750; the bundle wants 0700.
+    run.push(cmd(&["chmod", "0700", ETC_DIR]));
     run.push(cmd(&["systemctl", "daemon-reload"]));
     run.push(cmd(&["systemctl", "enable", "--now", names::SERVICE]));
     if f.edge.is_some() {
@@ -183,6 +184,11 @@ mod tests {
         assert!(!run.contains("curl"), "{run}");
         let start = run.find("enable").expect("enable");
         assert!(install < start, "{run}");
+        let chmod = run.find("0700").expect("chmod");
+        assert!(
+            install < chmod,
+            "the bundle folder is closed after the install: {run}"
+        );
         assert!(v.get("packages").is_none());
         assert_eq!(v["package_update"].as_bool(), Some(true));
     }
