@@ -13,7 +13,7 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApplyError;
-use crate::model::{BinarySource, Host, Mesh, Ssh};
+use crate::model::{BinarySource, DebSource, Host, Mesh, Ssh};
 use crate::render::{names, OutFile, ETC_DIR, UNIT_DIR};
 use crate::shell::{self, quote};
 
@@ -56,6 +56,8 @@ enum Kind {
     EdgeRules,
     EdgeUnit,
     Binary,
+    /// Our `.deb`, kept in the host's package cache and installed from there.
+    Deb,
 }
 
 /// One file to install on the host.
@@ -153,6 +155,16 @@ fn installs(host: &Host, bundle_dir: &Path, files: &[OutFile], root: &str) -> Ve
             remote: format!("{root}{}", host.binary.path),
             mode: 0o755,
             kind: Kind::Binary,
+        });
+    }
+    if let BinarySource::Deb(DebSource::Local(p)) = &host.binary.source {
+        out.push(Install {
+            stage_name: "nebula-rs.deb".into(),
+            local: p.clone(),
+            contents: None,
+            remote: format!("{root}{}", shell::DEB_CACHE),
+            mode: 0o644,
+            kind: Kind::Deb,
         });
     }
     out
@@ -408,7 +420,7 @@ pub fn apply_host(
     for i in &mut wanted {
         let h = match &i.contents {
             Some(c) => Some(sha256_hex(c)),
-            None if i.kind == Kind::Binary || !opts.dry_run => {
+            None if matches!(i.kind, Kind::Binary | Kind::Deb) || !opts.dry_run => {
                 let data = std::fs::read(&i.local).map_err(|source| ApplyError::Bundle {
                     path: i.local.clone(),
                     source,
@@ -457,7 +469,19 @@ pub fn apply_host(
 
     // What to tell systemd.
     let mut actions = Vec::new();
-    if let Some(script) = shell::binary_install_script(&host.binary, &root) {
+    if let BinarySource::Deb(d) = &host.binary.source {
+        // Installs only a version the host does not have; a restart follows below if it did.
+        // The package's postinst opens /etc/nebula to its group (0750); the bundle keeps it 0700.
+        let etc = quote(&format!("{root}{ETC_DIR}"));
+        actions.push((
+            "install the nebula .deb unless that version is installed".into(),
+            format!(
+                "{}if [ \"${{{v}:-0}}\" = 1 ] && [ -d {etc} ]; then chmod 0700 {etc}; fi",
+                shell::deb_install_body(d, &root),
+                v = shell::DEB_CHANGED_VAR
+            ),
+        ));
+    } else if let Some(script) = shell::binary_install_script(&host.binary, &root) {
         let bin = format!("{root}{}", host.binary.path);
         actions.push((
             format!("install {} if missing", host.binary.path),
@@ -482,6 +506,9 @@ pub fn apply_host(
         actions.push(sysd(&systemctl, "restart", Some(names::SERVICE)));
     } else if changed(Kind::Pki) || changed(Kind::Config) {
         actions.push(sysd(&systemctl, "reload", Some(names::SERVICE)));
+        deb_restart(&host.binary.source, &systemctl, &mut actions);
+    } else {
+        deb_restart(&host.binary.source, &systemctl, &mut actions);
     }
     if is_edge {
         if !enabled(&probe.edge_enabled) || !active(&probe.edge_active) {
@@ -565,6 +592,21 @@ pub fn apply_host(
     }
     report.state = Some(state);
     Ok(report)
+}
+
+/// With a `.deb` source, a running nebula is restarted when the install step above installed a
+/// new version (only known on the host, so the decision is made there).
+fn deb_restart(source: &BinarySource, systemctl: &str, actions: &mut Vec<(String, String)>) {
+    if matches!(source, BinarySource::Deb(_)) {
+        let unit = names::SERVICE;
+        actions.push((
+            format!("{systemctl} restart {unit} if the .deb was installed"),
+            format!(
+                "if [ \"${{{v}:-0}}\" = 1 ] && {systemctl} is-active {unit} >/dev/null 2>&1; then {systemctl} restart {unit}; fi",
+                v = shell::DEB_CHANGED_VAR
+            ),
+        ));
+    }
 }
 
 fn sysd(systemctl: &str, verb: &str, unit: Option<&str>) -> (String, String) {

@@ -150,6 +150,10 @@ pub struct BinarySpec {
     /// Copy this file from the operator's machine (apply and Ansible; not cloud-init).
     #[serde(default)]
     pub local: Option<String>,
+    /// Install our Debian package (`nebula-rs`): a `.deb` on the operator's machine, or an
+    /// `https://` URL (then `sha256` is required). The binary is then `/usr/bin/nebula`.
+    #[serde(default)]
+    pub deb: Option<String>,
 }
 
 /// `ssh:` — how `apply` reaches a host.

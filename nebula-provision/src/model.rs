@@ -47,6 +47,22 @@ pub enum BinarySource {
     },
     /// Copied from the operator's machine.
     Local(PathBuf),
+    /// Our Debian package (`nebula-rs`, installs `/usr/bin/nebula`).
+    Deb(DebSource),
+}
+
+/// Where the `.deb` of a [`BinarySource::Deb`] comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DebSource {
+    /// A file on the operator's machine.
+    Local(PathBuf),
+    /// Downloaded over HTTPS and checked against a SHA-256 (hex, lower case).
+    Url {
+        /// The URL.
+        url: String,
+        /// Expected SHA-256 of the package.
+        sha256: String,
+    },
 }
 
 /// The nebula binary on a host.

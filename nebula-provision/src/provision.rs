@@ -10,7 +10,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::{OutputError, PkiError};
-use crate::model::Mesh;
+use crate::model::{BinarySource, DebSource, Mesh};
 use crate::pki::{self, CertAction, DesiredCert, HostCert, Stored, DAY};
 use crate::render::{self, names, OutFile, Pem};
 
@@ -319,6 +319,13 @@ pub fn run(mesh: &Mesh, out_dir: &Path, opts: &Options<'_>) -> Result<Outcome, P
     let ca_pem = ca.as_ref().map(|c| c.cert_pem.clone());
     let mut files: Vec<OutFile> = Vec::new();
     for (h, cert) in mesh.hosts.iter().zip(&certs) {
+        // A cloud-init host embeds a local .deb in its user data.
+        let deb = match (&h.binary.source, &h.cloud_init) {
+            (BinarySource::Deb(DebSource::Local(p)), Some(_)) => {
+                Some(fs::read(p).map_err(out_io(p))?)
+            }
+            _ => None,
+        };
         files.extend(render::bundle(
             mesh,
             h,
@@ -326,6 +333,7 @@ pub fn run(mesh: &Mesh, out_dir: &Path, opts: &Options<'_>) -> Result<Outcome, P
                 ca: ca_pem.as_deref(),
                 cert: cert.as_ref().map(|c| c.cert_pem.as_str()),
                 key: cert.as_ref().map(|c| c.key_pem.as_str()),
+                deb: deb.as_deref(),
             },
         ));
     }

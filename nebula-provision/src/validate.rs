@@ -16,8 +16,8 @@ use serde_norway::Value;
 use crate::error::{InventoryError, Problem};
 use crate::inventory::{self, AllowSpec, BinarySpec, CloudInitSpec, HostSpec, Inventory, SshSpec};
 use crate::model::{
-    Binary, BinarySource, CloudInit, Edge, Forward, FwRule, Host, Lightsail, Mesh, PkiSettings,
-    Ports, Proto, Remote, Ssh,
+    Binary, BinarySource, CloudInit, DebSource, Edge, Forward, FwRule, Host, Lightsail, Mesh,
+    PkiSettings, Ports, Proto, Remote, Ssh,
 };
 
 mod proxmox;
@@ -28,6 +28,8 @@ pub use proxmox::tf_ident;
 pub const RESERVED_NAMES: &[&str] = &["ansible", "terraform"];
 /// Default binary path on hosts.
 pub const DEFAULT_BINARY: &str = "/usr/local/bin/nebula";
+/// Where our Debian package (`nebula_binary.deb`) puts the binary.
+pub const DEB_BINARY: &str = "/usr/bin/nebula";
 
 /// Loads, parses and validates an inventory file.
 pub fn load_mesh(path: &Path) -> Result<Mesh, InventoryError> {
@@ -237,8 +239,11 @@ fn merge_binary(d: Option<&BinarySpec>, h: Option<&BinarySpec>) -> BinarySpec {
     let d = d.cloned().unwrap_or_default();
     let Some(h) = h else { return d };
     // A host that names a source replaces the default source entirely.
-    let host_has_source =
-        h.apt.is_some() || h.url.is_some() || h.local.is_some() || h.sha256.is_some();
+    let host_has_source = h.apt.is_some()
+        || h.url.is_some()
+        || h.local.is_some()
+        || h.sha256.is_some()
+        || h.deb.is_some();
     BinarySpec {
         path: h.path.clone().or(d.path),
         notify: h.notify.or(d.notify),
@@ -262,6 +267,11 @@ fn merge_binary(d: Option<&BinarySpec>, h: Option<&BinarySpec>) -> BinarySpec {
             h.local.clone()
         } else {
             d.local
+        },
+        deb: if host_has_source {
+            h.deb.clone()
+        } else {
+            d.deb
         },
     }
 }
@@ -630,6 +640,7 @@ impl Validator {
             name,
             &bspec,
             spec.cloud_init.is_some() || spec.proxmox.is_some(),
+            spec.lightsail.is_some(),
         );
         let ssh = merge_ssh(inv.defaults.ssh.as_ref(), spec.ssh.as_ref())
             .and_then(|s| self.ssh(name, &s));
@@ -760,8 +771,19 @@ impl Validator {
         }
     }
 
-    fn binary(&mut self, host: &str, b: &BinarySpec, cloud_init: bool) -> Option<Binary> {
-        let path = b.path.clone().unwrap_or_else(|| DEFAULT_BINARY.into());
+    fn binary(
+        &mut self,
+        host: &str,
+        b: &BinarySpec,
+        cloud_init: bool,
+        lightsail: bool,
+    ) -> Option<Binary> {
+        let default_path = if b.deb.is_some() {
+            DEB_BINARY
+        } else {
+            DEFAULT_BINARY
+        };
+        let path = b.path.clone().unwrap_or_else(|| default_path.into());
         let mut ok = true;
         if !is_safe_abs_path(&path) {
             self.host_err(
@@ -771,19 +793,37 @@ impl Validator {
             );
             ok = false;
         }
-        let n = [b.apt.is_some(), b.url.is_some(), b.local.is_some()]
-            .iter()
-            .filter(|x| **x)
-            .count();
+        let n = [
+            b.apt.is_some(),
+            b.url.is_some(),
+            b.local.is_some(),
+            b.deb.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
         if n > 1 {
             self.host_err(
                 host,
                 "nebula_binary",
-                "give at most one of `apt`, `url`, `local`",
+                "give at most one of `apt`, `url`, `local`, `deb`",
             );
             return None;
         }
-        let source = if let Some(pkg) = &b.apt {
+        let source = if let Some(deb) = &b.deb {
+            if path != DEB_BINARY {
+                self.host_err(
+                    host,
+                    "nebula_binary.path",
+                    format!("the `deb` package installs {DEB_BINARY}; `{path}` cannot be used with it (leave `path` out)"),
+                );
+                ok = false;
+            }
+            match self.deb(host, deb, b.sha256.as_deref(), lightsail) {
+                Some(d) => BinarySource::Deb(d),
+                None => return None,
+            }
+        } else if let Some(pkg) = &b.apt {
             if !is_safe_name(pkg, 128) {
                 self.host_err(
                     host,
@@ -852,6 +892,71 @@ impl Validator {
             watchdog,
             source,
         })
+    }
+
+    /// `nebula_binary.deb`: an `https://` URL with its SHA-256, or a local `.deb` (which
+    /// cloud-init embeds in the user data, too big for Lightsail's 16 KB).
+    fn deb(
+        &mut self,
+        host: &str,
+        deb: &str,
+        sha256: Option<&str>,
+        lightsail: bool,
+    ) -> Option<DebSource> {
+        if deb.contains("://") {
+            let mut ok = true;
+            if !deb.starts_with("https://")
+                || !deb
+                    .bytes()
+                    .all(|c| c.is_ascii_graphic() && c != b'\'' && c != b'"')
+            {
+                self.host_err(
+                    host,
+                    "nebula_binary.deb",
+                    "a package URL must be https:// without quotes or spaces",
+                );
+                ok = false;
+            }
+            let sha = sha256.unwrap_or_default().to_ascii_lowercase();
+            if sha.len() != 64 || !sha.bytes().all(|c| c.is_ascii_hexdigit()) {
+                self.host_err(
+                    host,
+                    "nebula_binary.sha256",
+                    "a package URL needs the SHA-256 of the .deb (64 hex digits)",
+                );
+                ok = false;
+            }
+            return ok.then(|| DebSource::Url {
+                url: deb.to_string(),
+                sha256: sha,
+            });
+        }
+        let mut ok = true;
+        if !deb.ends_with(".deb") {
+            self.host_err(
+                host,
+                "nebula_binary.deb",
+                format!("`{deb}` is neither an https:// URL nor a local .deb file"),
+            );
+            ok = false;
+        }
+        if sha256.is_some() {
+            self.host_err(
+                host,
+                "nebula_binary.sha256",
+                "only meaningful with a `url` or a `deb` URL",
+            );
+            ok = false;
+        }
+        if lightsail {
+            self.host_err(
+                host,
+                "nebula_binary.deb",
+                "a local .deb would be embedded in the user data, and Lightsail limits user data to 16 KB; use an https:// URL with `sha256`",
+            );
+            ok = false;
+        }
+        ok.then(|| DebSource::Local(self.resolve_path(deb)))
     }
 
     fn ssh(&mut self, host: &str, s: &SshSpec) -> Option<Ssh> {
@@ -1332,6 +1437,113 @@ mod tests {
         );
         assert_problem(&with("  web2:", "  ../evil:"), Some("../evil"), "(name)");
         assert_problem(&with("  web2:", "  ansible:"), Some("ansible"), "(name)");
+    }
+
+    #[test]
+    fn deb_source_resolves_and_its_mistakes_are_named() {
+        let sha = "ab".repeat(32);
+        let t = tempfile::tempdir().expect("tempdir");
+        // A local package, relative to the inventory; the binary path follows the package.
+        let m = crate::testutil::mesh_in(
+            t.path(),
+            &with(
+                "cloud_init: {}",
+                "cloud_init: {}\n    nebula_binary: {deb: debs/nebula-rs_1.0_amd64.deb}",
+            ),
+        );
+        let web1 = m.host("web1").expect("web1");
+        assert_eq!(web1.binary.path, DEB_BINARY);
+        assert_eq!(
+            web1.binary.source,
+            BinarySource::Deb(DebSource::Local(
+                t.path().join("debs/nebula-rs_1.0_amd64.deb")
+            ))
+        );
+        assert_eq!(
+            m.host("web2").expect("web2").binary.path,
+            DEFAULT_BINARY,
+            "other hosts keep the default"
+        );
+        // A URL with its hash, given as the default for every host; a host may still pick `apt`.
+        let m = crate::testutil::mesh_in(
+            t.path(),
+            &with(
+                "pki:",
+                &format!(
+                    "defaults:\n  nebula_binary: {{deb: \"https://x.invalid/n.deb\", sha256: \"{}\"}}\npki:",
+                    sha.to_ascii_uppercase()
+                ),
+            )
+            .replacen("groups: [web]\n", "groups: [web]\n    nebula_binary: {apt: nebula}\n", 1),
+        );
+        assert_eq!(
+            m.host("lh").expect("lh").binary.source,
+            BinarySource::Deb(DebSource::Url {
+                url: "https://x.invalid/n.deb".into(),
+                sha256: sha.clone(),
+            })
+        );
+        assert_eq!(
+            m.host("web1").expect("web1").binary.source,
+            BinarySource::Apt("nebula".into())
+        );
+        assert_eq!(m.host("web1").expect("web1").binary.path, DEFAULT_BINARY);
+
+        let web2 = |b: &str| {
+            with(
+                "    groups: [web]\nfirewall",
+                &format!("    groups: [web]\n    nebula_binary: {b}\nfirewall"),
+            )
+        };
+        assert!(INV.contains("    groups: [web]\nfirewall"));
+        assert_problem(
+            &web2("{deb: \"https://x.invalid/n.deb\"}"),
+            Some("web2"),
+            "nebula_binary.sha256",
+        );
+        assert_problem(
+            &web2(&format!(
+                "{{deb: \"http://x.invalid/n.deb\", sha256: \"{sha}\"}}"
+            )),
+            Some("web2"),
+            "nebula_binary.deb",
+        );
+        assert_problem(
+            &web2(&format!("{{deb: ./n.deb, sha256: \"{sha}\"}}")),
+            Some("web2"),
+            "nebula_binary.sha256",
+        );
+        assert_problem(&web2("{deb: ./nebula}"), Some("web2"), "nebula_binary.deb");
+        assert_problem(
+            &web2("{deb: ./n.deb, path: /usr/local/bin/nebula}"),
+            Some("web2"),
+            "nebula_binary.path",
+        );
+        assert_problem(
+            &web2("{deb: ./n.deb, local: ./nebula}"),
+            Some("web2"),
+            "nebula_binary",
+        );
+        assert_eq!(
+            problems(&web2("{deb: ./n.deb, path: /usr/bin/nebula}")),
+            Vec::<String>::new()
+        );
+        // Lightsail's user data cannot carry a package.
+        assert_problem(
+            &with(
+                "    lightsail:",
+                "    nebula_binary: {deb: ./n.deb}\n    lightsail:",
+            ),
+            Some("lh"),
+            "nebula_binary.deb",
+        );
+        assert_eq!(
+            problems(&with(
+                "    lightsail:",
+                &format!("    nebula_binary: {{deb: \"https://x.invalid/n.deb\", sha256: \"{sha}\"}}\n    lightsail:"),
+            )),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

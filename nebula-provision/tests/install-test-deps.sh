@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the tools nebula-provision's tests drive (run as root on Debian 12):
 #   apt:  systemd (systemd-analyze), openssh-server/-client (apply test), nftables, iproute2, ping,
-#         curl and python3 (HTTP server and client in the namespace test)
-#   PyPI: ansible-core (ansible-playbook --syntax-check), python-hcl2 (parses the Terraform file),
+#         curl and python3 (HTTP server and client in the namespace test), mmdebstrap (the Debian
+#         root the Ansible role really runs against, tests/debian-root.sh)
+#   PyPI: ansible-core (ansible-playbook), ansible-lint (pinned: it must know the installed
+#         ansible-core), python-hcl2 (parses the Terraform file),
 #         and the Python libraries cloud-init's schema checker needs
 #   cloud-init's own code, unpacked from Debian's package into /opt (not installed as a service,
 #         so nothing runs at boot) for `cloud-init schema`.
@@ -10,7 +12,7 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for pkg in systemd openssh-server openssh-client nftables iproute2 iputils-ping util-linux curl python3 python3-venv; do
+for pkg in systemd openssh-server openssh-client nftables iproute2 iputils-ping util-linux curl python3 python3-venv mmdebstrap openssl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -19,10 +21,12 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 venv=/opt/nebula-provision-tools
-if ! "$venv/bin/python" -c 'import ansible, hcl2, yaml, jsonschema, jinja2, configobj, jsonpatch, requests' >/dev/null 2>&1; then
+ansible_lint=26.10.1
+if ! "$venv/bin/python" -c 'import ansible, hcl2, yaml, jsonschema, jinja2, configobj, jsonpatch, requests' >/dev/null 2>&1 \
+  || [ "$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("ansible-lint"))' 2>/dev/null)" != "$ansible_lint" ]; then
   /usr/bin/python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check \
-    'ansible-core>=2.14' 'python-hcl2>=4' pyyaml jsonschema jinja2 configobj jsonpatch requests
+    'ansible-core>=2.16.19,!=2.17.*' "ansible-lint==$ansible_lint" 'python-hcl2>=4' pyyaml jsonschema jinja2 configobj jsonpatch requests
 fi
 
 ci=/opt/nebula-provision-tools/cloud-init

@@ -1,5 +1,5 @@
 //! The rendered ADR bundles checked by the tools that will consume them: `nebula -test` (Go 1.11.0,
-//! Go 1.6.1, ours), `systemd-analyze verify`/`security`, `ansible-playbook --syntax-check`,
+//! Go 1.6.1, ours), `systemd-analyze verify`/`security`, `ansible-playbook --syntax-check`, `ansible-lint`,
 //! cloud-init's schema, a Terraform (HCL2) parser, and nftables loading the edge rules.
 #![cfg(all(feature = "netns", feature = "interop"))]
 
@@ -155,6 +155,73 @@ fn ansible_playbook_syntax_check_passes() {
     }
 }
 
+/// ansible-lint at its default settings (every rule of the default profile, yamllint included)
+/// finds nothing in the rendered tree. Offline: no collection installs, no version or schema
+/// checks over the network.
+#[test]
+fn ansible_lint_passes_on_the_rendered_tree() {
+    let lint = venv_tool("ansible-lint");
+    let t = tempfile::tempdir().expect("tempdir");
+    let out = render_adr(t.path());
+    let dir = out.join("ansible");
+    let o = run(Command::new(&lint)
+        .current_dir(&dir)
+        .env("ANSIBLE_LOCAL_TEMP", t.path().join("ansible-tmp"))
+        .env("ANSIBLE_HOME", t.path().join("ansible-home"))
+        .env("SKIP_SCHEMA_UPDATE", "1")
+        .env("NO_COLOR", "1")
+        .args(["--offline", "--nocolor", "--strict"]));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "ansible-lint failed:\n{text}");
+    // It really looked at the role (not an empty match).
+    assert!(text.contains("0 failure(s), 0 warning(s)"), "{text}");
+    assert!(!text.contains(" 0 files processed"), "{text}");
+}
+
+/// The ADR inventory with `nebula_binary.deb`: a local package (embedded in the user data) for
+/// vyom-ingress-1, a URL for vyom-ingress-2. Returns the output directory.
+fn render_adr_with_debs(dir: &Path) -> std::path::PathBuf {
+    let inv = adr_inventory_copy(dir);
+    let text = std::fs::read_to_string(&inv).expect("inventory");
+    let mut v: serde_norway::Value = serde_norway::from_str(&text).expect("yaml");
+    let deb = dir.join("nebula-rs_0.0.1_amd64.deb");
+    std::fs::write(&deb, b"!<arch>\nnot a real package, only carried\n").expect("deb");
+    let local: serde_norway::Value = serde_norway::from_str(&format!(
+        "{{deb: {}, path: /usr/bin/nebula}}",
+        deb.display()
+    ))
+    .expect("yaml");
+    let url: serde_norway::Value = serde_norway::from_str(&format!(
+        "{{deb: \"https://example.invalid/nebula-rs_0.0.1_amd64.deb\", sha256: \"{}\", path: /usr/bin/nebula}}",
+        "ab".repeat(32)
+    ))
+    .expect("yaml");
+    for (h, b) in [("vyom-ingress-1", local), ("vyom-ingress-2", url)] {
+        v["hosts"][h]
+            .as_mapping_mut()
+            .expect("host mapping")
+            .insert("nebula_binary".into(), b);
+    }
+    std::fs::write(&inv, serde_norway::to_string(&v).expect("yaml")).expect("write");
+    let out = dir.join("out");
+    ok(Command::new(provision_bin())
+        .args(["render", "--inventory"])
+        .arg(&inv)
+        .arg("--out")
+        .arg(&out)
+        .env("NEBULA_CA_PASSPHRASE", PASSPHRASE));
+    let ud = std::fs::read_to_string(out.join("vyom-ingress-1/user-data")).expect("user-data");
+    assert!(
+        ud.contains("/var/cache/nebula-provision/nebula-rs.deb"),
+        "{ud}"
+    );
+    out
+}
+
 #[test]
 fn cloud_init_schema_accepts_the_user_data() {
     let py = venv_tool("python");
@@ -167,10 +234,15 @@ fn cloud_init_schema_accepts_the_user_data() {
     }
     let t = tempfile::tempdir().expect("tempdir");
     let out = render_adr(t.path());
-    // Members' (the bundle) and non-members' (hostname, keys, agent) user-data.
-    for h in ["vyom-ingress-1", "vyom-ingress-2"]
+    let with_debs = render_adr_with_debs(&t.path().join("debs"));
+    // Members' (the bundle) and non-members' (hostname, keys, agent) user-data, and members'
+    // with a .deb (embedded, or downloaded).
+    let members = ["vyom-ingress-1", "vyom-ingress-2"];
+    for (out, h) in members
         .into_iter()
         .chain(ADR_NON_MEMBERS)
+        .map(|h| (&out, h))
+        .chain(members.into_iter().map(|h| (&with_debs, h)))
     {
         let ud = out.join(h).join("user-data");
         let o = run(Command::new(&py)

@@ -73,7 +73,8 @@ impl OutFile {
     }
 }
 
-/// The certificate material a bundle carries; `None` parts are not known yet (dry run).
+/// The certificate material a bundle carries; `None` parts are not known yet (dry run). Also
+/// the bytes of a local `nebula_binary.deb`, which a cloud-init host's user data embeds.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Pem<'a> {
     /// CA certificate PEM.
@@ -82,6 +83,8 @@ pub struct Pem<'a> {
     pub cert: Option<&'a str>,
     /// Host key PEM.
     pub key: Option<&'a str>,
+    /// The local `.deb` (only read for cloud-init hosts with `nebula_binary.deb: <file>`).
+    pub deb: Option<&'a [u8]>,
 }
 
 /// Mode of each bundle file: keys and anything that embeds one are 0600.
@@ -138,6 +141,7 @@ pub fn bundle(mesh: &Mesh, host: &Host, pem: Pem<'_>) -> Vec<OutFile> {
                     cert,
                     key,
                     edge: edge.map(|e| edge::nft_rules(mesh, e)),
+                    deb: pem.deb,
                 },
             )),
             _ => None,
@@ -332,6 +336,7 @@ mod tests {
                 ca: Some("CA PEM\n"),
                 cert: Some("CERT PEM\n"),
                 key: Some("KEY PEM\n"),
+                deb: None,
             },
         );
         let ud = files

@@ -1,7 +1,9 @@
 //! Shared helpers of the integration tests: finding the tools (failing loudly when one is missing),
-//! rendering the ADR inventory, running `nebula -test` on a bundle as `/etc/nebula`; a test sshd.
+//! rendering the ADR inventory, running `nebula -test` on a bundle as `/etc/nebula`; a test sshd;
+//! a Debian root with its own sshd (`debian`).
 #![allow(dead_code)]
 
+pub mod debian;
 pub mod sshd;
 
 use std::path::{Path, PathBuf};
