@@ -471,7 +471,7 @@ pub fn apply_host(
     let mut actions = Vec::new();
     if let BinarySource::Deb(d) = &host.binary.source {
         // Installs only a version the host does not have; a restart follows below if it did.
-        // The package's postinst opens /etc/nebula to its group (0750); the bundle keeps it 0700.
+        // The bundle keeps /etc/nebula 0700 whatever the package left (older nebula-rs made it 0750).
         let etc = quote(&format!("{root}{ETC_DIR}"));
         actions.push((
             "install the nebula .deb unless that version is installed".into(),

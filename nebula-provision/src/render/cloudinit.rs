@@ -104,7 +104,8 @@ pub fn user_data(mesh: &Mesh, host: &Host, ci: &CloudInit, f: &Files<'_>) -> Str
     ) {
         run.push(cmd(&["sh", "-c", &script]));
     }
-    // After the install: our package's postinst makes /etc/nebula 0750; the bundle wants 0700.
+    // After the install: the bundle wants /etc/nebula 0700 whatever the package left (older
+    // nebula-rs packages made it 0750).
     run.push(cmd(&["chmod", "0700", ETC_DIR]));
     run.push(cmd(&["systemctl", "daemon-reload"]));
     run.push(cmd(&["systemctl", "enable", "--now", names::SERVICE]));
