@@ -296,6 +296,23 @@ impl Validator {
         self.problems.push(Problem::host(host, field, reason));
     }
 
+    /// A host's name becomes a certificate name and a folder of the output: checks it is one.
+    fn host_name(&mut self, name: &str) {
+        if !is_safe_name(name, 63) {
+            self.host_err(
+                name,
+                "(name)",
+                "host names must be 1-63 of [A-Za-z0-9._-], starting with a letter or digit",
+            );
+        } else if RESERVED_NAMES.contains(&name) {
+            self.host_err(
+                name,
+                "(name)",
+                "this name is used for a folder of the output directory; pick another",
+            );
+        }
+    }
+
     fn field_err(&mut self, field: impl Into<String>, reason: impl Into<String>) {
         self.problems.push(Problem::field(field, reason));
     }
@@ -524,19 +541,7 @@ impl Validator {
         mesh_port: u16,
     ) -> Option<Host> {
         let before = self.problems.len();
-        if !is_safe_name(name, 63) {
-            self.host_err(
-                name,
-                "(name)",
-                "host names must be 1-63 of [A-Za-z0-9._-], starting with a letter or digit",
-            );
-        } else if RESERVED_NAMES.contains(&name) {
-            self.host_err(
-                name,
-                "(name)",
-                "this name is used for a folder of the output directory; pick another",
-            );
-        }
+        self.host_name(name);
         let overlay_ip = match spec.overlay_ip.as_deref().map(str::parse::<IpAddr>) {
             Some(Ok(ip)) => Some(ip),
             Some(Err(_)) => {

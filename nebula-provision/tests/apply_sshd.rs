@@ -113,14 +113,6 @@ fn apply(inv: &Path, out: &Path, extra: &[&str]) -> (bool, String) {
     (o.status.success(), text)
 }
 
-fn mode(p: &Path) -> u32 {
-    std::fs::metadata(p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .permissions()
-        .mode()
-        & 0o7777
-}
-
 #[test]
 fn apply_installs_over_ssh_then_changes_only_what_changed() {
     let t = tempfile::tempdir().expect("tempdir");

@@ -54,14 +54,6 @@ firewall:
     p
 }
 
-fn render(inv: &Path, out: &Path) {
-    ok(Command::new(provision_bin())
-        .args(["render", "--inventory"])
-        .arg(inv)
-        .arg("--out")
-        .arg(out));
-}
-
 /// Runs site.yml; returns (success, output, changed count from the PLAY RECAP).
 fn playbook(out: &Path, tmp: &Path) -> (bool, String, Option<u32>) {
     let o = run(Command::new(venv_tool("ansible-playbook"))
@@ -96,14 +88,6 @@ fn recap_changed(text: &str, host: &str) -> Option<u32> {
         .find_map(|w| w.strip_prefix("changed="))?
         .parse()
         .ok()
-}
-
-fn mode(p: &Path) -> u32 {
-    std::fs::metadata(p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .permissions()
-        .mode()
-        & 0o7777
 }
 
 /// The installed version of `pkg` in the target ("" when absent).

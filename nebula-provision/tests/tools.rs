@@ -208,12 +208,7 @@ fn render_adr_with_debs(dir: &Path) -> std::path::PathBuf {
     }
     std::fs::write(&inv, serde_norway::to_string(&v).expect("yaml")).expect("write");
     let out = dir.join("out");
-    ok(Command::new(provision_bin())
-        .args(["render", "--inventory"])
-        .arg(&inv)
-        .arg("--out")
-        .arg(&out)
-        .env("NEBULA_CA_PASSPHRASE", PASSPHRASE));
+    render(&inv, &out);
     let ud = std::fs::read_to_string(out.join("vyom-ingress-1/user-data")).expect("user-data");
     assert!(
         ud.contains("/var/cache/nebula-provision/nebula-rs.deb"),
@@ -636,12 +631,7 @@ fn proxmox_terraform_uses_only_documented_provider_schema() {
     let vdir = t.path().join("variant");
     std::fs::create_dir_all(vdir.join("config")).expect("mkdir");
     std::fs::write(vdir.join("config/adr-inventory.yml"), variant).expect("write");
-    ok(Command::new(provision_bin())
-        .args(["render", "--inventory"])
-        .arg(vdir.join("config/adr-inventory.yml"))
-        .arg("--out")
-        .arg(vdir.join("out"))
-        .env("NEBULA_CA_PASSPHRASE", PASSPHRASE));
+    render(&vdir.join("config/adr-inventory.yml"), &vdir.join("out"));
     let v = walk_terraform_dir(&vdir.join("out/terraform/vyom"), &facts);
     assert!(
         v.bad.is_empty(),

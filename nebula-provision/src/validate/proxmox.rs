@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net};
 
-use super::{is_dns_name, is_safe_name, Validator, RESERVED_NAMES};
+use super::{is_dns_name, is_safe_name, Validator};
 use crate::inventory::proxmox::{DnsSpec, ProxmoxDefaultsSpec, TemplateSpec};
 use crate::inventory::{HostSpec, Inventory, ProxmoxSpec};
 use crate::model::proxmox::{
@@ -91,19 +91,7 @@ impl Validator {
     /// VM; `None` (with problems recorded) otherwise.
     fn non_member(&mut self, inv: &Inventory, name: &str, spec: &HostSpec) -> Option<NonMember> {
         let before = self.problems.len();
-        if !is_safe_name(name, 63) {
-            self.host_err(
-                name,
-                "(name)",
-                "host names must be 1-63 of [A-Za-z0-9._-], starting with a letter or digit",
-            );
-        } else if RESERVED_NAMES.contains(&name) {
-            self.host_err(
-                name,
-                "(name)",
-                "this name is used for a folder of the output directory; pick another",
-            );
-        }
+        self.host_name(name);
         let mesh_fields = [
             ("overlay_ip", spec.overlay_ip.is_some()),
             ("groups", !spec.groups.is_empty()),

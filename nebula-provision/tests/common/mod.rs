@@ -120,12 +120,7 @@ pub fn adr_inventory_copy(dir: &Path) -> PathBuf {
 pub fn render_adr(dir: &Path) -> PathBuf {
     let inv = adr_inventory_copy(dir);
     let out = dir.join("out");
-    ok(Command::new(provision_bin())
-        .args(["render", "--inventory"])
-        .arg(&inv)
-        .arg("--out")
-        .arg(&out)
-        .env("NEBULA_CA_PASSPHRASE", PASSPHRASE));
+    render(&inv, &out);
     out
 }
 
@@ -160,4 +155,24 @@ pub fn in_bundle_command(bundle: &Path, bin: &Path, args: &[&str]) -> Command {
         .arg(bin)
         .args(args);
     c
+}
+
+/// `nebula-provision render --inventory INV --out OUT` (with the test CA passphrase); must succeed.
+pub fn render(inv: &Path, out: &Path) {
+    ok(Command::new(provision_bin())
+        .args(["render", "--inventory"])
+        .arg(inv)
+        .arg("--out")
+        .arg(out)
+        .env("NEBULA_CA_PASSPHRASE", PASSPHRASE));
+}
+
+/// The permission bits of `p` (panics when it is missing).
+pub fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o7777
 }
