@@ -62,6 +62,7 @@ manpage nebula-provision "inventory to Nebula PKI, host bundles, Ansible, Terraf
 out=$target/debian
 mkdir -p "$out"
 for pkg in nebula-node nebula-provision; do
-    cargo deb --locked --no-build --profile "$profile" -p "$pkg" --output "$out/"
+    # Stripped: the release profile keeps line tables for profiling, which a package does not need.
+    cargo deb --locked --no-build --strip --profile "$profile" -p "$pkg" --output "$out/"
 done
 ls -1 "$out"/*.deb
