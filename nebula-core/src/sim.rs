@@ -609,6 +609,25 @@ pub fn rule_from_anyone(proto: &str, port: &str) -> RuleConfig {
     }
 }
 
+/// Two nodes, `a` (10.42.0.1/16 at 192.0.2.1:4242) and `b` (10.42.0.2/16 at 192.0.2.2:4242),
+/// each in the other's static host map; `b_in_a_map` is the address `a` has for `b`.
+pub fn two_nodes(seed: u64, ca: &TestCa, b_in_a_map: &str) -> Sim {
+    let mut sim = Sim::new(seed);
+    sim.add_node(
+        "a",
+        "192.0.2.1:4242",
+        static_config(&[("10.42.0.2", b_in_a_map)]),
+        ca.pki("a", "10.42.0.1/16"),
+    );
+    sim.add_node(
+        "b",
+        "192.0.2.2:4242",
+        static_config(&[("10.42.0.1", "192.0.2.1:4242")]),
+        ca.pki("b", "10.42.0.2/16"),
+    );
+    sim
+}
+
 /// An engine config whose `static_host_map` names each peer (vpn address, "ip:port").
 pub fn static_config(peers: &[(&str, &str)]) -> EngineConfig {
     let mut static_host_map: HashMap<IpAddr, Vec<SocketAddr>> = HashMap::new();

@@ -7,7 +7,9 @@ use nebula_cert::{Curve, Version};
 use nebula_core::aead::CipherKind;
 use nebula_core::engine::{CloseReason, EngineConfig, Event, InsideOutcome};
 use nebula_core::pki::Pki;
-use nebula_core::sim::{static_config, udp_packet, Nat, NatKind, Sim, TestCa, SIM_EPOCH_UNIX};
+use nebula_core::sim::{
+    static_config, two_nodes, udp_packet, Nat, NatKind, Sim, TestCa, SIM_EPOCH_UNIX,
+};
 
 const A_VPN: &str = "10.42.0.1";
 const B_VPN: &str = "10.42.0.2";
@@ -19,20 +21,7 @@ fn ip(s: &str) -> Ipv4Addr {
 }
 
 fn pair(seed: u64, ca: &TestCa) -> Sim {
-    let mut sim = Sim::new(seed);
-    sim.add_node(
-        "a",
-        A_ADDR,
-        static_config(&[(B_VPN, B_ADDR)]),
-        ca.pki("a", "10.42.0.1/16"),
-    );
-    sim.add_node(
-        "b",
-        B_ADDR,
-        static_config(&[(A_VPN, A_ADDR)]),
-        ca.pki("b", "10.42.0.2/16"),
-    );
-    sim
+    two_nodes(seed, ca, B_ADDR)
 }
 
 fn pkt(from: &str, to: &str, n: u32) -> Vec<u8> {

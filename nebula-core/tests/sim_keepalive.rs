@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use nebula_cert::{Curve, Version};
 use nebula_core::engine::{CloseReason, EngineConfig, Event, PunchyConfig};
-use nebula_core::sim::{static_config, udp_packet, Sim, TestCa};
+use nebula_core::sim::{static_config, two_nodes, udp_packet, Sim, TestCa};
 
 const A_VPN: &str = "10.42.0.1";
 const B_VPN: &str = "10.42.0.2";
@@ -154,19 +154,7 @@ fn drop_inactive_closes_the_idle_tunnel_and_keeps_the_busy_ones() {
 #[test]
 fn without_drop_inactive_an_idle_tunnel_stays() {
     let ca = TestCa::new("ca", Curve::Curve25519, Version::V1);
-    let mut sim = Sim::new(12);
-    sim.add_node(
-        "a",
-        A_ADDR,
-        static_config(&[(B_VPN, B_ADDR)]),
-        ca.pki("a", "10.42.0.1/16"),
-    );
-    sim.add_node(
-        "b",
-        B_ADDR,
-        static_config(&[(A_VPN, A_ADDR)]),
-        ca.pki("b", "10.42.0.2/16"),
-    );
+    let mut sim = two_nodes(12, &ca, B_ADDR);
     sim.inside(0, &pkt(A_VPN, B_VPN, 1));
     sim.run_for(Duration::from_secs(20 * 60));
     assert!(sim.has_tunnel(0, B_VPN));
@@ -176,19 +164,7 @@ fn without_drop_inactive_an_idle_tunnel_stays() {
 #[test]
 fn drop_inactive_is_reloadable() {
     let ca = TestCa::new("ca", Curve::Curve25519, Version::V1);
-    let mut sim = Sim::new(13);
-    sim.add_node(
-        "a",
-        A_ADDR,
-        static_config(&[(B_VPN, B_ADDR)]),
-        ca.pki("a", "10.42.0.1/16"),
-    );
-    sim.add_node(
-        "b",
-        B_ADDR,
-        static_config(&[(A_VPN, A_ADDR)]),
-        ca.pki("b", "10.42.0.2/16"),
-    );
+    let mut sim = two_nodes(13, &ca, B_ADDR);
     sim.inside(0, &pkt(A_VPN, B_VPN, 1));
     sim.run_for(Duration::from_secs(60));
     assert!(sim.has_tunnel(0, B_VPN));

@@ -8,11 +8,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 use nebula_cert::{Curve, Version};
 use nebula_core::engine::{DropReason, InsideOutcome, MAX_UNSAFE_ROUTES};
-use nebula_core::sim::{static_config, udp_packet, Sim, TestCa};
+use nebula_core::sim::{two_nodes, udp_packet, Sim, TestCa};
 
 const A_VPN: &str = "10.42.0.1";
 const B_VPN: &str = "10.42.0.2";
-const A_ADDR: &str = "192.0.2.1:4242";
 const B_ADDR: &str = "192.0.2.2:4242";
 
 fn ip(s: &str) -> Ipv4Addr {
@@ -21,20 +20,7 @@ fn ip(s: &str) -> Ipv4Addr {
 
 fn pair(b_in_a_map: &str) -> Sim {
     let ca = TestCa::new("ca", Curve::Curve25519, Version::V1);
-    let mut sim = Sim::new(3);
-    sim.add_node(
-        "a",
-        A_ADDR,
-        static_config(&[(B_VPN, b_in_a_map)]),
-        ca.pki("a", "10.42.0.1/16"),
-    );
-    sim.add_node(
-        "b",
-        B_ADDR,
-        static_config(&[(A_VPN, A_ADDR)]),
-        ca.pki("b", "10.42.0.2/16"),
-    );
-    sim
+    two_nodes(3, &ca, b_in_a_map)
 }
 
 #[test]
