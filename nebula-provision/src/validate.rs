@@ -645,7 +645,9 @@ impl Validator {
             name,
             &bspec,
             spec.cloud_init.is_some() || spec.proxmox.is_some(),
-            spec.lightsail.is_some(),
+            // Only user data handed to Lightsail is size-limited: a Lightsail host without
+            // `cloud_init:` gets its package over SSH (apply, Ansible).
+            spec.lightsail.is_some() && spec.cloud_init.is_some(),
         );
         let ssh = merge_ssh(inv.defaults.ssh.as_ref(), spec.ssh.as_ref())
             .and_then(|s| self.ssh(name, &s));
@@ -1533,14 +1535,22 @@ mod tests {
             problems(&web2("{deb: ./n.deb, path: /usr/bin/nebula}")),
             Vec::<String>::new()
         );
-        // Lightsail's user data cannot carry a package.
+        // Lightsail's user data cannot carry a package ...
         assert_problem(
             &with(
                 "    lightsail:",
-                "    nebula_binary: {deb: ./n.deb}\n    lightsail:",
+                "    nebula_binary: {deb: ./n.deb}\n    cloud_init: {}\n    lightsail:",
             ),
             Some("lh"),
             "nebula_binary.deb",
+        );
+        // ... but a Lightsail host without user data (Kshitiz in the ADR) gets it over SSH.
+        assert_eq!(
+            problems(&with(
+                "    lightsail:",
+                "    nebula_binary: {deb: ./n.deb}\n    lightsail:",
+            )),
+            Vec::<String>::new()
         );
         assert_eq!(
             problems(&with(
@@ -1549,6 +1559,20 @@ mod tests {
             )),
             Vec::<String>::new()
         );
+    }
+
+    /// The README's walkthrough: the ADR inventory with every host on our package.
+    #[test]
+    fn adr_inventory_takes_a_local_deb_for_every_host() {
+        let adr = include_str!("../../config/adr-inventory.yml");
+        let with_deb = adr.replacen(
+            "    path: /usr/local/bin/nebula\n",
+            "    deb: ../target/debian/nebula-rs_0.1.0-1_amd64.deb\n",
+            1,
+        );
+        assert_ne!(with_deb, adr, "the ADR inventory's binary path moved");
+        assert_eq!(problems(adr), Vec::<String>::new());
+        assert_eq!(problems(&with_deb), Vec::<String>::new());
     }
 
     #[test]
