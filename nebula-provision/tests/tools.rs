@@ -661,8 +661,13 @@ fn proxmox_terraform_uses_only_documented_provider_schema() {
     let plugins = std::env::var_os("NEBULA_PROVISION_TF_PLUGIN_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::PathBuf::from("/opt/tf-plugins"));
-    let provider = plugins.join("registry.terraform.io/bpg/proxmox");
-    match (terraform, provider.is_dir()) {
+    // A plugin dir is laid out <registry host>/<namespace>/<type>/...: any host will do.
+    let has_provider = std::fs::read_dir(&plugins)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|host| host.path().join("bpg/proxmox").is_dir());
+    match (terraform, has_provider) {
         (Some(tf), true) => {
             ok(Command::new(&tf)
                 .current_dir(&dir)
