@@ -171,3 +171,31 @@ impl TableView {
         self.table.as_deref()
     }
 }
+
+#[cfg(test)]
+impl Plane {
+    /// A plane around `engine` whose wake pipe nobody reads (unit tests).
+    pub(crate) fn for_test(engine: Engine) -> Plane {
+        let (_, wake) = UnixStream::pair().expect("wake pipe");
+        wake.set_nonblocking(true).expect("nonblocking");
+        Plane::new(engine, wake)
+    }
+
+    /// A plane for node `a` (10.1.0.1/16): default config, no firewall (unit tests).
+    pub(crate) fn bare_for_test() -> Plane {
+        use rand::SeedableRng;
+        let ca = nebula_core::sim::TestCa::new(
+            "ca",
+            nebula_cert::Curve::Curve25519,
+            nebula_cert::Version::V1,
+        );
+        Plane::for_test(Engine::new(
+            nebula_core::engine::EngineConfig::default(),
+            ca.pki("a", "10.1.0.1/16"),
+            Box::new(nebula_core::filter::AllowAll),
+            Box::new(rand::rngs::StdRng::seed_from_u64(1)),
+            Instant::now(),
+            0,
+        ))
+    }
+}

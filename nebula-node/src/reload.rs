@@ -89,7 +89,6 @@ impl PreparedReload {
 mod tests {
     use std::collections::BTreeMap;
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-    use std::os::unix::net::UnixStream;
     use std::path::{Path, PathBuf};
     use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -214,9 +213,7 @@ mod tests {
             );
             engine.set_wall_clock(Instant::now(), now_unix() as u64 * 1_000_000_000);
             engine.start(Instant::now(), &mut Outputs::default());
-            let (_, wake) = UnixStream::pair().expect("wake pipe");
-            wake.set_nonblocking(true).expect("nonblocking");
-            Plane::new(engine, wake)
+            Plane::for_test(engine)
         }
 
         /// The firewall's verdict on a UDP packet from peer `b` to our port `dport`.

@@ -8,7 +8,6 @@ mod common;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::sshd::start_sshd;
 use common::*;
@@ -97,20 +96,12 @@ edge_forwarding: {{host: lh, ports: [{{port: 443, to: {{group: web}}}}]}}
 }
 
 fn apply(inv: &Path, out: &Path, extra: &[&str]) -> (bool, String) {
-    let o = run(Command::new(provision_bin())
-        .arg("apply")
-        .arg("--inventory")
-        .arg(inv)
-        .arg("--out")
-        .arg(out)
-        .args(["--check-seconds", "2"])
-        .args(extra));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    (o.status.success(), text)
+    let args: Vec<&str> = ["--check-seconds", "2"]
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect();
+    run_apply(inv, out, &args)
 }
 
 #[test]

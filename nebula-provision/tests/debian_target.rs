@@ -247,19 +247,7 @@ exit 0
 "#;
 
 fn apply(inv: &Path, out: &Path) -> (bool, String) {
-    let o = run(Command::new(provision_bin())
-        .arg("apply")
-        .arg("--inventory")
-        .arg(inv)
-        .arg("--out")
-        .arg(out)
-        .args(["--check-seconds", "10"]));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    (o.status.success(), text)
+    run_apply(inv, out, &["--check-seconds", "10"])
 }
 
 fn stub_acting(t: &DebianTarget) -> Vec<String> {

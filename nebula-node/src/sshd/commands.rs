@@ -922,30 +922,14 @@ fn memory_summary(ctx: &Context<'_>, _: &FlagSet, _: &[String], w: &mut Vec<u8>)
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;
-    use std::os::unix::net::UnixStream;
-    use std::time::Instant;
 
     use nebula_cert::{Curve, Version};
-    use nebula_core::engine::{Engine, EngineConfig};
-    use nebula_core::filter::AllowAll;
     use nebula_core::sim::TestCa;
-    use rand::SeedableRng;
 
     use super::*;
 
     fn plane() -> Plane {
-        let ca = TestCa::new("ca", Curve::Curve25519, Version::V1);
-        let engine = Engine::new(
-            EngineConfig::default(),
-            ca.pki("a", "10.1.0.1/16"),
-            Box::new(AllowAll),
-            Box::new(rand::rngs::StdRng::seed_from_u64(1)),
-            Instant::now(),
-            0,
-        );
-        let (_, wake) = UnixStream::pair().expect("wake pipe");
-        wake.set_nonblocking(true).expect("nonblocking");
-        Plane::new(engine, wake)
+        Plane::bare_for_test()
     }
 
     /// Run `line` on a fresh node; (output, what dispatch said, reloads asked).

@@ -549,29 +549,9 @@ mod tests {
 
     #[test]
     fn the_console_serves_exec_refuses_strangers_and_follows_reconfiguration() {
-        use std::os::unix::net::UnixStream;
-        use std::time::Instant;
-
-        use nebula_cert::{Curve, Version};
-        use nebula_core::engine::{Engine, EngineConfig};
-        use nebula_core::filter::AllowAll;
-        use nebula_core::sim::TestCa;
-        use rand::SeedableRng;
-
         use crate::udp_batch::BatchOptions;
 
-        let ca = TestCa::new("ca", Curve::Curve25519, Version::V1);
-        let engine = Engine::new(
-            EngineConfig::default(),
-            ca.pki("a", "10.1.0.1/16"),
-            Box::new(AllowAll),
-            Box::new(rand::rngs::StdRng::seed_from_u64(1)),
-            Instant::now(),
-            0,
-        );
-        let (_, wake) = UnixStream::pair().expect("wake pipe");
-        wake.set_nonblocking(true).expect("nonblocking");
-        let plane = Arc::new(Plane::new(engine, wake));
+        let plane = Arc::new(Plane::bare_for_test());
         let socket = BatchSocket::bind(
             "127.0.0.1:0".parse().expect("addr"),
             &BatchOptions::default(),

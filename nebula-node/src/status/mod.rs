@@ -329,7 +329,6 @@ impl ExpiryWatch {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::net::UnixStream;
 
     use nebula_cert::{Curve, Version};
     use nebula_core::engine::Engine;
@@ -361,8 +360,7 @@ mod tests {
             Instant::now(),
             0,
         );
-        let (_, wake) = UnixStream::pair().expect("pipe");
-        Plane::new(engine, wake)
+        Plane::for_test(engine)
     }
 
     /// Our certificate's warnings come once per threshold as its expiry nears, at most once per

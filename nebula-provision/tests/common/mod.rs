@@ -176,3 +176,21 @@ pub fn mode(p: &Path) -> u32 {
         .mode()
         & 0o7777
 }
+
+/// `nebula-provision apply --inventory INV --out OUT ARGS...`: whether it succeeded, and its
+/// stdout and stderr together.
+pub fn run_apply(inv: &Path, out: &Path, args: &[&str]) -> (bool, String) {
+    let o = run(Command::new(provision_bin())
+        .arg("apply")
+        .arg("--inventory")
+        .arg(inv)
+        .arg("--out")
+        .arg(out)
+        .args(args));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.success(), text)
+}
